@@ -1,0 +1,35 @@
+# The two set-up commands of the README: `make day` (a simulated day) and `make test` (the tests).
+# Each installs what it needs into .venv first, once per change of pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export TZ := UTC
+
+.PHONY: install day test lint bench dev clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+day: $(STAMP)
+	$(BIN)/python -m rossmann_local.day $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check rossmann_local rossmann_local_tests bench
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
+
+dev: $(STAMP)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/.rossmann/dagster_home} $(BIN)/dagster dev -m rossmann_local.definitions
+
+clean:
+	rm -rf .rossmann

@@ -1,0 +1,52 @@
+"""Partitions: one per shop x shift. The shift layout lives in the world config (ShiftLayout);
+this file only turns it into Dagster partitions, in one place."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import dagster as dg
+
+from rossmann_local.domain.shifts import ShiftWindow, shift_window
+from rossmann_local.domain.world import Shop, World
+
+SHIFT_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+
+
+def shift_partitions(world: World) -> dg.TimeWindowPartitionsDefinition:
+    """One window per shift of every day from the world's start, in the chain's time zone.
+
+    The cron adds closing time so the last shift ends at closing; the exclusion drops the window
+    that would start at closing and run overnight.
+    """
+    layout = world.shift_layout
+    first = datetime.combine(world.start_date, layout.opens)
+    return dg.TimeWindowPartitionsDefinition(
+        start=first.strftime(SHIFT_KEY_FORMAT),
+        cron_schedule=layout.cron_schedule,
+        exclusions=layout.exclusions,
+        fmt=SHIFT_KEY_FORMAT,
+        timezone=world.timezone,
+    )
+
+
+def shop_shift_partitions(world: World) -> dg.MultiPartitionsDefinition:
+    """Keys read ``"<shift>|<shop>"`` (Dagster orders dimensions by name), e.g. ``2026-06-01-09:00|1``."""
+    return dg.MultiPartitionsDefinition({
+        "shift": shift_partitions(world),
+        "shop": dg.StaticPartitionsDefinition([str(s) for s in world.shop_ids]),
+    })
+
+
+def partition_key(shift: ShiftWindow, shop_id: int) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"shift": shift.start.strftime(SHIFT_KEY_FORMAT), "shop": str(shop_id)})
+
+
+def shop_and_shift(world: World, key: str | dg.MultiPartitionKey) -> tuple[Shop, ShiftWindow]:
+    """The shop and shift window a partition key names."""
+    if not isinstance(key, dg.MultiPartitionKey):
+        shift_key, shop_key = key.split("|")
+        key = dg.MultiPartitionKey({"shift": shift_key, "shop": shop_key})
+    dims = key.keys_by_dimension
+    local_start = datetime.strptime(dims["shift"], SHIFT_KEY_FORMAT)
+    return world.shop(int(dims["shop"])), shift_window(world, local_start)

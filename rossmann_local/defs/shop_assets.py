@@ -1,0 +1,128 @@
+"""The shop's assets per shop x shift: the synced cache, the shift's deliveries and its transactions."""
+
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import dagster as dg
+
+from rossmann_local.defs.partitions import shop_and_shift
+from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
+from rossmann_local.domain.simulation import ShiftSales, plan_deliveries, simulate_terminal_sales
+from rossmann_local.domain.world import World
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.shop_db import ledger
+from rossmann_local.shop_db.cache import (
+    advance_sync_watermark,
+    sync_watermark,
+    upsert_categories,
+    upsert_products,
+)
+
+SHOP_GROUP = "shop"
+
+
+def terminal_table(sales: ShiftSales) -> dg.TableMetadataValue:
+    """Receipts and revenue per terminal, as a table the UI renders."""
+    receipts: Counter[int] = Counter()
+    revenue: dict[int, Decimal] = {}
+    for r in sales.receipts:
+        receipts[r.terminal_id] += 1
+        revenue[r.terminal_id] = revenue.get(r.terminal_id, Decimal("0")) + r.total_amount
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"terminal_id": t, "receipts": receipts[t], "revenue": float(revenue[t])})
+                 for t in sorted(receipts)],
+        schema=dg.TableSchema(columns=[dg.TableColumn("terminal_id", "int"), dg.TableColumn("receipts", "int"),
+                                       dg.TableColumn("revenue", "float")]),
+    )
+
+
+def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, kinds={"sqlalchemy"})
+    def synced_cache(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,
+                     sync_api: SyncApiClient) -> dg.MaterializeResult:
+        """The shop's catalogue cache at shift start: categories, and products with its city's prices,
+        pulled from the Sync API since the shop's last sync. Both answers are fetched and validated
+        before anything is written, so a failing Sync API leaves the cache as it was."""
+        shop, _shift = shop_and_shift(world, context.partition_key)
+        with shop_databases.transaction(shop.shop_id) as conn:
+            categories_since = sync_watermark(conn, "categories") or BEGINNING_OF_TIME
+            products_since = sync_watermark(conn, "products") or BEGINNING_OF_TIME
+        categories = sync_api.categories_since(categories_since)
+        products = sync_api.products_since(shop.shop_id, products_since)
+        now = datetime.now(UTC)
+        with shop_databases.transaction(shop.shop_id) as conn:
+            category_counts = upsert_categories(conn, categories)
+            product_counts = upsert_products(conn, products)
+            for entity, records in (("categories", categories), ("products", products)):
+                if records:
+                    advance_sync_watermark(conn, entity, max(r.updated_at_utc for r in records), now)
+            on_shelf = len(ledger.shelf(conn))
+        return dg.MaterializeResult(metadata={
+            "categories_received": category_counts.received,
+            "categories_applied": category_counts.applied,
+            "products_received": product_counts.received,
+            "products_applied": product_counts.applied,
+            "stale_rows_skipped": category_counts.stale + product_counts.stale,
+            "placeholder_categories": product_counts.placeholders,
+            "products_on_shelf": on_shelf,
+            "synced_since": dg.MetadataValue.text(products_since.isoformat()),
+        })
+
+    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache], kinds={"sqlalchemy"})
+    def shift_deliveries(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
+        """The courier's deliveries during the shift, accepted by the shop's admin and recorded locally
+        (they restock the shelf at their accepted time and are kept until reported)."""
+        shop, shift = shop_and_shift(world, context.partition_key)
+        with shop_databases.transaction(shop.shop_id) as conn:
+            deliveries = plan_deliveries(world, shop, shift, ledger.shelf(conn))
+            ledger.replace_shift_deliveries(conn, shift, deliveries)
+            ledger.record_shift_deliveries(conn, shift, shop.admin_id, deliveries, datetime.now(UTC))
+        return dg.MaterializeResult(metadata={
+            "deliveries": len(deliveries),
+            "accepted_at": dg.MetadataValue.text(", ".join(d.accepted_time.strftime("%H:%M") for d in deliveries)
+                                                 or "none in this shift"),
+            "products_delivered": sum(len(d.lines) for d in deliveries),
+            "units_delivered": sum(line.quantity for d in deliveries for line in d.lines),
+        })
+
+    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache, shift_deliveries],
+              kinds={"sqlalchemy"})
+    def shift_transactions(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
+        """Every receipt of the shop's terminals during the shift, simulated from a seed of the shop and
+        shift; a re-run replaces the shift's receipts with the same ones, in one transaction."""
+        shop, shift = shop_and_shift(world, context.partition_key)
+        with shop_databases.transaction(shop.shop_id) as conn:
+            ledger.delete_shift_receipts(conn, shift)
+            sales = simulate_terminal_sales(world, shop, shift, ledger.shelf(conn), ledger.stock_at(conn, shift.start),
+                                            ledger.shift_deliveries(conn, shift))
+            ledger.insert_receipts(conn, shift, sales.receipts)
+            ledger.recompute_stock(conn)
+            ledger.record_shift_sales(conn, shift, shop.admin_id, sales, datetime.now(UTC))
+        return dg.MaterializeResult(metadata={
+            "receipts": len(sales.receipts),
+            "receipt_lines": sales.lines,
+            "units_sold": sales.units,
+            "revenue": float(sales.revenue),
+            "per_terminal": terminal_table(sales),
+            "customers_turned_away": sales.customers_turned_away,
+            "products_sold_out": len(sales.products_sold_out),
+            "stock_units_at_close": sum(sales.closing_stock.values()),
+        })
+
+    return [synced_cache, shift_deliveries, shift_transactions]
+
+
+def build_shop_checks(shift_transactions: dg.AssetsDefinition, world: World) -> list[dg.AssetChecksDefinition]:
+    @dg.asset_check(asset=shift_transactions, blocking=True)
+    def stock_never_negative(context: dg.AssetCheckExecutionContext,
+                             shop_databases: ShopDatabases) -> dg.AssetCheckResult:
+        """No product's stock is below zero after the shift (a shop cannot sell what it does not have)."""
+        shop, _shift = shop_and_shift(world, context.op_execution_context.partition_key)
+        with shop_databases.transaction(shop.shop_id) as conn:
+            negative = ledger.negative_stock(conn)
+        return dg.AssetCheckResult(passed=not negative,
+                                   metadata={"negative_products": dg.MetadataValue.json(negative)})
+
+    return [stock_never_negative]

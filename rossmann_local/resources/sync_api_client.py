@@ -1,0 +1,64 @@
+"""The shop's client of the general OLTP's Sync API (HTTP GET, JSON)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import TypeVar
+
+import dagster as dg
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from rossmann_local.domain.catalogue import CategoryRecord, ProductRecord, iso_z
+from rossmann_local.settings import DEFAULT_SYNC_API_URL, SYNC_API_TIMEOUT, SYNC_API_URL, env_float
+
+T = TypeVar("T")
+
+
+class SyncApiError(RuntimeError):
+    """The Sync API could not be reached or answered something unusable; nothing was applied."""
+
+
+class SyncApiClient(dg.ConfigurableResource):
+    """``base_url`` from ``ROSSMANN_SYNC_API_URL``; a request that takes longer than
+    ``timeout_seconds`` (``ROSSMANN_SYNC_API_TIMEOUT_SECONDS``) fails instead of hanging the run."""
+
+    base_url: str = DEFAULT_SYNC_API_URL
+    timeout_seconds: float = 10.0
+
+    def _get(self, path: str, params: dict[str, str | int], answer: type[T] | TypeAdapter[T]) -> T:
+        url = self.base_url.rstrip("/") + path
+        # Error messages name the path, never the query string: upstream passes passwords there.
+        try:
+            response = httpx.get(url, params=params, timeout=self.timeout_seconds)
+        except httpx.TimeoutException:
+            raise SyncApiError(f"Sync API at {self.base_url} did not answer GET {path} within "
+                               f"{self.timeout_seconds:g} s ({SYNC_API_TIMEOUT})") from None
+        except httpx.HTTPError as exc:
+            raise SyncApiError(f"cannot reach the Sync API at {self.base_url} for GET {path} "
+                               f"(check {SYNC_API_URL}): {exc.__class__.__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise SyncApiError(f"Sync API answered {response.status_code} to GET {path}: {response.text[:200]!r}")
+        adapter = answer if isinstance(answer, TypeAdapter) else TypeAdapter(answer)
+        try:
+            return adapter.validate_json(response.content)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[:3]
+            raise SyncApiError(f"Sync API sent an invalid answer to GET {path} ({exc.error_count()} errors, "
+                               f"first: {first})") from None
+
+    def categories_since(self, since: datetime) -> list[CategoryRecord]:
+        return self._get("/categories/sync", {"sync_utc_time": iso_z(since)}, _CATEGORIES)
+
+    def products_since(self, shop_id: int, since: datetime) -> list[ProductRecord]:
+        return self._get("/products/sync", {"shop_id": shop_id, "sync_utc_time": iso_z(since)}, _PRODUCTS)
+
+
+_CATEGORIES = TypeAdapter(list[CategoryRecord])
+_PRODUCTS = TypeAdapter(list[ProductRecord])
+
+
+def sync_api_client_from_env() -> SyncApiClient:
+    url = dg.EnvVar(SYNC_API_URL) if os.environ.get(SYNC_API_URL) else DEFAULT_SYNC_API_URL
+    return SyncApiClient(base_url=url, timeout_seconds=env_float(SYNC_API_TIMEOUT, 10.0))

@@ -1,0 +1,190 @@
+"""What a shift writes into the shop database, each as one replace-the-shift unit of work.
+
+Stock is a ledger: delivered minus sold. ``products.stock_quantity`` is recomputed from it after
+every write, so re-running a shift (which first removes that shift's own rows) can never count
+its deliveries or sales twice, and the opening stock of a shift is the same on every re-run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
+
+from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.domain.simulation import Delivery as PlannedDelivery
+from rossmann_local.domain.simulation import DeliveryLine, Receipt, ShelfProduct, ShiftSales
+from rossmann_local.shop_db.cache import dialect_insert
+from rossmann_local.shop_db.models import (
+    Category,
+    Delivery,
+    DeliveryItem,
+    Product,
+    Shift,
+    Transaction,
+    TransactionItem,
+)
+
+RECEIPT_COLUMNS = ("transaction_id", "terminal_id", "cashier_id", "transaction_time", "amount",
+                   "loyalty_discount", "discount_type", "total_amount", "payment_method")
+LINE_COLUMNS = ("item_id", "product_id", "quantity", "unit_price", "product_name", "product_barcode",
+                "category_id", "category_name", "product_price", "product_discount")
+
+
+def shelf(conn: Connection) -> list[ShelfProduct]:
+    """The products on sale: in the cache and not deleted, with their category's current name."""
+    rows = conn.execute(
+        select(Product.product_id, Product.name, Product.barcode, Product.category_id,
+               Category.name.label("category_name"), Product.price, Product.discount)
+        .join(Category, Category.category_id == Product.category_id)
+        .where(Product.is_deleted.is_(False))
+        .order_by(Product.product_id)
+    )
+    return [ShelfProduct(**row._mapping) for row in rows]
+
+
+def stock_at(conn: Connection, moment: datetime) -> dict[int, int]:
+    """Stock per product just before ``moment``: everything delivered minus everything sold before it."""
+    delivered = conn.execute(
+        select(DeliveryItem.product_id, func.sum(DeliveryItem.quantity))
+        .join(Delivery, Delivery.delivery_id == DeliveryItem.delivery_id)
+        .where(Delivery.accepted_time < moment)
+        .group_by(DeliveryItem.product_id)
+    )
+    sold = conn.execute(
+        select(TransactionItem.product_id, func.sum(TransactionItem.quantity))
+        .join(Transaction, Transaction.transaction_id == TransactionItem.transaction_id)
+        .where(Transaction.transaction_time < moment)
+        .group_by(TransactionItem.product_id)
+    )
+    stock: dict[int, int] = {}
+    for product_id, units in delivered:
+        stock[product_id] = int(units)
+    for product_id, units in sold:
+        stock[product_id] = stock.get(product_id, 0) - int(units)
+    return stock
+
+
+def recompute_stock(conn: Connection) -> None:
+    delivered = (select(func.coalesce(func.sum(DeliveryItem.quantity), 0))
+                 .where(DeliveryItem.product_id == Product.product_id).scalar_subquery())
+    sold = (select(func.coalesce(func.sum(TransactionItem.quantity), 0))
+            .where(TransactionItem.product_id == Product.product_id).scalar_subquery())
+    conn.execute(update(Product).values(stock_quantity=delivered - sold))
+
+
+def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(table), rows)
+
+
+def replace_shift_deliveries(conn: Connection, shift: ShiftWindow, deliveries: Sequence[PlannedDelivery]) -> None:
+    ids = select(Delivery.delivery_id).where(Delivery.shift_start == shift.start).scalar_subquery()
+    conn.execute(delete(DeliveryItem).where(DeliveryItem.delivery_id.in_(ids)))
+    conn.execute(delete(Delivery).where(Delivery.shift_start == shift.start))
+    _bulk_insert(conn, Delivery.__table__, [
+        {"delivery_id": d.delivery_id, "shift_start": shift.start, "accepted_time": d.accepted_time,
+         "courier_id": d.courier_id, "admin_id": d.admin_id}
+        for d in deliveries
+    ])
+    _bulk_insert(conn, DeliveryItem.__table__, [
+        {"delivery_id": d.delivery_id, "product_id": line.product_id, "quantity": line.quantity,
+         "product_name": line.product_name, "category_id": line.category_id, "category_name": line.category_name}
+        for d in deliveries for line in d.lines
+    ])
+    recompute_stock(conn)
+
+
+def shift_deliveries(conn: Connection, shift: ShiftWindow) -> list[PlannedDelivery]:
+    """The deliveries recorded for this shift, as the sales simulation needs them."""
+    headers = conn.execute(select(Delivery).where(Delivery.shift_start == shift.start)
+                           .order_by(Delivery.accepted_time)).all()
+    lines = conn.execute(
+        select(DeliveryItem).join(Delivery, Delivery.delivery_id == DeliveryItem.delivery_id)
+        .where(Delivery.shift_start == shift.start).order_by(DeliveryItem.delivery_id, DeliveryItem.product_id)
+    ).all()
+    return [
+        PlannedDelivery(
+            delivery_id=h.delivery_id, accepted_time=h.accepted_time, courier_id=h.courier_id,
+            admin_id=h.admin_id,
+            lines=tuple(DeliveryLine(product_id=li.product_id, quantity=li.quantity, product_name=li.product_name,
+                                     category_id=li.category_id, category_name=li.category_name)
+                        for li in lines if li.delivery_id == h.delivery_id),
+        )
+        for h in headers
+    ]
+
+
+def delete_shift_receipts(conn: Connection, shift: ShiftWindow) -> None:
+    ids = select(Transaction.transaction_id).where(Transaction.shift_start == shift.start).scalar_subquery()
+    conn.execute(delete(TransactionItem).where(TransactionItem.transaction_id.in_(ids)))
+    conn.execute(delete(Transaction).where(Transaction.shift_start == shift.start))
+
+
+def insert_receipts(conn: Connection, shift: ShiftWindow, receipts: Sequence[Receipt]) -> None:
+    _bulk_insert(conn, Transaction.__table__, [
+        {"shift_start": shift.start, **{c: getattr(r, c) for c in RECEIPT_COLUMNS}} for r in receipts
+    ])
+    _bulk_insert(conn, TransactionItem.__table__, [
+        {"transaction_id": r.transaction_id, **{c: getattr(line, c) for c in LINE_COLUMNS}}
+        for r in receipts for line in r.lines
+    ])
+
+
+def record_shift(conn: Connection, shift: ShiftWindow, admin_id: int, **figures: Any) -> None:
+    """Upsert the shift's bookkeeping row with the figures of the step that just ran."""
+    stmt = dialect_insert(conn, Shift.__table__)
+    stmt = stmt.on_conflict_do_update(index_elements=["shift_start"], set_={k: stmt.excluded[k] for k in figures})
+    conn.execute(stmt, {"shift_start": shift.start, "shift_end": shift.end, "admin_id": admin_id, **figures})
+
+
+def record_shift_sales(conn: Connection, shift: ShiftWindow, admin_id: int, sales: ShiftSales,
+                       now: datetime) -> None:
+    record_shift(conn, shift, admin_id, receipts=len(sales.receipts), receipt_lines=sales.lines,
+                 units_sold=sales.units, revenue=sales.revenue, sales_recorded_at_utc=now)
+
+
+def record_shift_deliveries(conn: Connection, shift: ShiftWindow, admin_id: int,
+                            deliveries: Sequence[PlannedDelivery], now: datetime) -> None:
+    units = sum(line.quantity for d in deliveries for line in d.lines)
+    record_shift(conn, shift, admin_id, units_delivered=units, deliveries_recorded_at_utc=now)
+
+
+def negative_stock(conn: Connection) -> dict[int, int]:
+    rows = conn.execute(select(Product.product_id, Product.stock_quantity).where(Product.stock_quantity < 0))
+    return {pid: qty for pid, qty in rows}
+
+
+def shift_totals(conn: Connection, shift: ShiftWindow) -> dict[str, Decimal | int]:
+    """Receipts, lines, units and revenue of the shift as stored (what reports reconcile against)."""
+    receipts, revenue = conn.execute(
+        select(func.count(), func.coalesce(func.sum(Transaction.total_amount), 0))
+        .where(Transaction.shift_start == shift.start)
+    ).one()
+    lines, units = conn.execute(
+        select(func.count(), func.coalesce(func.sum(TransactionItem.quantity), 0))
+        .join(Transaction, Transaction.transaction_id == TransactionItem.transaction_id)
+        .where(Transaction.shift_start == shift.start)
+    ).one()
+    return {"receipts": receipts, "lines": lines, "units": int(units), "revenue": Decimal(revenue)}
+
+
+def shelf_stock(conn: Connection) -> tuple[int, int]:
+    """(units on the shelf, products on sale with none left) right now."""
+    units, empty = conn.execute(
+        select(func.coalesce(func.sum(Product.stock_quantity), 0),
+               func.count().filter(Product.stock_quantity == 0))
+        .where(Product.is_deleted.is_(False))
+    ).one()
+    return int(units), int(empty)
+
+
+def units_delivered(conn: Connection, shift: ShiftWindow) -> int:
+    return int(conn.scalar(
+        select(func.coalesce(func.sum(DeliveryItem.quantity), 0))
+        .join(Delivery, Delivery.delivery_id == DeliveryItem.delivery_id)
+        .where(Delivery.shift_start == shift.start)
+    ))

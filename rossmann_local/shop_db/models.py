@@ -1,0 +1,138 @@
+"""The shop's local OLTP database: DOMAIN.md's tables plus what a correct shop needs.
+
+Added to the reference: ``updated_at_utc`` on cache rows (versioned upserts), the shift key and
+sale-time product values on receipts, local deliveries, and sync/shift bookkeeping.
+Timestamps are stored as naive UTC and come back timezone-aware, the same on SQLite and Postgres.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import ClassVar
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, false
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from rossmann_local.sqltypes import FractionColumn, MoneyColumn, UtcDateTime
+
+
+class ShopBase(DeclarativeBase):
+    type_annotation_map: ClassVar = {datetime: UtcDateTime, Decimal: MoneyColumn}
+
+
+class Category(ShopBase):
+    __tablename__ = "categories"
+
+    category_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(2048))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Upstream's server-side change time; a row changes only when an incoming one is newer.
+    updated_at_utc: Mapped[datetime]
+
+
+class Product(ShopBase):
+    __tablename__ = "products"
+
+    product_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.category_id"))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(2048))
+    barcode: Mapped[str] = mapped_column(String(12), unique=True)
+    price: Mapped[Decimal]
+    discount: Mapped[Decimal] = mapped_column(FractionColumn)
+    # Local: upserts from upstream never touch it; the stock ledger below recomputes it.
+    stock_quantity: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    updated_at_utc: Mapped[datetime]
+
+
+class Transaction(ShopBase):
+    """One receipt. Ids are deterministic (shift code + sequence) so a re-run rewrites the same ids."""
+
+    __tablename__ = "transactions"
+
+    transaction_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    shift_start: Mapped[datetime] = mapped_column(index=True)
+    terminal_id: Mapped[int]
+    cashier_id: Mapped[int]
+    transaction_time: Mapped[datetime] = mapped_column(index=True)
+    amount: Mapped[Decimal]
+    loyalty_discount: Mapped[Decimal] = mapped_column(FractionColumn)
+    discount_type: Mapped[str] = mapped_column(String(16))
+    total_amount: Mapped[Decimal]
+    payment_method: Mapped[str] = mapped_column(String(16))
+
+
+class TransactionItem(ShopBase):
+    """One receipt line, with the product as it was at sale time (the report must not use today's)."""
+
+    __tablename__ = "transaction_items"
+
+    item_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    transaction_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("transactions.transaction_id", ondelete="CASCADE"), index=True
+    )
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.product_id"), index=True)
+    quantity: Mapped[int]
+    unit_price: Mapped[Decimal]
+    product_name: Mapped[str] = mapped_column(String(255))
+    product_barcode: Mapped[str] = mapped_column(String(12))
+    category_id: Mapped[int]
+    category_name: Mapped[str] = mapped_column(String(255))
+    product_price: Mapped[Decimal]
+    product_discount: Mapped[Decimal] = mapped_column(FractionColumn)
+
+
+class Delivery(ShopBase):
+    """A delivery accepted by the shop's admin from the courier; kept locally until reported."""
+
+    __tablename__ = "deliveries"
+
+    delivery_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    shift_start: Mapped[datetime] = mapped_column(index=True)
+    accepted_time: Mapped[datetime] = mapped_column(index=True)
+    courier_id: Mapped[int]
+    admin_id: Mapped[int]
+
+
+class DeliveryItem(ShopBase):
+    __tablename__ = "delivery_items"
+
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("deliveries.delivery_id", ondelete="CASCADE"), primary_key=True
+    )
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.product_id"), primary_key=True, index=True)
+    quantity: Mapped[int]
+    product_name: Mapped[str] = mapped_column(String(255))
+    category_id: Mapped[int]
+    category_name: Mapped[str] = mapped_column(String(255))
+
+
+class SyncState(ShopBase):
+    """How far the cache has synced from the Sync API: the newest upstream ``updated_at_utc`` seen."""
+
+    __tablename__ = "sync_state"
+
+    entity: Mapped[str] = mapped_column(String(32), primary_key=True)
+    watermark_utc: Mapped[datetime]
+    last_synced_at_utc: Mapped[datetime]
+
+
+class Shift(ShopBase):
+    """Bookkeeping of one shift: who ran it and what it recorded (the reports reconcile against it)."""
+
+    __tablename__ = "shifts"
+
+    shift_start: Mapped[datetime] = mapped_column(primary_key=True)
+    shift_end: Mapped[datetime]
+    admin_id: Mapped[int]
+    receipts: Mapped[int] = mapped_column(default=0)
+    receipt_lines: Mapped[int] = mapped_column(default=0)
+    units_sold: Mapped[int] = mapped_column(default=0)
+    revenue: Mapped[Decimal] = mapped_column(default=Decimal("0"))
+    units_delivered: Mapped[int] = mapped_column(default=0)
+    sales_recorded_at_utc: Mapped[datetime | None]
+    deliveries_recorded_at_utc: Mapped[datetime | None]
+

@@ -1,0 +1,288 @@
+"""The stand-in general OLTP's own store: catalogue with per-city prices, shops, terminals, staff.
+
+Every change goes through a method here and gets a server-side ``updated_at_utc`` that is strictly
+newer than any before it (inserts too), so a shop's incremental sync never misses a change.
+Passwords are kept as salted PBKDF2 hashes and never leave the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+from sqlalchemy import Boolean, Engine, ForeignKey, String, create_engine, event, func, or_, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from rossmann_local.domain.catalogue import CategoryRecord, EmployeeIdentity, ProductRecord, ShopIdentity
+from rossmann_local.domain.world import World
+from rossmann_local.sqltypes import FractionColumn, MoneyColumn, UtcDateTime
+
+ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+class StoreBase(DeclarativeBase):
+    type_annotation_map: ClassVar = {datetime: UtcDateTime, Decimal: MoneyColumn}
+
+
+class CityRow(StoreBase):
+    __tablename__ = "cities"
+    city_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    country: Mapped[str] = mapped_column(String(255))
+
+
+class ShopRow(StoreBase):
+    __tablename__ = "shops"
+    shop_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.city_id"))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+
+
+class TerminalRow(StoreBase):
+    __tablename__ = "terminals"
+    terminal_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.shop_id"), index=True)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+
+
+class EmployeeRow(StoreBase):
+    __tablename__ = "employees"
+    employee_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    first_name: Mapped[str] = mapped_column(String(255))
+    last_name: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+
+
+class CategoryRow(StoreBase):
+    __tablename__ = "categories"
+    category_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(2048))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at_utc: Mapped[datetime] = mapped_column(index=True)
+
+
+class ProductRow(StoreBase):
+    __tablename__ = "products"
+    product_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.category_id"))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(2048))
+    barcode: Mapped[str] = mapped_column(String(12), unique=True)
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at_utc: Mapped[datetime] = mapped_column(index=True)
+
+
+class ProductPriceRow(StoreBase):
+    """Price and discount of a product in one city: each city changes on its own clock."""
+
+    __tablename__ = "product_prices"
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.product_id"), primary_key=True)
+    city_id: Mapped[int] = mapped_column(ForeignKey("cities.city_id"), primary_key=True)
+    price: Mapped[Decimal]
+    discount: Mapped[Decimal] = mapped_column(FractionColumn)
+    updated_at_utc: Mapped[datetime] = mapped_column(index=True)
+
+
+_Versioned = TypeVar("_Versioned", CategoryRow, ProductRow)
+
+
+class UnknownEntity(LookupError):
+    """A shop, terminal, employee, product, category or city the store does not have (HTTP 404)."""
+
+
+class WrongPassword(PermissionError):
+    """Authentication failed (HTTP 401)."""
+
+
+class WrongShop(PermissionError):
+    """The terminal belongs to another shop (HTTP 403)."""
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 100_000)
+    return f"{salt.hex()}${digest.hex()}"
+
+
+def password_matches(password: str, stored: str | None) -> bool:
+    if not stored:
+        return False
+    salt_hex, _ = stored.split("$", 1)
+    return hmac.compare_digest(hash_password(password, bytes.fromhex(salt_hex)), stored)
+
+
+class CatalogueStore:
+    """The stand-in's data, behind methods that keep ``updated_at_utc`` honest."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(url, connect_args={"check_same_thread": False})
+            # Writers serialise from their first statement, so change times are handed out in commit order.
+            event.listen(self.engine, "connect", lambda dbapi, _rec: setattr(dbapi, "isolation_level", None))
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        else:
+            self.engine = create_engine(url)
+        StoreBase.metadata.create_all(self.engine)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _next_change_time(self, session: Session) -> datetime:
+        """Now, or just after the newest change recorded so far if the clock is behind it."""
+        newest = [
+            session.scalar(select(func.max(table.updated_at_utc)))
+            for table in (CategoryRow, ProductRow, ProductPriceRow)
+        ]
+        now = datetime.now(UTC)
+        latest = max((t for t in newest if t is not None), default=None)
+        return now if latest is None or now > latest else latest + ONE_MICROSECOND
+
+    # --- seeding --------------------------------------------------------------------------------
+
+    def seed(self, world: World, password: str | None = None) -> bool:
+        """Load the world once (an already seeded store is left as it is). Returns whether it seeded.
+
+        ``password`` (from ``ROSSMANN_SYNC_API_PASSWORD``) is set for every shop, terminal and
+        employee; without one nobody can authorize, which the sync endpoints do not need."""
+        with self._session() as s:
+            if s.scalar(select(func.count()).select_from(CityRow)):
+                return False
+            pw = hash_password(password) if password else None
+            city_ids = {c.name: i for i, c in enumerate(world.cities, start=1)}
+            s.add_all(CityRow(city_id=city_ids[c.name], name=c.name, country=c.country) for c in world.cities)
+            s.add_all(ShopRow(shop_id=shop.shop_id, city_id=city_ids[shop.city], password_hash=pw)
+                      for shop in world.shops)
+            s.add_all(TerminalRow(terminal_id=t, shop_id=shop.shop_id, password_hash=pw)
+                      for shop in world.shops for t in shop.terminal_ids)
+            s.add_all(EmployeeRow(employee_id=e.employee_id, first_name=e.first_name, last_name=e.last_name,
+                                  email=e.email, role=e.role, password_hash=pw) for e in world.employees)
+            s.flush()
+            now = self._next_change_time(s)
+            s.add_all(CategoryRow(category_id=c.category_id, name=c.name, description=c.description,
+                                  updated_at_utc=now) for c in world.categories)
+            s.add_all(ProductRow(product_id=p.product_id, category_id=p.category_id, name=p.name,
+                                 description=p.description, barcode=p.barcode, updated_at_utc=now)
+                      for p in world.products)
+            s.flush()
+            s.add_all(ProductPriceRow(product_id=p.product_id, city_id=city_ids[city], price=cp.price,
+                                      discount=cp.discount, updated_at_utc=now)
+                      for p in world.products for city, cp in p.prices.items())
+        return True
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def _shop(self, s: Session, shop_id: int) -> ShopRow:
+        shop = s.get(ShopRow, shop_id)
+        if shop is None:
+            raise UnknownEntity(f"shop {shop_id} not found")
+        return shop
+
+    def authorize_shop(self, shop_id: int, password: str) -> ShopIdentity:
+        with self._session() as s:
+            shop = self._shop(s, shop_id)
+            if not password_matches(password, shop.password_hash):
+                raise WrongPassword("wrong shop password")
+            city = s.get_one(CityRow, shop.city_id)
+            return ShopIdentity(shop_id=shop.shop_id, country_name=city.country, city_name=city.name)
+
+    def authorize_employee(self, email: str, password: str) -> EmployeeIdentity:
+        with self._session() as s:
+            employee = s.scalar(select(EmployeeRow).where(EmployeeRow.email == email.lower()))
+            if employee is None:
+                raise UnknownEntity("employee not found")
+            if not password_matches(password, employee.password_hash):
+                raise WrongPassword("wrong employee password")
+            return EmployeeIdentity(employee_id=employee.employee_id, first_name=employee.first_name,
+                                    last_name=employee.last_name, role=employee.role)  # type: ignore[arg-type]
+
+    def terminals_of(self, shop_id: int) -> list[int]:
+        with self._session() as s:
+            self._shop(s, shop_id)
+            return list(s.scalars(select(TerminalRow.terminal_id).where(TerminalRow.shop_id == shop_id)
+                                  .order_by(TerminalRow.terminal_id)))
+
+    def authorize_terminal(self, shop_id: int, terminal_id: int, password: str) -> bool:
+        with self._session() as s:
+            self._shop(s, shop_id)
+            terminal = s.get(TerminalRow, terminal_id)
+            if terminal is None:
+                raise UnknownEntity(f"terminal {terminal_id} not found")
+            if terminal.shop_id != shop_id:
+                raise WrongShop(f"terminal {terminal_id} belongs to another shop")
+            if not password_matches(password, terminal.password_hash):
+                raise WrongPassword("wrong terminal password")
+            return True
+
+    def categories_changed_since(self, since: datetime) -> list[CategoryRecord]:
+        with self._session() as s:
+            rows = s.scalars(select(CategoryRow).where(CategoryRow.updated_at_utc > since)
+                             .order_by(CategoryRow.updated_at_utc, CategoryRow.category_id))
+            return [CategoryRecord.model_validate(r, from_attributes=True) for r in rows]
+
+    def products_changed_since(self, shop_id: int, since: datetime) -> list[ProductRecord]:
+        """Products whose own row or whose price in the shop's city changed after ``since``."""
+        with self._session() as s:
+            city_id = self._shop(s, shop_id).city_id
+            rows = s.execute(
+                select(ProductRow, ProductPriceRow)
+                .join(ProductPriceRow, (ProductPriceRow.product_id == ProductRow.product_id)
+                      & (ProductPriceRow.city_id == city_id))
+                .where(or_(ProductRow.updated_at_utc > since, ProductPriceRow.updated_at_utc > since))
+                .order_by(ProductRow.product_id)
+            ).all()
+            records = [
+                ProductRecord(product_id=p.product_id, name=p.name, description=p.description, barcode=p.barcode,
+                              category_id=p.category_id, price=pp.price, discount=pp.discount,
+                              is_deleted=p.is_deleted, updated_at_utc=max(p.updated_at_utc, pp.updated_at_utc))
+                for p, pp in rows
+            ]
+            return sorted(records, key=lambda r: (r.updated_at_utc, r.product_id))
+
+    # --- changes (the web/admin side of the chain) ------------------------------------------------
+
+    def _changed(self, s: Session, model: type[_Versioned], key: int, **changes: object) -> _Versioned:
+        """Apply the given (non-None) changes to one row and stamp it with a fresh change time."""
+        row = s.get(model, key)
+        if row is None:
+            raise UnknownEntity(f"{model.__tablename__.removesuffix('s')} {key} not found")
+        for attr, value in changes.items():
+            if value is not None:
+                setattr(row, attr, value)
+        row.updated_at_utc = self._next_change_time(s)
+        return row
+
+    def update_category(self, category_id: int, *, name: str | None = None, description: str | None = None,
+                        is_deleted: bool | None = None) -> CategoryRecord:
+        with self._session() as s:
+            row = self._changed(s, CategoryRow, category_id, name=name, description=description,
+                                is_deleted=is_deleted)
+            return CategoryRecord.model_validate(row, from_attributes=True)
+
+    def update_product(self, product_id: int, *, name: str | None = None, description: str | None = None,
+                       is_deleted: bool | None = None) -> None:
+        with self._session() as s:
+            self._changed(s, ProductRow, product_id, name=name, description=description, is_deleted=is_deleted)
+
+    def set_price(self, product_id: int, city: str, price: Decimal, discount: Decimal) -> datetime:
+        """Change the product's price in one city; returns the change's ``updated_at_utc``."""
+        with self._session() as s:
+            city_id = s.scalar(select(CityRow.city_id).where(CityRow.name == city))
+            row = s.get(ProductPriceRow, (product_id, city_id)) if city_id is not None else None
+            if row is None:
+                raise UnknownEntity(f"no price of product {product_id} in city {city!r}")
+            row.price, row.discount = price, discount
+            row.updated_at_utc = self._next_change_time(s)
+            return row.updated_at_utc
