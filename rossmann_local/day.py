@@ -97,7 +97,7 @@ def _read_back(shop_day: ShopDay, shop_databases: ShopDatabases, shifts: list[Sh
             shop_day.units_sold += int(totals["units"])
             shop_day.revenue += Decimal(totals["revenue"])
             shop_day.units_delivered += ledger.units_delivered(conn, shift)
-        shop_day.stock_units, shop_day.sold_out = ledger.shelf_stock(conn)
+        shop_day.stock_units, shop_day.sold_out = ledger.shelf_stock(conn, shifts[-1].end)
 
 
 def format_summary(day: date, shop_days: list[ShopDay], seconds: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime
 from typing import TypeVar
@@ -14,6 +15,9 @@ from rossmann_local.domain.catalogue import CategoryRecord, ProductRecord, iso_z
 from rossmann_local.settings import DEFAULT_SYNC_API_URL, SYNC_API_TIMEOUT, SYNC_API_URL, env_float
 
 T = TypeVar("T")
+
+# httpx logs every request URL at INFO, query string included; upstream passes passwords there.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class SyncApiError(RuntimeError):

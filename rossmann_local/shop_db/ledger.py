@@ -172,14 +172,11 @@ def shift_totals(conn: Connection, shift: ShiftWindow) -> dict[str, Decimal | in
     return {"receipts": receipts, "lines": lines, "units": int(units), "revenue": Decimal(revenue)}
 
 
-def shelf_stock(conn: Connection) -> tuple[int, int]:
-    """(units on the shelf, products on sale with none left) right now."""
-    units, empty = conn.execute(
-        select(func.coalesce(func.sum(Product.stock_quantity), 0),
-               func.count().filter(Product.stock_quantity == 0))
-        .where(Product.is_deleted.is_(False))
-    ).one()
-    return int(units), int(empty)
+def shelf_stock(conn: Connection, at: datetime) -> tuple[int, int]:
+    """(units on the shelf, products on sale with none left) at a moment, from the ledger."""
+    stock = stock_at(conn, at)
+    on_sale = [p.product_id for p in shelf(conn)]
+    return sum(stock.get(p, 0) for p in on_sale), sum(1 for p in on_sale if stock.get(p, 0) <= 0)
 
 
 def units_delivered(conn: Connection, shift: ShiftWindow) -> int:

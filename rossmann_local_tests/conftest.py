@@ -1,0 +1,97 @@
+"""Real parts for the tests: the Sync API stand-in over loopback HTTP, SQLite files, and real
+Postgres databases (one per shop) created and dropped by the fixtures."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from rossmann_local.domain.world import World, reference_world
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
+from rossmann_local.sync_api.store import CatalogueStore
+
+TEST_PASSWORD = "test-only-password"
+PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's settings or writes into the repo's data dir."""
+    for name in list(os.environ):
+        if name.startswith("ROSSMANN_") and name != "ROSSMANN_TEST_PG_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture
+def world() -> World:
+    return reference_world()
+
+
+@pytest.fixture
+def store(tmp_path: Path, world: World) -> CatalogueStore:
+    catalogue = CatalogueStore(f"sqlite:///{tmp_path / 'sync_api.sqlite'}")
+    catalogue.seed(world, password=TEST_PASSWORD)
+    return catalogue
+
+
+@pytest.fixture
+def sync_server(store: CatalogueStore) -> Iterator[LoopbackServer]:
+    with sync_api_server(store) as server:
+        yield server
+
+
+@pytest.fixture
+def sync_api(sync_server: LoopbackServer) -> SyncApiClient:
+    return SyncApiClient(base_url=sync_server.url, timeout_seconds=5)
+
+
+@pytest.fixture
+def sqlite_shops(tmp_path: Path) -> Iterator[ShopDatabases]:
+    shops = ShopDatabases(sqlite_dir=str(tmp_path / "shops"))
+    yield shops
+    shops.dispose()
+
+
+def _pg_admin():
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        pytest.fail(f"Postgres at {PG_ADMIN_URL} is not reachable ({exc.orig}); start it (see .ci/run)")
+    return engine
+
+
+@pytest.fixture
+def postgres_shops(world: World) -> Iterator[ShopDatabases]:
+    """One fresh Postgres database per shop, dropped afterwards."""
+    prefix = f"rossmann_test_{uuid.uuid4().hex[:8]}"
+    admin = _pg_admin()
+    names = [f"{prefix}_shop_{shop_id}" for shop_id in world.shop_ids]
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    shops = ShopDatabases(url_template=f"{base}/{prefix}_shop_{{shop_id}}")
+    yield shops
+    shops.dispose()
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shop_databases(request: pytest.FixtureRequest) -> ShopDatabases:
+    """Each shop-database test runs on SQLite (the default) and on Postgres (the deployment)."""
+    return request.getfixturevalue(f"{request.param}_shops")

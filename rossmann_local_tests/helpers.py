@@ -1,0 +1,50 @@
+"""Small helpers the tests share: materialize a shop x shift partition, read a shop's rows."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import dagster as dg
+from sqlalchemy import select
+
+from rossmann_local.defs import build_definitions
+from rossmann_local.defs.partitions import partition_key
+from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
+from rossmann_local.domain.world import World
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.shop_db.models import Product, Transaction, TransactionItem
+
+ASSET_NAMES = ("synced_cache", "shift_deliveries", "shift_transactions")
+
+
+def shift_of(world: World, day: date | None = None, index: int = 0) -> ShiftWindow:
+    return shifts_of_day(world, day or world.start_date)[index]
+
+
+def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources: dict[str, Any],
+                      assets: tuple[str, ...] = ASSET_NAMES, raise_on_error: bool = True,
+                      instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    """``dg.materialize`` the named assets (and their checks) for one shop x shift partition."""
+    defs = build_definitions(world, resources)
+    selected = [a for a in defs.assets if a.key.to_user_string() in assets]  # type: ignore[union-attr]
+    return dg.materialize([*selected, *defs.asset_checks], partition_key=str(partition_key(shift, shop_id)),
+                          resources=resources, raise_on_error=raise_on_error, instance=instance,
+                          selection=[*(dg.AssetKey(a) for a in assets)])
+
+
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    [event] = result.asset_materializations_for_node(asset)
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def receipts_of(shops: ShopDatabases, shop_id: int) -> list[tuple]:
+    with shops.transaction(shop_id) as conn:
+        heads = conn.execute(select(Transaction).order_by(Transaction.transaction_id)).all()
+        lines = conn.execute(select(TransactionItem).order_by(TransactionItem.item_id)).all()
+    return [tuple(r) for r in heads] + [tuple(r) for r in lines]
+
+
+def products_of(shops: ShopDatabases, shop_id: int) -> dict[int, Any]:
+    with shops.transaction(shop_id) as conn:
+        return {p.product_id: p for p in conn.execute(select(Product))}

@@ -1,0 +1,158 @@
+"""Deliveries and terminal sales per shop x shift, materialized on real SQLite and real Postgres."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import func, select
+
+from rossmann_local.domain.shifts import inflation_factor, round_money
+from rossmann_local.domain.world import World
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.shop_db import ledger
+from rossmann_local.shop_db.models import Delivery, DeliveryItem, Shift, Transaction, TransactionItem
+from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.helpers import materialize_shift, metadata, products_of, receipts_of, shift_of
+
+
+def run_shift(world: World, shops: ShopDatabases, api: SyncApiClient, shop_id: int = 1, index: int = 0,
+              day_offset: int = 0) -> dg.ExecuteInProcessResult:
+    shift = shift_of(world, world.start_date + timedelta(days=day_offset), index)
+    return materialize_shift(world, shift, shop_id, {"shop_databases": shops, "sync_api": api})
+
+
+def test_a_shift_records_deliveries_and_receipts_with_useful_metadata(
+        world: World, shop_databases: ShopDatabases, sync_api: SyncApiClient) -> None:
+    result = run_shift(world, shop_databases, sync_api, shop_id=2)
+    assert result.success
+    deliveries, sales = metadata(result, "shift_deliveries"), metadata(result, "shift_transactions")
+    assert deliveries["deliveries"] == 1 and deliveries["accepted_at"] == "10:00"
+    assert 200 * 7 <= deliveries["units_delivered"] <= 490 * 14
+    assert sales["receipts"] > 100 and sales["receipt_lines"] >= sales["receipts"]
+    assert sales["revenue"] > 0 and sales["customers_turned_away"] > 0, "nothing is on the shelf before 10:00"
+    per_terminal = sales["per_terminal"].records
+    assert [r.data["terminal_id"] for r in per_terminal] == [4, 5, 6]
+    assert sum(r.data["receipts"] for r in per_terminal) == sales["receipts"]
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.check_name == "stock_never_negative"
+
+    shift = shift_of(world)
+    with shop_databases.transaction(2) as conn:
+        stored = ledger.shift_totals(conn, shift)
+        first_receipt = conn.scalar(select(func.min(Transaction.transaction_time)))
+        bookkeeping = conn.execute(select(Shift)).one()
+        ids = conn.scalars(select(Transaction.transaction_id)).all()
+        cashiers = set(conn.scalars(select(Transaction.cashier_id)))
+    assert stored == {"receipts": sales["receipts"], "lines": sales["receipt_lines"], "units": sales["units_sold"],
+                      "revenue": Decimal(str(sales["revenue"]))}
+    assert first_receipt >= shift.at(world.sales.delivery_times[0]), "no sale before the first delivery"
+    assert (bookkeeping.receipts, bookkeeping.revenue) == (sales["receipts"], Decimal(str(sales["revenue"])))
+    assert all(str(i).startswith(str(shift.code)) for i in ids), "ids carry the shift code"
+    assert cashiers == set(world.shop(2).cashier_ids)
+
+
+def test_receipts_follow_the_domain_rules(world: World, shop_databases: ShopDatabases,
+                                          sync_api: SyncApiClient) -> None:
+    run_shift(world, shop_databases, sync_api, shop_id=4, day_offset=20)
+    day = world.start_date + timedelta(days=20)
+    inflation = inflation_factor(world, day)
+    assert inflation == Decimal("1.05")
+    catalogue = {p.product_id: p.prices["La Nucia"] for p in world.products}
+    with shop_databases.transaction(4) as conn:
+        receipts = conn.execute(select(Transaction)).all()
+        lines = conn.execute(select(TransactionItem)).all()
+    by_receipt: dict[int, list] = {}
+    for line in lines:
+        by_receipt.setdefault(line.transaction_id, []).append(line)
+        price = catalogue[line.product_id]
+        assert line.unit_price == round_money(price.price * inflation * (1 - price.discount))
+        assert line.product_price == round_money(price.price * inflation)
+        assert 1 <= line.quantity <= 5
+    for receipt in receipts:
+        items = by_receipt[receipt.transaction_id]
+        assert 1 <= len(items) <= 8 and len({i.product_id for i in items}) == len(items)
+        assert receipt.amount == round_money(sum(i.unit_price * i.quantity for i in items))
+        assert receipt.total_amount == round_money(receipt.amount * (1 - receipt.loyalty_discount))
+        assert receipt.loyalty_discount in {Decimal(v) for v in ("0", "0.05", "0.1", "0.2", "0.3")}
+        assert receipt.payment_method in {"Cash", "Credit Card", "Debit Card"}
+        assert receipt.discount_type == "percentage"
+    loyalty = [r.loyalty_discount for r in receipts]
+    assert loyalty.count(Decimal("0")) > len(loyalty) / 3, "no loyalty discount is the most frequent case"
+
+
+def test_a_rerun_replaces_the_shift_with_the_same_receipts(world: World, shop_databases: ShopDatabases,
+                                                           sync_api: SyncApiClient) -> None:
+    run_shift(world, shop_databases, sync_api, shop_id=3)
+    first = receipts_of(shop_databases, 3)
+    stock = {pid: p.stock_quantity for pid, p in products_of(shop_databases, 3).items()}
+    run_shift(world, shop_databases, sync_api, shop_id=3)
+    assert receipts_of(shop_databases, 3) == first
+    assert {pid: p.stock_quantity for pid, p in products_of(shop_databases, 3).items()} == stock
+    with shop_databases.transaction(3) as conn:
+        assert conn.scalar(select(func.count()).select_from(Delivery)) == 1
+        assert conn.scalar(select(func.count()).select_from(Shift)) == 1
+
+
+def test_rerunning_an_earlier_shift_after_later_ones_reproduces_it(
+        world: World, shop_databases: ShopDatabases, sync_api: SyncApiClient) -> None:
+    run_shift(world, shop_databases, sync_api, index=0)
+    morning = receipts_of(shop_databases, 1)
+    run_shift(world, shop_databases, sync_api, index=1)
+    run_shift(world, shop_databases, sync_api, index=0, day_offset=1)
+    stock_before = {pid: p.stock_quantity for pid, p in products_of(shop_databases, 1).items()}
+    run_shift(world, shop_databases, sync_api, index=0)
+    morning_again = [r for r in receipts_of(shop_databases, 1) if r in set(morning)]
+    assert morning_again == morning, "the opening stock of a shift comes from the ledger, not from today's shelf"
+    assert {pid: p.stock_quantity for pid, p in products_of(shop_databases, 1).items()} == stock_before
+
+
+def test_the_same_partition_gives_the_same_receipts_in_another_database(
+        tmp_path: Path, world: World, sync_api: SyncApiClient) -> None:
+    first, second = (ShopDatabases(sqlite_dir=str(tmp_path / name)) for name in ("a", "b"))
+    for shops in (first, second):
+        run_shift(world, shops, sync_api, shop_id=5)
+        run_shift(world, shops, sync_api, shop_id=5, index=1)
+    assert receipts_of(first, 5) == receipts_of(second, 5)
+    run_shift(world, first, sync_api, shop_id=4)
+    assert receipts_of(first, 4) != receipts_of(first, 5), "another shop has other customers"
+    first.dispose()
+    second.dispose()
+
+
+def test_stock_is_the_ledger_and_never_negative_over_several_days(
+        world: World, shop_databases: ShopDatabases, sync_api: SyncApiClient) -> None:
+    for day in range(3):
+        for index in range(2):
+            assert run_shift(world, shop_databases, sync_api, shop_id=5, index=index, day_offset=day).success
+    with shop_databases.transaction(5) as conn:
+        delivered = dict(conn.execute(select(DeliveryItem.product_id, func.sum(DeliveryItem.quantity))
+                                      .group_by(DeliveryItem.product_id)).all())
+        sold = dict(conn.execute(select(TransactionItem.product_id, func.sum(TransactionItem.quantity))
+                                 .group_by(TransactionItem.product_id)).all())
+        assert ledger.negative_stock(conn) == {}
+    for pid, product in products_of(shop_databases, 5).items():
+        assert product.stock_quantity == delivered.get(pid, 0) - sold.get(pid, 0) >= 0
+
+
+def test_receipt_lines_keep_sale_time_names_and_prices_after_the_catalogue_changes(
+        world: World, shop_databases: ShopDatabases, sync_api: SyncApiClient, store: CatalogueStore) -> None:
+    run_shift(world, shop_databases, sync_api, shop_id=1)
+    morning = receipts_of(shop_databases, 1)
+    with shop_databases.transaction(1) as conn:
+        sold = set(conn.scalars(select(TransactionItem.product_id)))
+    for pid in sold:
+        store.update_product(pid, name=f"product {pid} v2")
+        store.set_price(pid, "Berlin", Decimal("99.00"), Decimal("0"))
+    run_shift(world, shop_databases, sync_api, shop_id=1, index=1)
+    assert set(morning) <= set(receipts_of(shop_databases, 1)), "morning rows are untouched"
+    evening = shift_of(world, index=1)
+    with shop_databases.transaction(1) as conn:
+        lines = conn.execute(select(TransactionItem).join(Transaction).where(
+            Transaction.shift_start == evening.start, TransactionItem.product_id.in_(sold))).all()
+    assert lines, "the evening sold some of the changed products"
+    assert all(li.product_name == f"product {li.product_id} v2" and li.unit_price == Decimal("99.00")
+               for li in lines)
