@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from sqlalchemy import func, select
 
 from rossmann_local.domain.shifts import inflation_factor, round_money
@@ -156,3 +157,19 @@ def test_receipt_lines_keep_sale_time_names_and_prices_after_the_catalogue_chang
     assert lines, "the evening sold some of the changed products"
     assert all(li.product_name == f"product {li.product_id} v2" and li.unit_price == Decimal("99.00")
                for li in lines)
+
+
+@pytest.mark.postgres
+def test_postgres_and_sqlite_store_exactly_the_same_shift(world: World, sqlite_shops: ShopDatabases,
+                                                          postgres_shops: ShopDatabases,
+                                                          sync_api: SyncApiClient) -> None:
+    """Postgres takes receipts by COPY, SQLite by INSERT: both must hold the same values and UTC times."""
+    for shops in (sqlite_shops, postgres_shops):
+        run_shift(world, shops, sync_api, shop_id=2)
+    on_postgres = receipts_of(postgres_shops, 2)
+    assert on_postgres == receipts_of(sqlite_shops, 2)
+    with postgres_shops.transaction(2) as conn:
+        first = conn.scalar(select(func.min(Transaction.transaction_time)))
+        raw_first = conn.exec_driver_sql("SELECT min(transaction_time)::text FROM transactions").scalar()
+    assert first.utcoffset() == timedelta(0)
+    assert raw_first == first.strftime("%Y-%m-%d %H:%M:%S"), "stored as naive UTC, like an INSERT would"

@@ -7,22 +7,15 @@ from decimal import Decimal
 import pytest
 
 from rossmann_local.domain.shifts import shifts_of_day
-from rossmann_local.domain.simulation import ShelfProduct, plan_deliveries, simulate_terminal_sales
+from rossmann_local.domain.simulation import configured_shelf, plan_deliveries, simulate_terminal_sales
 from rossmann_local.domain.world import World
-
-
-def shelf_of(world: World, city: str) -> list[ShelfProduct]:
-    names = {c.category_id: c.name for c in world.categories}
-    return [ShelfProduct(product_id=p.product_id, name=p.name, barcode=p.barcode, category_id=p.category_id,
-                         category_name=names[p.category_id], price=p.prices[city].price,
-                         discount=p.prices[city].discount) for p in world.products]
 
 
 @pytest.mark.parametrize("seed", range(12))
 def test_stock_never_goes_below_zero_and_units_balance(world: World, seed: int) -> None:
     world = world.model_copy(update={"seed": seed})
     shop = world.shop(1 + seed % 5)
-    shelf = shelf_of(world, shop.city)
+    shelf = configured_shelf(world, shop.city)
     opening = {p.product_id: (seed * 7 + p.product_id) % 6 for p in shelf}
     for shift in shifts_of_day(world, world.start_date):
         deliveries = plan_deliveries(world, shop, shift, shelf)
@@ -40,7 +33,7 @@ def test_stock_never_goes_below_zero_and_units_balance(world: World, seed: int) 
 
 def test_a_shift_is_a_pure_function_of_its_inputs(world: World) -> None:
     shop, shift = world.shop(2), shifts_of_day(world, world.start_date)[1]
-    shelf = shelf_of(world, shop.city)
+    shelf = configured_shelf(world, shop.city)
     stock = {p.product_id: 50 for p in shelf}
     assert simulate_terminal_sales(world, shop, shift, shelf, stock, []).receipts == \
         simulate_terminal_sales(world, shop, shift, shelf, dict(stock), []).receipts
@@ -51,7 +44,7 @@ def test_a_shift_is_a_pure_function_of_its_inputs(world: World) -> None:
 
 def test_receipt_times_lie_inside_the_shift_and_each_terminal_serves_about_every_five_minutes(world: World) -> None:
     shop, shift = world.shop(1), shifts_of_day(world, world.start_date)[0]
-    shelf = shelf_of(world, shop.city)
+    shelf = configured_shelf(world, shop.city)
     sales = simulate_terminal_sales(world, shop, shift, shelf, {p.product_id: 10_000 for p in shelf}, [])
     assert all(shift.start <= r.transaction_time < shift.end for r in sales.receipts)
     per_terminal = [sum(1 for r in sales.receipts if r.terminal_id == t) for t in shop.terminal_ids]
@@ -61,7 +54,7 @@ def test_receipt_times_lie_inside_the_shift_and_each_terminal_serves_about_every
 
 def test_deliveries_come_at_ten_and_six_with_two_hundred_to_four_ninety_units(world: World) -> None:
     shop = world.shop(3)
-    shelf = shelf_of(world, shop.city)
+    shelf = configured_shelf(world, shop.city)
     morning, evening = (plan_deliveries(world, shop, s, shelf) for s in shifts_of_day(world, world.start_date))
     assert [d.accepted_time.hour for d in morning + evening] == [10, 18]
     for delivery in morning + evening:
@@ -72,5 +65,5 @@ def test_deliveries_come_at_ten_and_six_with_two_hundred_to_four_ninety_units(wo
 
 def test_an_empty_shelf_turns_customers_away(world: World) -> None:
     shop, shift = world.shop(1), shifts_of_day(world, world.start_date)[0]
-    sales = simulate_terminal_sales(world, shop, shift, shelf_of(world, "Berlin"), {}, [])
+    sales = simulate_terminal_sales(world, shop, shift, configured_shelf(world, "Berlin"), {}, [])
     assert sales.receipts == [] and sales.customers_turned_away > 0 and sales.revenue == Decimal("0")

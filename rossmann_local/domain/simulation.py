@@ -106,6 +106,14 @@ class ShiftSales:
         return sum((r.total_amount for r in self.receipts), Decimal("0"))
 
 
+def configured_shelf(world: World, city: str) -> list[ShelfProduct]:
+    """The world's catalogue as a shop in ``city`` would have it cached (for tests and benchmarks)."""
+    categories = {c.category_id: c.name for c in world.categories}
+    return [ShelfProduct(product_id=p.product_id, name=p.name, barcode=p.barcode, category_id=p.category_id,
+                         category_name=categories[p.category_id], price=p.prices[city].price,
+                         discount=p.prices[city].discount) for p in world.products]
+
+
 def plan_deliveries(world: World, shop: Shop, shift: ShiftWindow, shelf: Sequence[ShelfProduct]) -> list[Delivery]:
     """The courier's deliveries that fall in this shift: a random half-or-more of the shelf, each
     product +min..max units in steps (200..490 by 10 in the reference)."""

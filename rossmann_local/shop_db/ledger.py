@@ -77,7 +77,19 @@ def recompute_stock(conn: Connection) -> None:
 
 
 def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    if rows:
+    """Many rows at once, inside the caller's transaction: COPY on Postgres (psycopg 3), where a
+    row-by-row executemany costs a protocol round per row; executemany elsewhere."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        columns = list(rows[0])
+        # The columns' own bind processors, so COPY stores exactly what an INSERT would (UTC times).
+        processors = [table.c[c].type.bind_processor(conn.dialect) for c in columns]
+        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        with conn.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([p(row[c]) if p else row[c] for c, p in zip(columns, processors, strict=True)])
+    else:
         conn.execute(insert(table), rows)
 
 

@@ -1,0 +1,142 @@
+"""Benchmarks (not in CI): ``make bench``. Prints a table of measured figures against targets.
+
+1. A full simulated day of the 5 reference shops through Dagster (the main command's path:
+   stand-in Sync API on loopback, SQLite shops, a Dagster instance), wall time per day.
+2. Receipt lines written per second into Postgres by the shop's own writer (``ledger.insert_receipts``,
+   one transaction per shift as in the asset) against COPY of the very same rows, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import create_engine, text
+
+from rossmann_local.day import dagster_instance, run_day
+from rossmann_local.domain.catalogue import ProductRecord
+from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
+from rossmann_local.domain.simulation import Receipt, configured_shelf, simulate_terminal_sales
+from rossmann_local.domain.world import reference_world
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.shop_db import ledger
+from rossmann_local.shop_db.cache import upsert_products
+from rossmann_local.shop_db.ledger import LINE_COLUMNS, RECEIPT_COLUMNS
+from rossmann_local.shop_db.models import ShopBase
+from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
+
+PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def bench_day(repeats: int) -> list[float]:
+    """Seconds per simulated day of every reference shop, each on a fresh data dir."""
+    world = reference_world()
+    timings = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["ROSSMANN_DATA_DIR"] = tmp
+            os.environ.pop("DAGSTER_HOME", None)
+            started = time.perf_counter()
+            with sync_api_server(open_seeded_store(world)) as server:
+                days = run_day(world, world.start_date, ShopDatabases(sqlite_dir=f"{tmp}/shops"),
+                               SyncApiClient(base_url=server.url), dagster_instance())
+            timings.append(time.perf_counter() - started)
+            assert all(not d.runs_failed for d in days), [d.runs_failed for d in days]
+    return timings
+
+
+def busy_shifts(shifts: int) -> list[tuple[ShiftWindow, list[Receipt]]]:
+    """Receipts of ``shifts`` consecutive shifts of one shop with 40 terminals and a full shelf."""
+    big = reference_world(shop_count=1, terminals_per_shop=40, cashiers_per_shop=3)
+    shop = big.shop(1)
+    shelf = configured_shelf(big, shop.city)
+    stock = {p.product_id: 10**9 for p in shelf}
+    windows = [w for day in range(shifts) for w in shifts_of_day(big, big.start_date + timedelta(days=day))][:shifts]
+    return [(w, simulate_terminal_sales(big, shop, w, shelf, stock, []).receipts) for w in windows]
+
+
+def bench_receipt_writes(shifts: int) -> tuple[int, float, float]:
+    """(lines, seconds through ledger.insert_receipts, seconds through COPY) for the same rows."""
+    world = reference_world()
+    batches = busy_shifts(shifts)
+    lines = sum(len(r.lines) for _, receipts in batches for r in receipts)
+    name = f"rossmann_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = create_engine(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        ShopBase.metadata.create_all(engine)
+        with engine.begin() as conn:  # receipt lines reference products: load the catalogue once
+            upsert_products(conn, [ProductRecord(
+                product_id=p.product_id, name=p.name, barcode=p.barcode, category_id=p.category_id,
+                price=p.prices["Berlin"].price, discount=p.prices["Berlin"].discount,
+                updated_at_utc=datetime.now(UTC)) for p in world.products])
+
+        def ours() -> None:
+            for shift, receipts in batches:
+                with engine.begin() as conn:
+                    ledger.insert_receipts(conn, shift, receipts)
+
+        def copy() -> None:
+            for shift, receipts in batches:
+                with engine.begin() as conn:
+                    cursor = conn.connection.driver_connection.cursor()
+                    with cursor.copy(f"COPY transactions (shift_start, {', '.join(RECEIPT_COLUMNS)}) FROM STDIN") as cp:
+                        for r in receipts:
+                            cp.write_row((shift.start, *(getattr(r, c) for c in RECEIPT_COLUMNS)))
+                    with cursor.copy(f"COPY transaction_items (transaction_id, {', '.join(LINE_COLUMNS)}) "
+                                     "FROM STDIN") as cp:
+                        for r in receipts:
+                            for line in r.lines:
+                                cp.write_row((r.transaction_id, *(getattr(line, c) for c in LINE_COLUMNS)))
+
+        def truncate() -> None:
+            with engine.begin() as conn:
+                conn.execute(text("TRUNCATE transaction_items, transactions"))
+
+        def timed(fn: Callable[[], None]) -> float:
+            truncate()
+            started = time.perf_counter()
+            fn()
+            return time.perf_counter() - started
+
+        ours_s = statistics.median(timed(ours) for _ in range(3))
+        copy_s = statistics.median(timed(copy) for _ in range(3))
+        return lines, ours_s, copy_s
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--day-repeats", type=int, default=3)
+    parser.add_argument("--shifts", type=int, default=12, help="busy shifts written in the Postgres benchmark")
+    args = parser.parse_args()
+    day = bench_day(args.day_repeats)
+    lines, ours_s, copy_s = bench_receipt_writes(args.shifts)
+    rows = [
+        ("simulated day, 5 shops, through Dagster", f"{statistics.median(day):.2f} s (median of {len(day)}: "
+         + ", ".join(f"{t:.2f}" for t in day) + ")", "<= 10 s"),
+        (f"receipt lines into Postgres, ledger writer ({lines} lines)", f"{lines / ours_s:,.0f} lines/s", ">= 50,000"),
+        ("same rows via COPY", f"{lines / copy_s:,.0f} lines/s", "reference"),
+        ("writer / COPY", f"{copy_s / ours_s:.0%}", ">= 30%"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"{'benchmark'.ljust(widths[0])}  {'measured'.ljust(widths[1])}  target")
+    for r in rows:
+        print(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}")
+
+
+if __name__ == "__main__":
+    main()
