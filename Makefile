@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 
 dev: $(STAMP)
-	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/.rossmann/dagster_home} $(BIN)/dagster dev -m rossmann_local.definitions
+	$(BIN)/python -m rossmann_local.dev $(ARGS)
 
 clean:
 	rm -rf .rossmann
