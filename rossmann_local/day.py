@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 sync_api = SyncApiClient(base_url=server.url, timeout_seconds=sync_api.timeout_seconds)
             shop_days = run_day(world, day, shop_databases_from_env(), sync_api, dagster_instance())
         print(format_summary(day, shop_days, time.perf_counter() - started))
-        print(f"Data: {data_dir()}  (Dagster UI on the same data: see README, 'dagster dev')")
+        print(f"Data: {data_dir()}  (Dagster UI on the same data: make dev)")
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
