@@ -29,7 +29,8 @@ from rossmann_local.settings import SYNC_API_URL, ConfigError, data_dir
 from rossmann_local.shop_db import ledger
 from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The summary reports failed runs with their cause; Dagster's console log would repeat each with stack traces.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass
@@ -82,9 +83,13 @@ def run_day(world: World, day: date, shop_databases: ShopDatabases, sync_api: Sy
 
 
 def _first_failure(result: dg.ExecuteInProcessResult) -> str:
+    """The root cause of the first failed step, as one line."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip().splitlines()[-1]
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            return f"{event.step_key}: {error.cls_name}: {error.message.strip().splitlines()[0]}"
     return "run failed"
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
 
 DATA_DIR = "ROSSMANN_DATA_DIR"
 SHOP_DB_URL = "ROSSMANN_SHOP_DB_URL"
@@ -26,27 +30,22 @@ def data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR) or DEFAULT_DATA_DIR).resolve()
 
 
+def _env_number(name: str, default: T, parse: Callable[[str], T], lowest: T, what: str) -> T:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not {what}") from None
+    if value < lowest:  # type: ignore[operator]
+        raise ConfigError(f"{name}={value} must be at least {lowest}")
+    return value
+
+
 def env_int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
+    return _env_number(name, default, int, minimum, "a whole number")
 
 
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={value} must be positive")
-    return value
+def env_float(name: str, default: float, minimum: float = 0.001) -> float:
+    return _env_number(name, default, float, minimum, "a number")

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from rossmann_local.day import main
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local_tests.helpers import receipts_of
 
 
 def test_a_simulated_day_of_every_shop_runs_and_reruns_without_doubling(
@@ -32,3 +34,23 @@ def test_a_bad_setting_stops_with_a_message_naming_it(monkeypatch: pytest.Monkey
     monkeypatch.setenv("ROSSMANN_SHOP_COUNT", "zero")
     assert main([]) == 2
     assert "ROSSMANN_SHOP_COUNT" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_the_day_runs_on_postgres_shop_databases_from_the_environment(
+        postgres_shops: ShopDatabases, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The URL reaches the runs as a Dagster EnvVar and the read-back outside the runs alike."""
+    monkeypatch.setenv("ROSSMANN_SHOP_DB_URL", postgres_shops.url_template)
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^all\s+10/10\s+1\d{3}\s", out, re.MULTILINE), out
+    assert receipts_of(postgres_shops, 3), "the receipts are in the shop's Postgres database"
+
+
+def test_unreachable_shop_databases_fail_with_the_setting_named(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ROSSMANN_SHOP_DB_URL", "postgresql+psycopg://postgres@127.0.0.1:9/shop_{shop_id}")
+    assert main([]) != 0
+    captured = capsys.readouterr()
+    assert "ROSSMANN_SHOP_DB_URL" in captured.err
+    assert "Traceback" not in captured.err + captured.out

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SAWarning
 
+from rossmann_local.resources import resolved
 from rossmann_local.settings import SHOP_DB_URL, ConfigError, data_dir
 from rossmann_local.shop_db.models import ShopBase
 
@@ -79,7 +80,7 @@ class ShopDatabases(dg.ConfigurableResource):
 
     def url(self, shop_id: int) -> str:
         sqlite_dir = Path(self.sqlite_dir) if self.sqlite_dir else data_dir() / "shops"
-        return shop_database_url(shop_id, self.url_template, sqlite_dir)
+        return shop_database_url(shop_id, resolved(self.url_template), sqlite_dir)
 
     def engine(self, shop_id: int) -> Engine:
         if shop_id not in self._engines:

@@ -12,6 +12,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from rossmann_local.domain.catalogue import CategoryRecord, ProductRecord, iso_z
+from rossmann_local.resources import resolved
 from rossmann_local.settings import DEFAULT_SYNC_API_URL, SYNC_API_TIMEOUT, SYNC_API_URL, env_float
 
 T = TypeVar("T")
@@ -32,15 +33,16 @@ class SyncApiClient(dg.ConfigurableResource):
     timeout_seconds: float = 10.0
 
     def _get(self, path: str, params: dict[str, str | int], answer: type[T] | TypeAdapter[T]) -> T:
-        url = self.base_url.rstrip("/") + path
+        base_url = resolved(self.base_url) or ""
+        url = base_url.rstrip("/") + path
         # Error messages name the path, never the query string: upstream passes passwords there.
         try:
             response = httpx.get(url, params=params, timeout=self.timeout_seconds)
         except httpx.TimeoutException:
-            raise SyncApiError(f"Sync API at {self.base_url} did not answer GET {path} within "
+            raise SyncApiError(f"Sync API at {base_url} did not answer GET {path} within "
                                f"{self.timeout_seconds:g} s ({SYNC_API_TIMEOUT})") from None
         except httpx.HTTPError as exc:
-            raise SyncApiError(f"cannot reach the Sync API at {self.base_url} for GET {path} "
+            raise SyncApiError(f"cannot reach the Sync API at {base_url} for GET {path} "
                                f"(check {SYNC_API_URL}): {exc.__class__.__name__}: {exc}") from None
         if response.status_code != 200:
             raise SyncApiError(f"Sync API answered {response.status_code} to GET {path}: {response.text[:200]!r}")
