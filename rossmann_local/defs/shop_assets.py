@@ -114,8 +114,8 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
     return [synced_cache, shift_deliveries, shift_transactions]
 
 
-def build_shop_checks(shift_transactions: dg.AssetsDefinition, world: World) -> list[dg.AssetChecksDefinition]:
-    @dg.asset_check(asset=shift_transactions, blocking=True)
+def build_shop_checks(world: World) -> list[dg.AssetChecksDefinition]:
+    @dg.asset_check(asset="shift_transactions", blocking=True)
     def stock_never_negative(context: dg.AssetCheckExecutionContext,
                              shop_databases: ShopDatabases) -> dg.AssetCheckResult:
         """No product's stock is below zero after the shift (a shop cannot sell what it does not have)."""

@@ -112,22 +112,18 @@ def replace_shift_deliveries(conn: Connection, shift: ShiftWindow, deliveries: S
 
 def shift_deliveries(conn: Connection, shift: ShiftWindow) -> list[PlannedDelivery]:
     """The deliveries recorded for this shift, as the sales simulation needs them."""
-    headers = conn.execute(select(Delivery).where(Delivery.shift_start == shift.start)
-                           .order_by(Delivery.accepted_time)).all()
-    lines = conn.execute(
+    lines: dict[int, list[DeliveryLine]] = {}
+    for li in conn.execute(
         select(DeliveryItem).join(Delivery, Delivery.delivery_id == DeliveryItem.delivery_id)
         .where(Delivery.shift_start == shift.start).order_by(DeliveryItem.delivery_id, DeliveryItem.product_id)
-    ).all()
-    return [
-        PlannedDelivery(
-            delivery_id=h.delivery_id, accepted_time=h.accepted_time, courier_id=h.courier_id,
-            admin_id=h.admin_id,
-            lines=tuple(DeliveryLine(product_id=li.product_id, quantity=li.quantity, product_name=li.product_name,
-                                     category_id=li.category_id, category_name=li.category_name)
-                        for li in lines if li.delivery_id == h.delivery_id),
-        )
-        for h in headers
-    ]
+    ):
+        lines.setdefault(li.delivery_id, []).append(DeliveryLine(
+            product_id=li.product_id, quantity=li.quantity, product_name=li.product_name,
+            category_id=li.category_id, category_name=li.category_name))
+    headers = conn.execute(select(Delivery).where(Delivery.shift_start == shift.start).order_by(Delivery.accepted_time))
+    return [PlannedDelivery(delivery_id=h.delivery_id, accepted_time=h.accepted_time, courier_id=h.courier_id,
+                            admin_id=h.admin_id, lines=tuple(lines.get(h.delivery_id, ())))
+            for h in headers]
 
 
 def delete_shift_receipts(conn: Connection, shift: ShiftWindow) -> None:
