@@ -4,6 +4,8 @@
    stand-in Sync API on loopback, SQLite shops, a Dagster instance), wall time per day.
 2. Receipt lines written per second into Postgres by the shop's own writer (``ledger.insert_receipts``,
    one transaction per shift as in the asset) against COPY of the very same rows, in the same run.
+3. Report rows per second into ClickHouse (chDB) by the report writer (``replace_shift_rows``: look for
+   an earlier copy, insert the shift) against a raw clickhouse-connect insert of the same rows.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from rossmann_local.day import dagster_instance, run_day
 from rossmann_local.domain.catalogue import ProductRecord
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.simulation import Receipt, configured_shelf, simulate_terminal_sales
-from rossmann_local.domain.world import reference_world
+from rossmann_local.domain.world import World, reference_world
+from rossmann_local.reports.schema import DATABASE, TRANSACTIONS, column_names
+from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.cache import upsert_products
 from rossmann_local.shop_db.ledger import LINE_COLUMNS, RECEIPT_COLUMNS
 from rossmann_local.shop_db.models import ShopBase
+from rossmann_local.shop_db.report_rows import transactions_report_rows
 from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
 
 PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -45,10 +50,12 @@ def bench_day(repeats: int) -> list[float]:
             os.environ.pop("DAGSTER_HOME", None)
             started = time.perf_counter()
             with sync_api_server(open_seeded_store(world)) as server:
-                days = run_day(world, world.start_date, ShopDatabases(sqlite_dir=f"{tmp}/shops"),
-                               SyncApiClient(base_url=server.url), dagster_instance())
+                resources = {"shop_databases": ShopDatabases(sqlite_dir=f"{tmp}/shops"),
+                             "sync_api": SyncApiClient(base_url=server.url),
+                             "clickhouse": ClickHouseReports(dsn=f"chdb://{tmp}/clickhouse")}
+                days = run_day(world, world.start_date, resources, dagster_instance())
             timings.append(time.perf_counter() - started)
-            assert all(not d.runs_failed for d in days), [d.runs_failed for d in days]
+            assert all(not d.runs_failed and d.reports_match for d in days), [d.runs_failed for d in days]
     return timings
 
 
@@ -75,10 +82,7 @@ def bench_receipt_writes(shifts: int) -> tuple[int, float, float]:
     try:
         ShopBase.metadata.create_all(engine)
         with engine.begin() as conn:  # receipt lines reference products: load the catalogue once
-            upsert_products(conn, [ProductRecord(
-                product_id=p.product_id, name=p.name, barcode=p.barcode, category_id=p.category_id,
-                price=p.prices["Berlin"].price, discount=p.prices["Berlin"].discount,
-                updated_at_utc=datetime.now(UTC)) for p in world.products])
+            upsert_products(conn, catalogue(world))
 
         def ours() -> None:
             for shift, receipts in batches:
@@ -118,19 +122,75 @@ def bench_receipt_writes(shifts: int) -> tuple[int, float, float]:
         admin.dispose()
 
 
+def bench_report_writes(shifts: int) -> tuple[int, float, float]:
+    """(rows, seconds through the report writer, seconds through a raw insert) for the same rows."""
+    batches = busy_shifts(shifts)
+    with tempfile.TemporaryDirectory() as tmp:
+        shops = ShopDatabases(sqlite_dir=f"{tmp}/shops")
+        world = reference_world(shop_count=1)
+        with shops.transaction(1) as conn:
+            upsert_products(conn, catalogue(world))
+            report_rows = []
+            for shift, receipts in batches:
+                ledger.insert_receipts(conn, shift, receipts)
+                ledger.record_shift(conn, shift, admin_id=2)
+                report_rows.append((shift, transactions_report_rows(conn, shift, 1, "Germany", "Berlin")))
+        shops.dispose()
+        rows = sum(len(r) for _, r in report_rows)
+        reports = ClickHouseReports(dsn=f"chdb://{tmp}/clickhouse")
+        timings = {"ours": 0.0, "raw": 0.0}
+        with reports.client() as client:
+            table, twin = f"{DATABASE}.{TRANSACTIONS}", f"{DATABASE}.{TRANSACTIONS}_raw"
+            client.command(f"CREATE TABLE {twin} AS {table}")
+            for repeat in range(4):  # the first pass warms the engine up and is not counted
+                client.command(f"TRUNCATE TABLE {table}")
+                client.command(f"TRUNCATE TABLE {twin}")
+                # Shift by shift, both ways in turn (which goes first alternates), so background
+                # merges and warm caches weigh on both alike.
+                for number, (shift, shift_rows) in enumerate(report_rows):
+                    ways: list[tuple[str, Callable[[], None]]] = [
+                        ("raw", lambda r=shift_rows: client.insert(twin, r, column_names=column_names(TRANSACTIONS))),
+                        ("ours", lambda s=shift, r=shift_rows: reports.replace_shift_rows(
+                            client, TRANSACTIONS, 1, s.start, r)),
+                    ]
+                    for name, write in ways[:: 1 if number % 2 else -1]:
+                        started = time.perf_counter()
+                        write()
+                        if repeat:
+                            timings[name] += time.perf_counter() - started
+            assert client.query(f"SELECT count() FROM {table}").result_rows[0][0] == rows
+        return rows * 3, timings["ours"], timings["raw"]
+
+
+def catalogue(world: World) -> list[ProductRecord]:
+    return [ProductRecord(product_id=p.product_id, name=p.name, barcode=p.barcode, category_id=p.category_id,
+                          price=p.prices["Berlin"].price, discount=p.prices["Berlin"].discount,
+                          updated_at_utc=datetime.now(UTC)) for p in world.products]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--day-repeats", type=int, default=3)
-    parser.add_argument("--shifts", type=int, default=12, help="busy shifts written in the Postgres benchmark")
+    parser.add_argument("--shifts", type=int, default=12, help="busy shifts (about 8,500 lines each) written")
     args = parser.parse_args()
     day = bench_day(args.day_repeats)
     lines, ours_s, copy_s = bench_receipt_writes(args.shifts)
+    # chDB's background merges make single runs of the report comparison swing by +-20 %: three runs.
+    report_runs = [bench_report_writes(args.shifts) for _ in range(3)]
+    report_rows = sum(r[0] for r in report_runs)
+    report_s, raw_s = sum(r[1] for r in report_runs), sum(r[2] for r in report_runs)
+    each = ", ".join(f"{raw / ours:.0%}" for _, ours, raw in report_runs)
     rows = [
-        ("simulated day, 5 shops, through Dagster", f"{statistics.median(day):.2f} s (median of {len(day)}: "
-         + ", ".join(f"{t:.2f}" for t in day) + ")", "<= 10 s"),
+        ("simulated day, 5 shops, through Dagster (with reports)",
+         f"{statistics.median(day):.2f} s (median of {len(day)}: " + ", ".join(f"{t:.2f}" for t in day) + ")",
+         "<= 10 s"),
         (f"receipt lines into Postgres, ledger writer ({lines} lines)", f"{lines / ours_s:,.0f} lines/s", ">= 50,000"),
         ("same rows via COPY", f"{lines / copy_s:,.0f} lines/s", "reference"),
         ("writer / COPY", f"{copy_s / ours_s:.0%}", ">= 30%"),
+        (f"report rows into ClickHouse (chDB), report writer ({report_rows} rows)",
+         f"{report_rows / report_s:,.0f} rows/s", ""),
+        ("same rows, raw clickhouse-connect insert", f"{report_rows / raw_s:,.0f} rows/s", "reference"),
+        ("report writer / raw insert", f"{raw_s / report_s:.0%} (runs: {each})", ">= 80%"),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     print(f"{'benchmark'.ljust(widths[0])}  {'measured'.ljust(widths[1])}  target")

@@ -4,6 +4,7 @@ Postgres databases (one per shop) created and dropped by the fixtures."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from rossmann_local.domain.world import World, reference_world
+from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
+
+# chDB reports DateTime values in the process's zone: the project runs in UTC (Makefile, Dockerfile).
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 TEST_PASSWORD = "test-only-password"
 PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -95,3 +101,9 @@ def postgres_shops(world: World) -> Iterator[ShopDatabases]:
 def shop_databases(request: pytest.FixtureRequest) -> ShopDatabases:
     """Each shop-database test runs on SQLite (the default) and on Postgres (the deployment)."""
     return request.getfixturevalue(f"{request.param}_shops")
+
+
+@pytest.fixture
+def clickhouse(tmp_path: Path) -> ClickHouseReports:
+    """The real ClickHouse engine (chDB through clickhouse-connect) in a directory of this test."""
+    return ClickHouseReports(dsn=f"chdb://{tmp_path / 'clickhouse'}")

@@ -25,12 +25,11 @@ def shift_of(world: World, day: date | None = None, index: int = 0) -> ShiftWind
 def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources: dict[str, Any],
                       assets: tuple[str, ...] = ASSET_NAMES, raise_on_error: bool = True,
                       instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
-    """``dg.materialize`` the named assets (and their checks) for one shop x shift partition."""
+    """``dg.materialize`` the named assets (with their checks) for one shop x shift partition."""
     defs = build_definitions(world, resources)
-    selected = [a for a in defs.assets if a.key.to_user_string() in assets]  # type: ignore[union-attr]
-    return dg.materialize([*selected, *defs.asset_checks], partition_key=str(partition_key(shift, shop_id)),
-                          resources=resources, raise_on_error=raise_on_error, instance=instance,
-                          selection=[*(dg.AssetKey(a) for a in assets)])
+    selected = [a for a in defs.assets or () if a.key.to_user_string() in assets]  # type: ignore[union-attr]
+    return dg.materialize(selected, partition_key=str(partition_key(shift, shop_id)), resources=resources,
+                          raise_on_error=raise_on_error, instance=instance)
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:

@@ -88,7 +88,9 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
         })
 
     @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache, shift_deliveries],
-              kinds={"sqlalchemy"})
+              kinds={"sqlalchemy"},
+              check_specs=[dg.AssetCheckSpec("stock_never_negative", asset="shift_transactions", blocking=True,
+                                             description="No product's stock is below zero after the shift.")])
     def shift_transactions(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
         """Every receipt of the shop's terminals during the shift, simulated from a seed of the shop and
         shift; a re-run replaces the shift's receipts with the same ones, in one transaction."""
@@ -100,7 +102,10 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
             ledger.insert_receipts(conn, shift, sales.receipts)
             ledger.recompute_stock(conn)
             ledger.record_shift_sales(conn, shift, shop.admin_id, sales, datetime.now(UTC))
-        return dg.MaterializeResult(metadata={
+            negative = ledger.negative_stock(conn)
+        stock_check = dg.AssetCheckResult(passed=not negative,
+                                          metadata={"negative_products": dg.MetadataValue.json(negative)})
+        return dg.MaterializeResult(check_results=[stock_check], metadata={
             "receipts": len(sales.receipts),
             "receipt_lines": sales.lines,
             "units_sold": sales.units,
@@ -112,17 +117,3 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
         })
 
     return [synced_cache, shift_deliveries, shift_transactions]
-
-
-def build_shop_checks(world: World) -> list[dg.AssetChecksDefinition]:
-    @dg.asset_check(asset="shift_transactions", blocking=True)
-    def stock_never_negative(context: dg.AssetCheckExecutionContext,
-                             shop_databases: ShopDatabases) -> dg.AssetCheckResult:
-        """No product's stock is below zero after the shift (a shop cannot sell what it does not have)."""
-        shop, _shift = shop_and_shift(world, context.op_execution_context.partition_key)
-        with shop_databases.transaction(shop.shop_id) as conn:
-            negative = ledger.negative_stock(conn)
-        return dg.AssetCheckResult(passed=not negative,
-                                   metadata={"negative_products": dg.MetadataValue.json(negative)})
-
-    return [stock_never_negative]

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import dagster as dg
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PrivateAttr, TypeAdapter, ValidationError
 
 from rossmann_local.domain.catalogue import CategoryRecord, ProductRecord, iso_z
 from rossmann_local.resources import resolved
@@ -32,12 +32,25 @@ class SyncApiClient(dg.ConfigurableResource):
     base_url: str = DEFAULT_SYNC_API_URL
     timeout_seconds: float = 10.0
 
+    _http: httpx.Client | None = PrivateAttr(default=None)
+
+    def _client(self) -> httpx.Client:
+        """One HTTP client (and TLS context) per run, not one per request."""
+        if self._http is None:
+            self._http = httpx.Client(timeout=self.timeout_seconds)
+        return self._http
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
     def _get(self, path: str, params: dict[str, str | int], answer: type[T] | TypeAdapter[T]) -> T:
         base_url = resolved(self.base_url) or ""
         url = base_url.rstrip("/") + path
         # Error messages name the path, never the query string: upstream passes passwords there.
         try:
-            response = httpx.get(url, params=params, timeout=self.timeout_seconds)
+            response = self._client().get(url, params=params)
         except httpx.TimeoutException:
             raise SyncApiError(f"Sync API at {base_url} did not answer GET {path} within "
                                f"{self.timeout_seconds:g} s ({SYNC_API_TIMEOUT})") from None

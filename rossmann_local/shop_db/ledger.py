@@ -145,7 +145,8 @@ def insert_receipts(conn: Connection, shift: ShiftWindow, receipts: Sequence[Rec
 def record_shift(conn: Connection, shift: ShiftWindow, admin_id: int, **figures: Any) -> None:
     """Upsert the shift's bookkeeping row with the figures of the step that just ran."""
     stmt = dialect_insert(conn, Shift.__table__)
-    stmt = stmt.on_conflict_do_update(index_elements=["shift_start"], set_={k: stmt.excluded[k] for k in figures})
+    columns = ["shift_end", "admin_id", *figures]
+    stmt = stmt.on_conflict_do_update(index_elements=["shift_start"], set_={k: stmt.excluded[k] for k in columns})
     conn.execute(stmt, {"shift_start": shift.start, "shift_end": shift.end, "admin_id": admin_id, **figures})
 
 
@@ -187,9 +188,11 @@ def shelf_stock(conn: Connection, at: datetime) -> tuple[int, int]:
     return sum(stock.get(p, 0) for p in on_sale), sum(1 for p in on_sale if stock.get(p, 0) <= 0)
 
 
-def units_delivered(conn: Connection, shift: ShiftWindow) -> int:
-    return int(conn.scalar(
-        select(func.coalesce(func.sum(DeliveryItem.quantity), 0))
+def shift_delivery_totals(conn: Connection, shift: ShiftWindow) -> dict[str, int]:
+    """Delivered lines (products) and units of the shift as stored (what the delivery report matches)."""
+    lines, units = conn.execute(
+        select(func.count(), func.coalesce(func.sum(DeliveryItem.quantity), 0))
         .join(Delivery, Delivery.delivery_id == DeliveryItem.delivery_id)
         .where(Delivery.shift_start == shift.start)
-    ))
+    ).one()
+    return {"lines": int(lines), "units": int(units)}

@@ -136,3 +136,15 @@ class Shift(ShopBase):
     sales_recorded_at_utc: Mapped[datetime | None]
     deliveries_recorded_at_utc: Mapped[datetime | None]
 
+
+
+class ShiftReport(ShopBase):
+    """A report confirmed written to ClickHouse for a shift: the local rows stay, this records that
+    (and how many rows) the report holds them."""
+
+    __tablename__ = "shift_reports"
+
+    shift_start: Mapped[datetime] = mapped_column(primary_key=True)
+    report: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rows: Mapped[int]
+    reported_at_utc: Mapped[datetime]

@@ -1,0 +1,95 @@
+"""``shop_reports`` in ClickHouse: the one definition of its tables, used by the pipeline (which creates
+them idempotently), the tests and the deployment.
+
+Every reference column keeps its name and type; times are ``DateTime('UTC')`` (the reference's
+``DateTime`` pinned to UTC so a server in another zone reads the same instants). Added columns:
+``shift_start`` (the report's shop x shift key, part of the sort key so replacing a shift's rows
+is a narrow delete) and the line's / delivery's own id.
+
+Engine: MergeTree partitioned by month and ordered by (shop_id, shift_start, time), which fits
+per-shop time queries. The reference's 4-month TTL is left out: it counts from the wall clock,
+and the simulated days would expire as soon as they are written.
+
+Exactly one copy per shop x shift: a report replaces its shift's rows by a lightweight DELETE of
+(shop_id, shift_start) and one INSERT of the whole shift (one block, atomic). A retry or a re-run,
+also after a failure that came after the insert, deletes whatever the earlier attempt wrote, so one
+copy remains. Rejected alternatives: ReplacingMergeTree shows two copies until a merge unless
+every reader uses FINAL, and it cannot drop rows that a re-run no longer produces;
+``insert_deduplication_token`` only dedupes an identical retry, not a re-run with other content;
+REPLACE PARTITION would need a partition per shop x shift, far too many partitions.
+"""
+
+from __future__ import annotations
+
+DATABASE = "shop_reports"
+TRANSACTIONS = "transactions"
+DELIVERY = "delivery"
+
+TRANSACTIONS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("shop_id", "UInt32"),
+    ("country", "String"),
+    ("city", "String"),
+    ("terminal_id", "UInt32"),
+    ("admin_id", "UInt32"),
+    ("cashier_id", "UInt32"),
+    ("transaction_id", "UInt64"),
+    ("transaction_time", "DateTime('UTC')"),
+    ("payment_method", "String"),
+    ("product_id", "UInt32"),
+    ("product_name", "String"),
+    ("product_barcode", "String"),
+    ("category_id", "UInt32"),
+    ("category_name", "String"),
+    ("product_price", "Float64"),
+    ("product_discount", "Float64"),
+    ("unit_price", "Float64"),
+    ("quantity", "UInt32"),
+    ("transaction_amount", "Float64"),
+    ("loyalty_discount", "Float64"),
+    ("discount_type", "String"),
+    ("transaction_total_amount", "Float64"),
+    ("item_id", "UInt64"),
+    ("shift_start", "DateTime('UTC')"),
+)
+
+DELIVERY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("shop_id", "UInt32"),
+    ("country", "String"),
+    ("city", "String"),
+    ("admin_id", "UInt32"),
+    ("courier_id", "UInt32"),
+    ("product_id", "UInt32"),
+    ("product_name", "String"),
+    ("category_id", "UInt32"),
+    ("category_name", "String"),
+    ("quantity", "UInt32"),
+    ("accepted_time", "DateTime('UTC')"),
+    ("delivery_id", "UInt64"),
+    ("shift_start", "DateTime('UTC')"),
+)
+
+TABLES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
+    TRANSACTIONS: (TRANSACTIONS_COLUMNS, "transaction_time"),
+    DELIVERY: (DELIVERY_COLUMNS, "accepted_time"),
+}
+
+
+def create_table_sql(table: str) -> str:
+    columns, time_column = TABLES[table]
+    body = ",\n    ".join(f"{name} {kind}" for name, kind in columns)
+    return (f"CREATE TABLE IF NOT EXISTS {DATABASE}.{table} (\n    {body}\n)\n"
+            f"ENGINE = MergeTree\nPARTITION BY toYYYYMM({time_column})\n"
+            f"ORDER BY (shop_id, shift_start, {time_column})")
+
+
+def ddl() -> list[str]:
+    """Every statement that creates ``shop_reports``, idempotently, in order."""
+    return [f"CREATE DATABASE IF NOT EXISTS {DATABASE}", *(create_table_sql(t) for t in TABLES)]
+
+
+def column_names(table: str) -> list[str]:
+    return [name for name, _ in TABLES[table][0]]
+
+
+if __name__ == "__main__":  # the DDL as a script, e.g. for a ClickHouse init directory
+    print(";\n\n".join(ddl()) + ";")
