@@ -1,10 +1,13 @@
 """The main command: one simulated day of every shop, run through Dagster on the no-service defaults.
 
-``python -m rossmann_local.day [--day YYYY-MM-DD]`` starts the stand-in Sync API on loopback (unless
-``ROSSMANN_SYNC_API_URL`` names one), uses a Dagster instance under ``ROSSMANN_DATA_DIR`` (unless
-``DAGSTER_HOME`` is set), runs ``shop_shift_job`` for every shop x shift of the day (sync, deliveries,
-sales, reports to ClickHouse), and prints a per-shop summary read back from the shop databases, with
-ClickHouse's totals beside them. Re-running a day replaces it, never doubles it.
+``python -m rossmann_local.day [--day YYYY-MM-DD]`` starts a Kafka broker (unless
+``KAFKA_BOOTSTRAP_SERVERS`` names one) and the stand-in Sync API on loopback, uses a Dagster instance
+under ``ROSSMANN_DATA_DIR`` (unless ``DAGSTER_HOME`` is set), and runs ``shop_shift_job`` for every
+shop x shift of the day (sync, deliveries, sales, stock messages, reports to ClickHouse). Between the
+shifts the chain changes its catalogue (``chain_admin``); the changes travel through Kafka and the
+catalogue sensor's upsert runs apply them. It prints a per-shop summary read back from the shop
+databases, ClickHouse's totals beside them, and what streaming did. Re-running a day replaces it,
+never doubles it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date
@@ -20,9 +25,12 @@ from decimal import Decimal
 from typing import Any
 
 import dagster as dg
+from sqlalchemy import func, select
 
+from rossmann_local import chain_admin
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.defs.partitions import partition_key
+from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB, RUN_KEY_TAG
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World, load_world
 from rossmann_local.reports.analytics import (
@@ -31,11 +39,16 @@ from rossmann_local.reports.analytics import (
     shift_delivery_totals,
 )
 from rossmann_local.resources.clickhouse import ClickHouseReports, clickhouse_from_env, redacted
+from rossmann_local.resources.kafka import KafkaResource, kafka_from_env
 from rossmann_local.resources.shop_databases import ShopDatabases, shop_databases_from_env
 from rossmann_local.resources.sync_api_client import SyncApiClient, sync_api_client_from_env
-from rossmann_local.settings import SYNC_API_URL, ConfigError, data_dir
+from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, ConfigError, data_dir
 from rossmann_local.shop_db import ledger
+from rossmann_local.shop_db.models import StockMessage, Transaction, TransactionItem
+from rossmann_local.streaming.broker import LocalBroker
+from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
+from rossmann_local.sync_api.store import CatalogueStore
 
 # The summary reports failed runs with their cause; Dagster's console log would repeat each with stack traces.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -58,6 +71,7 @@ class ShopDay:
     reported_revenue: Decimal = Decimal("0")
     reported_units_delivered: int = 0
     naive_revenue: Decimal = Decimal("0")
+    stock_messages_sent: int = 0
 
     @property
     def reports_match(self) -> bool:
@@ -95,12 +109,81 @@ def dagster_instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.DagsterInstance) -> list[ShopDay]:
-    """Every shift of the day for every shop, shift by shift, as Dagster runs of the partitioned job."""
+@dataclass
+class Streaming:
+    """What the day's catalogue changes and stock messages did."""
+
+    changes_published: int = 0
+    promotion_prices: list[str] = field(default_factory=list)  # what the receipts charged before and after
+    upsert_runs: int = 0
+    failed_runs: list[str] = field(default_factory=list)
+    outcome: Counter[str] = field(default_factory=Counter)
+
+
+class CatalogueFeed:
+    """The chain's side during the day: catalogue changes to Kafka, then the sensor's upsert runs."""
+
+    def __init__(self, world: World, store: CatalogueStore | None, kafka: KafkaResource,
+                 instance: dg.DagsterInstance, resources: dict[str, Any]) -> None:
+        self.world, self.store, self.kafka, self.instance = world, store, kafka, instance
+        definitions = build_definitions(world, resources)
+        self.sensor = definitions.get_sensor_def("catalogue_changes_sensor")
+        self.upsert_job = definitions.resolve_job_def(CATALOGUE_UPSERT_JOB)
+        self.cursor_file = data_dir() / "catalogue_sensor_cursor.json"
+        self.streaming = Streaming()
+
+    def publish(self, change: Callable[[CatalogueStore, World], int], relay: OutboxRelay | None) -> None:
+        if self.store is None or relay is None:
+            return  # an external Sync API: its own admin side changes its catalogue
+        self.streaming.changes_published += change(self.store, self.world)
+        deadline = time.monotonic() + 60
+        while self.store.unpublished() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def apply(self) -> None:
+        """One sensor tick, and its upsert runs executed right away (the daemon's job in a deployment)."""
+        cursor = self.cursor_file.read_text() if self.cursor_file.exists() else None
+        context = dg.build_sensor_context(instance=self.instance, cursor=cursor, resources={"kafka": self.kafka})
+        result = self.sensor(context)
+        for request in result.run_requests or []:
+            run = self.upsert_job.execute_in_process(
+                run_config={**request.run_config, **QUIET_RUN_CONFIG}, instance=self.instance, raise_on_error=False,
+                tags={**request.tags, RUN_KEY_TAG: request.run_key}, resources=None)
+            self.streaming.upsert_runs += 1
+            if not run.success:
+                self.streaming.failed_runs.append(f"{request.run_key}: {_first_failure(run)}")
+                continue
+            self.streaming.outcome.update(run.output_for_node("apply_catalogue_changes"))
+        if result.cursor is not None:
+            self.cursor_file.write_text(result.cursor)
+
+
+def promotion_prices(world: World, shop_databases: ShopDatabases, day: date) -> list[str]:
+    """For each promoted product, the unit prices its receipts charged in each shift of one shop of its city."""
+    lines = []
+    for product_id, city, _factor in chain_admin.PROMOTIONS:
+        shop = next(s for s in world.shops if s.city == city)
+        with shop_databases.transaction(shop.shop_id) as conn:
+            prices = [sorted({str(p) for p in conn.scalars(
+                select(TransactionItem.unit_price).join(Transaction)
+                .where(Transaction.shift_start == shift.start, TransactionItem.product_id == product_id))})
+                for shift in shifts_of_day(world, day)]
+        lines.append(f"  product {product_id} in {city} (shop {shop.shop_id}): receipts charged "
+                     + " then ".join("/".join(p) or "nothing" for p in prices))
+    shop_databases.dispose()
+    return lines
+
+
+def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.DagsterInstance,
+            feed: Callable[[int], None] | None = None) -> list[ShopDay]:
+    """Every shift of the day for every shop, shift by shift, as Dagster runs of the partitioned job.
+    ``feed(i)`` runs before shift ``i`` (catalogue changes and their upsert runs)."""
     job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
     days = {s.shop_id: ShopDay(s.shop_id, s.city) for s in world.shops}
     shifts = shifts_of_day(world, day)
-    for shift in shifts:
+    for index, shift in enumerate(shifts):
+        if feed is not None:
+            feed(index)
         for shop in world.shops:
             key = partition_key(shift, shop.shop_id)
             result = job.execute_in_process(instance=instance, partition_key=key, run_config=QUIET_RUN_CONFIG,
@@ -153,6 +236,9 @@ def _read_back(shop_day: ShopDay, shop_databases: ShopDatabases, shifts: list[Sh
             shop_day.revenue += Decimal(totals["revenue"])
             shop_day.units_delivered += ledger.shift_delivery_totals(conn, shift)["units"]
         shop_day.stock_units, shop_day.sold_out = ledger.shelf_stock(conn, shifts[-1].end)
+        shop_day.stock_messages_sent = int(conn.scalar(
+            select(func.count()).select_from(StockMessage)
+            .where(StockMessage.shift_start.in_([s.start for s in shifts]), StockMessage.sent_at_utc.is_not(None))))
 
 
 def render_table(header: tuple[str, ...], rows: list[tuple[str, ...]], total: tuple[str, ...],
@@ -173,7 +259,8 @@ def _sum(days: list[ShopDay], name: str) -> Any:
     return sum(getattr(d, name) for d in days)
 
 
-def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhouse_dsn: str) -> str:
+def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhouse_dsn: str,
+                   streaming: Streaming) -> str:
     def shop_row(shop: str, city: str, days: list[ShopDay]) -> tuple[str, ...]:
         runs = _sum(days, "runs_ok")
         return (shop, city, f"{runs}/{runs + sum(len(d.runs_failed) for d in days)}",
@@ -196,6 +283,16 @@ def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhou
                         [report_row(str(d.shop_id), [d]) for d in shop_days], report_row("all", shop_days),
                         text_columns=1)
     out.append("(revenue ch counts each receipt once; summing transaction_total_amount per line over-counts)")
+    o = streaming.outcome
+    out += ["", "Streaming (Kafka):",
+            f"  catalogue changes published by the chain: {streaming.changes_published} "
+            f"(+1 malformed message injected by the demo)",
+            f"  upsert runs requested by the sensor: {streaming.upsert_runs}, over {o['messages']} messages",
+            f"  applied (message x shop): {o['applied']}, skipped as stale: {o['skipped_as_stale']}, "
+            f"dead-lettered: {o['dead_lettered']}, price without city: {o['price_without_city']}",
+            f"  stock messages sent (oltp_update_product_quantity): {_sum(shop_days, 'stock_messages_sent')}",
+            *streaming.promotion_prices]
+    out += [f"FAILED upsert run {failure}" for failure in streaming.failed_runs]
     out += [f"FAILED {failure}" for d in shop_days for failure in d.runs_failed]
     return "\n".join(out)
 
@@ -211,19 +308,46 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--day {day} is before the world's start date {world.start_date}")
         started = time.perf_counter()
         with ExitStack() as stack:
+            if os.environ.get(KAFKA_BOOTSTRAP_SERVERS):
+                kafka = kafka_from_env()
+            else:
+                broker = stack.enter_context(LocalBroker(data_dir() / "kafka"))
+                kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
+            kafka.ensure_topics()
             sync_api = sync_api_client_from_env()
+            store = relay = None
             if not os.environ.get(SYNC_API_URL):
-                server = stack.enter_context(sync_api_server(open_seeded_store(world)))
+                store = open_seeded_store(world)
+                server = stack.enter_context(sync_api_server(store))
                 sync_api = SyncApiClient(base_url=server.url, timeout_seconds=sync_api.timeout_seconds)
+                relay = OutboxRelay(store, kafka.producer()).start()
+                stack.callback(relay.stop)
             clickhouse = clickhouse_from_env()
-            resources = {"shop_databases": shop_databases_from_env(), "sync_api": sync_api, "clickhouse": clickhouse}
-            shop_days = run_day(world, day, resources, dagster_instance())
-        print(format_summary(day, shop_days, time.perf_counter() - started, redacted(clickhouse.resolved_dsn())))
+            resources = {"shop_databases": shop_databases_from_env(), "sync_api": sync_api, "clickhouse": clickhouse,
+                         "kafka": kafka}
+            instance = dagster_instance()
+            catalogue = CatalogueFeed(world, store, kafka, instance, resources)
+
+            def feed(shift_index: int) -> None:
+                if shift_index == 0:
+                    catalogue.publish(chain_admin.open_the_day, relay)
+                elif shift_index == 1:
+                    catalogue.publish(chain_admin.start_the_promotion, relay)
+                    chain_admin.inject_malformed_message(kafka.producer())
+                catalogue.apply()
+
+            shop_days = run_day(world, day, resources, instance, feed)
+            if store is not None:
+                catalogue.streaming.promotion_prices = promotion_prices(world, resources["shop_databases"], day)
+        summary = format_summary(day, shop_days, time.perf_counter() - started, redacted(clickhouse.resolved_dsn()),
+                                 catalogue.streaming)
+        print(summary)
         print(f"Data: {data_dir()}  (Dagster UI on the same data: make dev)")
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    return 1 if any(d.runs_failed or not d.reports_match for d in shop_days) else 0
+    failed = any(d.runs_failed or not d.reports_match for d in shop_days) or catalogue.streaming.failed_runs
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

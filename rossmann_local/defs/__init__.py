@@ -10,8 +10,10 @@ import dagster as dg
 from rossmann_local.defs.partitions import shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
 from rossmann_local.defs.shop_assets import build_shop_assets
+from rossmann_local.defs.streaming import build_stock_assets, build_streaming_defs
 from rossmann_local.domain.world import World, load_world
 from rossmann_local.resources.clickhouse import clickhouse_from_env
+from rossmann_local.resources.kafka import kafka_from_env
 from rossmann_local.resources.shop_databases import shop_databases_from_env
 from rossmann_local.resources.sync_api_client import sync_api_client_from_env
 
@@ -21,21 +23,24 @@ SHOP_SHIFT_JOB = "shop_shift_job"
 def default_resources() -> dict[str, Any]:
     """Each resource as the environment configures it, with its no-service default."""
     return {"shop_databases": shop_databases_from_env(), "sync_api": sync_api_client_from_env(),
-            "clickhouse": clickhouse_from_env()}
+            "clickhouse": clickhouse_from_env(), "kafka": kafka_from_env()}
 
 
 def build_definitions(world: World | None = None, resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     world = world or load_world()
     partitions = shop_shift_partitions(world)
-    assets = [*build_shop_assets(world, partitions), *build_report_assets(world, partitions)]
+    assets = [*build_shop_assets(world, partitions), *build_stock_assets(world, partitions),
+              *build_report_assets(world, partitions)]
+    catalogue_upsert_job, catalogue_changes_sensor = build_streaming_defs(world)
     shop_shift_job = dg.define_asset_job(
         SHOP_SHIFT_JOB, selection=dg.AssetSelection.assets(*assets),
         description="One shift of one shop: sync the cache, take the deliveries, simulate the terminals' sales, "
-                    "send the transactions and delivery reports.",
+                    "send the stock levels and the transactions and delivery reports.",
     )
     shift_schedule = dg.build_schedule_from_partitioned_job(
         shop_shift_job, name="shop_shift_schedule",
         description="At the end of each shift, run that shift for every shop (off until switched on).",
     )
-    return dg.Definitions(assets=assets, jobs=[shop_shift_job], schedules=[shift_schedule],
+    return dg.Definitions(assets=assets, jobs=[shop_shift_job, catalogue_upsert_job], schedules=[shift_schedule],
+                          sensors=[catalogue_changes_sensor],
                           resources=dict(resources or default_resources()))

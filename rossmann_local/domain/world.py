@@ -116,6 +116,7 @@ class SalesModel(_Frozen):
     delivery_units_min: int = Field(200, ge=1)
     delivery_units_max: int = Field(490, ge=1)
     delivery_units_step: int = Field(10, ge=1)
+    stock_report_interval_minutes: int = Field(50, ge=1)
     inflation_rate: Decimal = Decimal("0.05")
     inflation_period_days: int = Field(20, ge=1)
 

@@ -1,10 +1,13 @@
 """The versioned, set-based upsert of the catalogue cache (categories, products).
 
-One statement per batch: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.updated_at_utc >
-current.updated_at_utc``, so an older message never overwrites a newer row (DOMAIN.md defect 2),
-whatever topic or sync it came from. Local stock is never in the SET list. A product whose
-category has not arrived yet gets a placeholder category (older than any real one, so the real
-row replaces it) instead of failing the foreign key and being lost (defect 3).
+One statement per batch: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE incoming is newer``, so an
+older message never overwrites a newer row (DOMAIN.md defect 2), whatever topic or sync it came
+from. Products carry two versions: ``updated_at_utc`` for the descriptive fields and
+``price_updated_at_utc`` for the city's price and discount, which arrive on other topics in no
+guaranteed order; each group changes only when its own incoming version is newer. Local stock is
+never in the SET list. A product whose category has not arrived yet gets a placeholder category
+(older than any real one, so the real row replaces it) instead of failing the foreign key and
+being lost (defect 3).
 """
 
 from __future__ import annotations
@@ -12,18 +15,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from pydantic import BaseModel
+from sqlalchemy import Connection, Table, case, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rossmann_local.domain.catalogue import CategoryRecord, ProductRecord
 from rossmann_local.shop_db.models import Category, Product, SyncState
 
+# Older than any real change: placeholder categories, and the price version of an unpriced product.
 PLACEHOLDER_UPDATED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 CATEGORY_COLUMNS = ("category_id", "name", "description", "is_deleted", "updated_at_utc")
-PRODUCT_COLUMNS = ("product_id", "category_id", "name", "description", "barcode", "price", "discount",
-                   "is_deleted", "updated_at_utc")
+PRODUCT_FIELDS = ("category_id", "name", "description", "barcode", "is_deleted")
+PRICE_FIELDS = ("price", "discount")
 
 
 @dataclass(frozen=True)
@@ -57,22 +63,29 @@ def _newest_per_key(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, 
     return list(newest.values())
 
 
-def _versioned_upsert(conn: Connection, table: Table, key: str, columns: Sequence[str],
+def _versioned_upsert(conn: Connection, table: Table, key: str, groups: dict[str, Sequence[str]],
                       rows: list[dict[str, Any]]) -> int:
+    """Upsert ``rows``; each group of columns (keyed by its version column) changes only where the
+    incoming version is newer. Returns how many rows changed."""
     if not rows:
         return 0
     stmt = dialect_insert(conn, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[key],
-        set_={c: stmt.excluded[c] for c in columns if c != key},
-        where=stmt.excluded.updated_at_utc > table.c.updated_at_utc,
-    ).returning(table.c[key])
+    incoming, current = stmt.excluded, table.c
+    set_: dict[str, Any] = {}
+    newer = []
+    for version, columns in groups.items():
+        is_newer = incoming[version] > current[version]
+        newer.append(is_newer)
+        set_.update({c: case((is_newer, incoming[c]), else_=current[c]) for c in (*columns, version)})
+    stmt = stmt.on_conflict_do_update(index_elements=[key], set_=set_, where=or_(*newer)).returning(current[key])
     return len(conn.execute(stmt, rows).all())
 
 
-def upsert_categories(conn: Connection, records: Sequence[CategoryRecord]) -> UpsertCounts:
+def upsert_categories(conn: Connection, records: Sequence[CategoryRecord | BaseModel]) -> UpsertCounts:
+    """Categories from the Sync API or from Kafka messages (the same fields)."""
     rows = _newest_per_key((r.model_dump(include=set(CATEGORY_COLUMNS)) for r in records), "category_id")
-    applied = _versioned_upsert(conn, Category.__table__, "category_id", CATEGORY_COLUMNS, rows)
+    groups = {"updated_at_utc": [c for c in CATEGORY_COLUMNS if c not in ("category_id", "updated_at_utc")]}
+    applied = _versioned_upsert(conn, Category.__table__, "category_id", groups, rows)
     return UpsertCounts(received=len(records), applied=applied)
 
 
@@ -89,11 +102,55 @@ def ensure_categories_exist(conn: Connection, category_ids: Iterable[int]) -> in
     return len(conn.execute(stmt.returning(Category.category_id), rows).all())
 
 
-def upsert_products(conn: Connection, records: Sequence[ProductRecord]) -> UpsertCounts:
-    rows = _newest_per_key((r.model_dump(include=set(PRODUCT_COLUMNS)) for r in records), "product_id")
+@dataclass(frozen=True)
+class ProductChange:
+    """What one shop takes from a product record or message: the descriptive fields at
+    ``updated_at_utc`` and, when the change carries this shop's city price, the price at
+    ``price_updated_at_utc`` (None: the price is not part of this change)."""
+
+    product_id: int
+    category_id: int
+    name: str
+    description: str | None
+    barcode: str
+    is_deleted: bool
+    updated_at_utc: datetime
+    price: Decimal | None = None
+    discount: Decimal | None = None
+    price_updated_at_utc: datetime | None = None
+
+    @classmethod
+    def from_record(cls, record: ProductRecord) -> ProductChange:
+        """A Sync API record: the product with its city's price, both current as of its time."""
+        return cls(**record.model_dump(include={"product_id", *PRODUCT_FIELDS, *PRICE_FIELDS, "updated_at_utc"}),
+                   price_updated_at_utc=record.updated_at_utc)
+
+
+def _merged(changes: Iterable[ProductChange]) -> list[dict[str, Any]]:
+    """One row per product: the newest descriptive fields and the newest price among the changes."""
+    merged: dict[int, dict[str, Any]] = {}
+    for ch in changes:
+        row = merged.setdefault(ch.product_id, {"product_id": ch.product_id, "updated_at_utc": None,
+                                                "price": None, "discount": None,
+                                                "price_updated_at_utc": PLACEHOLDER_UPDATED_AT})
+        if row["updated_at_utc"] is None or ch.updated_at_utc > row["updated_at_utc"]:
+            row.update({f: getattr(ch, f) for f in PRODUCT_FIELDS}, updated_at_utc=ch.updated_at_utc)
+        if ch.price_updated_at_utc is not None and ch.price_updated_at_utc > row["price_updated_at_utc"]:
+            row.update(price=ch.price, discount=ch.discount, price_updated_at_utc=ch.price_updated_at_utc)
+    return list(merged.values())
+
+
+def upsert_product_changes(conn: Connection, changes: Sequence[ProductChange]) -> UpsertCounts:
+    rows = _merged(changes)
     placeholders = ensure_categories_exist(conn, (r["category_id"] for r in rows))
-    applied = _versioned_upsert(conn, Product.__table__, "product_id", PRODUCT_COLUMNS, rows)
-    return UpsertCounts(received=len(records), applied=applied, placeholders=placeholders)
+    groups = {"updated_at_utc": PRODUCT_FIELDS, "price_updated_at_utc": PRICE_FIELDS}
+    applied = _versioned_upsert(conn, Product.__table__, "product_id", groups, rows)
+    return UpsertCounts(received=len(changes), applied=applied, placeholders=placeholders)
+
+
+def upsert_products(conn: Connection, records: Sequence[ProductRecord]) -> UpsertCounts:
+    """Products from the Sync API (each with the shop's city price)."""
+    return upsert_product_changes(conn, [ProductChange.from_record(r) for r in records])
 
 
 def sync_watermark(conn: Connection, entity: str) -> datetime | None:

@@ -35,12 +35,12 @@ LINE_COLUMNS = ("item_id", "product_id", "quantity", "unit_price", "product_name
 
 
 def shelf(conn: Connection) -> list[ShelfProduct]:
-    """The products on sale: in the cache and not deleted, with their category's current name."""
+    """The products on sale: in the cache, priced and not deleted, with their category's current name."""
     rows = conn.execute(
         select(Product.product_id, Product.name, Product.barcode, Product.category_id,
                Category.name.label("category_name"), Product.price, Product.discount)
         .join(Category, Category.category_id == Product.category_id)
-        .where(Product.is_deleted.is_(False))
+        .where(Product.is_deleted.is_(False), Product.price.is_not(None))
         .order_by(Product.product_id)
     )
     return [ShelfProduct(**row._mapping) for row in rows]

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, false
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rossmann_local.sqltypes import FractionColumn, MoneyColumn, UtcDateTime
@@ -40,12 +40,16 @@ class Product(ShopBase):
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(String(2048))
     barcode: Mapped[str] = mapped_column(String(12), unique=True)
-    price: Mapped[Decimal]
-    discount: Mapped[Decimal] = mapped_column(FractionColumn)
+    # The city's price; None while only a description has arrived (such a product is not on sale).
+    price: Mapped[Decimal | None]
+    discount: Mapped[Decimal | None] = mapped_column(FractionColumn)
     # Local: upserts from upstream never touch it; the stock ledger below recomputes it.
     stock_quantity: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     is_deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Two versions: descriptive fields and the city's price change on different topics, in no
+    # guaranteed order, so each group is upserted only when its own incoming version is newer.
     updated_at_utc: Mapped[datetime]
+    price_updated_at_utc: Mapped[datetime]
 
 
 class Transaction(ShopBase):
@@ -148,3 +152,15 @@ class ShiftReport(ShopBase):
     report: Mapped[str] = mapped_column(String(32), primary_key=True)
     rows: Mapped[int]
     reported_at_utc: Mapped[datetime]
+
+
+class StockMessage(ShopBase):
+    """A stock message for the chain, queued until the broker confirmed it (DOMAIN.md defect 5):
+    the absolute levels of the products whose stock changed since the previous checkpoint."""
+
+    __tablename__ = "stock_messages"
+
+    shift_start: Mapped[datetime] = mapped_column(primary_key=True)
+    checkpoint: Mapped[datetime] = mapped_column(primary_key=True)
+    payload: Mapped[str] = mapped_column(Text)
+    sent_at_utc: Mapped[datetime | None] = mapped_column(index=True)

@@ -1,25 +1,81 @@
-"""``python -m rossmann_local.sync_api [--host H] [--port P]``: the stand-in as a service (compose)."""
+"""The stand-in Sync API from the command line.
+
+``python -m rossmann_local.sync_api [--host H] [--port P]`` serves it (compose); with
+``KAFKA_BOOTSTRAP_SERVERS`` set it also publishes its catalogue changes to the topics.
+
+``python -m rossmann_local.sync_api change price --product 7 --city Berlin --price 6.49`` (or
+``change product --product 7 --description ...``, ``change category --category 2 --name ...``)
+asks the running stand-in at ``ROSSMANN_SYNC_API_URL`` to change its catalogue, for demos.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
+from contextlib import ExitStack
 
+import httpx
 import uvicorn
 
 from rossmann_local.domain.world import load_world
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.settings import DEFAULT_SYNC_API_URL, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL
 from rossmann_local.sync_api.app import create_app
+from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import open_seeded_store, uvicorn_config
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rossmann_local.sync_api")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = open_seeded_store(load_world())
-    uvicorn.Server(uvicorn_config(create_app(store), args.host, args.port)).run()
+    with ExitStack() as stack:
+        if servers := os.environ.get(KAFKA_BOOTSTRAP_SERVERS):
+            kafka = KafkaResource(bootstrap_servers=servers)
+            kafka.ensure_topics()
+            relay = OutboxRelay(store, kafka.producer()).start()
+            stack.callback(relay.stop)
+        uvicorn.Server(uvicorn_config(create_app(store), args.host, args.port)).run()
+    return 0
+
+
+def change(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rossmann_local.sync_api change")
+    kinds = parser.add_subparsers(dest="kind", required=True)
+    price = kinds.add_parser("price", help="a product's price and discount in one city")
+    price.add_argument("--product", type=int, required=True)
+    price.add_argument("--city", required=True)
+    price.add_argument("--price", required=True)
+    price.add_argument("--discount", default="0")
+    for kind, key in (("product", "--product"), ("category", "--category")):
+        sub = kinds.add_parser(kind, help=f"a {kind}'s name, description or deletion")
+        sub.add_argument(key, type=int, required=True)
+        sub.add_argument("--name")
+        sub.add_argument("--description")
+        sub.add_argument("--deleted", choices=["true", "false"])
+    args = parser.parse_args(argv)
+    base = os.environ.get(SYNC_API_URL) or DEFAULT_SYNC_API_URL
+    if args.kind == "price":
+        path = f"/admin/products/{args.product}/prices/{args.city}"
+        body = {"price": args.price, "discount": args.discount}
+    else:
+        path = (f"/admin/products/{args.product}" if args.kind == "product"
+                else f"/admin/categories/{args.category}")
+        body = {"name": args.name, "description": args.description,
+                "is_deleted": None if args.deleted is None else args.deleted == "true"}
+    response = httpx.post(base + path, json=body, timeout=10)
+    print(response.status_code, response.text)
+    return 0 if response.status_code == 200 else 1
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    sys.exit(change(argv[1:]) if argv[:1] == ["change"] else serve(argv))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
-from rossmann_local.domain.catalogue import CategoryRecord, EmployeeIdentity, ProductRecord, ShopIdentity
+from rossmann_local.domain.catalogue import (
+    CategoryRecord,
+    Discount,
+    EmployeeIdentity,
+    Price,
+    ProductRecord,
+    ShopIdentity,
+)
 from rossmann_local.sync_api.store import CatalogueStore, UnknownEntity, WrongPassword, WrongShop
 
 log = logging.getLogger("rossmann_local.sync_api")
@@ -20,6 +29,25 @@ SyncTime = Annotated[datetime, Query(description="ISO-8601 UTC, e.g. 0001-01-01T
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class CategoryChange(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=2048)
+    is_deleted: bool | None = None
+
+
+class ProductChange(CategoryChange):
+    pass
+
+
+class PriceChange(BaseModel):
+    price: Price
+    discount: Discount = Decimal("0")
+
+
+class ChangeApplied(BaseModel):
+    updated_at_utc: datetime
 
 
 def create_app(store: CatalogueStore) -> FastAPI:
@@ -72,4 +100,19 @@ def create_app(store: CatalogueStore) -> FastAPI:
     def products_sync(shop_id: int, sync_utc_time: SyncTime) -> list[ProductRecord]:
         """Products changed after the time, with the price and discount of the shop's city."""
         return store.products_changed_since(shop_id, _utc(sync_utc_time))
+    # The web/admin side of the chain, for demos and tests: each change is committed with its Kafka
+    # message in the outbox (published by the relay when Kafka is configured).
+    @app.post("/admin/categories/{category_id}")
+    def change_category(category_id: int, change: CategoryChange) -> ChangeApplied:
+        record = store.update_category(category_id, **change.model_dump())
+        return ChangeApplied(updated_at_utc=record.updated_at_utc)
+
+    @app.post("/admin/products/{product_id}")
+    def change_product(product_id: int, change: ProductChange) -> ChangeApplied:
+        return ChangeApplied(updated_at_utc=store.update_product(product_id, **change.model_dump()))
+
+    @app.post("/admin/products/{product_id}/prices/{city}")
+    def change_price(product_id: int, city: str, change: PriceChange) -> ChangeApplied:
+        return ChangeApplied(updated_at_utc=store.set_price(product_id, city, change.price, change.discount))
+
     return app

@@ -1,8 +1,10 @@
 """The stand-in general OLTP's own store: catalogue with per-city prices, shops, terminals, staff.
 
 Every change goes through a method here and gets a server-side ``updated_at_utc`` that is strictly
-newer than any before it (inserts too), so a shop's incremental sync never misses a change.
-Passwords are kept as salted PBKDF2 hashes and never leave the store.
+newer than any before it (inserts too), so a shop's incremental sync never misses a change. In the
+same transaction it writes the change's Kafka message into an outbox, so a committed change is
+never lost to the topics (``outbox.py`` publishes it). Passwords are kept as salted PBKDF2 hashes
+and never leave the store.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from sqlalchemy import Boolean, Engine, ForeignKey, String, create_engine, event, func, or_, select
+from sqlalchemy import Boolean, Engine, ForeignKey, String, Text, create_engine, event, func, or_, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from rossmann_local.domain.catalogue import CategoryRecord, EmployeeIdentity, ProductRecord, ShopIdentity
 from rossmann_local.domain.world import World
 from rossmann_local.sqltypes import FractionColumn, MoneyColumn, UtcDateTime
+from rossmann_local.streaming.messages import ProductDescriptionMessage, ProductMessage
+from rossmann_local.streaming.topics import CATEGORY_TOPIC, PRODUCT_DESCRIPTION_TOPIC, PRODUCT_TOPIC
 
 ONE_MICROSECOND = timedelta(microseconds=1)
 
@@ -94,6 +98,17 @@ class ProductPriceRow(StoreBase):
 
 
 _Versioned = TypeVar("_Versioned", CategoryRow, ProductRow)
+
+
+class OutboxRow(StoreBase):
+    """A catalogue change's message, written with the change, published after it (in id order)."""
+
+    __tablename__ = "outbox"
+    message_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at_utc: Mapped[datetime]
+    published_at_utc: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class UnknownEntity(LookupError):
@@ -253,6 +268,21 @@ class CatalogueStore:
 
     # --- changes (the web/admin side of the chain) ------------------------------------------------
 
+    @staticmethod
+    def _publish(s: Session, topic: str, payload: str, at: datetime) -> None:
+        s.add(OutboxRow(topic=topic, payload=payload, created_at_utc=at))
+
+    def unpublished(self, limit: int = 10_000) -> list[OutboxRow]:
+        with self._session() as s:
+            return list(s.scalars(select(OutboxRow).where(OutboxRow.published_at_utc.is_(None))
+                                  .order_by(OutboxRow.message_id).limit(limit)))
+
+    def mark_published(self, message_ids: list[int]) -> None:
+        if message_ids:
+            with self._session() as s:
+                s.execute(update(OutboxRow).where(OutboxRow.message_id.in_(message_ids))
+                          .values(published_at_utc=datetime.now(UTC)))
+
     def _changed(self, s: Session, model: type[_Versioned], key: int, **changes: object) -> _Versioned:
         """Apply the given (non-None) changes to one row and stamp it with a fresh change time."""
         row = s.get(model, key)
@@ -269,12 +299,17 @@ class CatalogueStore:
         with self._session() as s:
             row = self._changed(s, CategoryRow, category_id, name=name, description=description,
                                 is_deleted=is_deleted)
-            return CategoryRecord.model_validate(row, from_attributes=True)
+            record = CategoryRecord.model_validate(row, from_attributes=True)
+            self._publish(s, CATEGORY_TOPIC, record.model_dump_json(), row.updated_at_utc)
+            return record
 
     def update_product(self, product_id: int, *, name: str | None = None, description: str | None = None,
-                       is_deleted: bool | None = None) -> None:
+                       is_deleted: bool | None = None) -> datetime:
         with self._session() as s:
-            self._changed(s, ProductRow, product_id, name=name, description=description, is_deleted=is_deleted)
+            row = self._changed(s, ProductRow, product_id, name=name, description=description, is_deleted=is_deleted)
+            message = ProductDescriptionMessage.model_validate(row, from_attributes=True)
+            self._publish(s, PRODUCT_DESCRIPTION_TOPIC, message.model_dump_json(), row.updated_at_utc)
+            return row.updated_at_utc
 
     def set_price(self, product_id: int, city: str, price: Decimal, discount: Decimal) -> datetime:
         """Change the product's price in one city; returns the change's ``updated_at_utc``."""
@@ -285,4 +320,9 @@ class CatalogueStore:
                 raise UnknownEntity(f"no price of product {product_id} in city {city!r}")
             row.price, row.discount = price, discount
             row.updated_at_utc = self._next_change_time(s)
+            product = s.get_one(ProductRow, product_id)
+            message = ProductMessage(**ProductDescriptionMessage.model_validate(product, from_attributes=True)
+                                     .model_dump(exclude={"updated_at_utc"}),
+                                     price=price, discount=discount, city=city, updated_at_utc=row.updated_at_utc)
+            self._publish(s, PRODUCT_TOPIC, message.model_dump_json(), row.updated_at_utc)
             return row.updated_at_utc

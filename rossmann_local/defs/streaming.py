@@ -1,0 +1,194 @@
+"""Catalogue changes from Kafka: a sensor that requests upsert runs for offset ranges, and the run.
+
+The Dagster cursor is the source of truth for offsets. Each tick reads the partitions' watermarks
+with a consumer that is assigned, never joins a group and is closed in ``finally``; it requests a
+run per new range of at most ``MAX_RANGE`` messages, with run key ``topic:partition:start-end``,
+so a tick that fails requests the same ranges again and Dagster never runs a key twice. Ranges
+stay in the cursor until their run succeeded: a failed run's range is requested again (run key
+suffixed ``#attempt``), so nothing is lost, and the versioned upserts make a second application
+change nothing.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import dagster as dg
+from confluent_kafka import Producer
+
+from rossmann_local.defs.partitions import shop_and_shift
+from rossmann_local.domain.world import World
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS
+from rossmann_local.shop_db.stock_outbox import Key, mark_sent, plan_stock_messages, queue_shift_messages, unsent
+from rossmann_local.streaming.apply import apply_catalogue_messages
+from rossmann_local.streaming.messages import DeadLetter
+from rossmann_local.streaming.topics import CATALOGUE_TOPICS, DEAD_LETTER_TOPIC, STOCK_TOPIC
+
+CATALOGUE_UPSERT_JOB = "catalogue_upsert_job"
+MAX_RANGE = 50_000
+RUN_KEY_TAG = "dagster/run_key"
+
+
+class OffsetRange(dg.Config):
+    """The messages at offsets [start_offset, end_offset) of one topic partition."""
+
+    topic: str
+    partition: int
+    start_offset: int
+    end_offset: int
+
+
+@dataclass
+class PendingRange:
+    topic: str
+    partition: int
+    start: int
+    end: int
+    attempt: int = 1
+
+    @property
+    def run_key(self) -> str:
+        key = f"{self.topic}:{self.partition}:{self.start}-{self.end}"
+        return key if self.attempt == 1 else f"{key}#{self.attempt}"
+
+    def run_request(self) -> dg.RunRequest:
+        config = OffsetRange(topic=self.topic, partition=self.partition, start_offset=self.start,
+                             end_offset=self.end)
+        return dg.RunRequest(run_key=self.run_key, tags={"kafka/topic": self.topic},
+                             run_config=dg.RunConfig(ops={"apply_catalogue_changes": config}))
+
+
+@dataclass
+class SensorCursor:
+    next_offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> first offset not requested
+    pending: list[PendingRange] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "SensorCursor":
+        data = json.loads(text) if text else {}
+        return cls(next_offsets=data.get("next_offsets", {}),
+                   pending=[PendingRange(**p) for p in data.get("pending", [])])
+
+    def dump(self) -> str:
+        return json.dumps({"next_offsets": self.next_offsets, "pending": [asdict(p) for p in self.pending]},
+                          sort_keys=True)
+
+
+def send_dead_letters(kafka: KafkaResource, dead_letters: list[DeadLetter], timeout: float = 30.0) -> None:
+    """Set bad messages aside on the dead-letter topic, confirmed before the run succeeds."""
+    if not dead_letters:
+        return
+    producer: Producer = kafka.producer()
+    failures: list[str] = []
+    for letter in dead_letters:
+        producer.produce(DEAD_LETTER_TOPIC, key=letter.key.encode(), value=letter.to_json(),
+                         on_delivery=lambda err, _msg: failures.append(str(err)) if err else None)
+    remaining = producer.flush(timeout)
+    if failures or remaining:
+        raise RuntimeError(f"{len(failures) + remaining} dead letters were not confirmed by the broker: {failures[:3]}")
+
+
+def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL))
+    def apply_catalogue_changes(context: dg.OpExecutionContext, config: OffsetRange, kafka: KafkaResource,
+                                shop_databases: ShopDatabases) -> dg.Output[dict]:
+        """Re-read exactly the run's offset range and apply it to every shop it concerns."""
+        messages = kafka.read_range(config.topic, config.partition, config.start_offset, config.end_offset)
+        outcome = apply_catalogue_messages(world, shop_databases, messages)
+        send_dead_letters(kafka, outcome.dead_letters)
+        for letter in outcome.dead_letters:
+            context.log.warning(f"dead letter {letter.key}: {letter.reason}")
+        summary = outcome.as_metadata()
+        return dg.Output(summary, metadata={**summary, "range": f"{config.topic}[{config.partition}] "
+                                                                 f"{config.start_offset}..{config.end_offset - 1}"})
+
+    @dg.job(name=CATALOGUE_UPSERT_JOB, description="Apply one offset range of a catalogue topic to every shop.")
+    def catalogue_upsert_job() -> None:
+        apply_catalogue_changes()
+
+    @dg.sensor(job=catalogue_upsert_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+    def catalogue_changes_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
+        """Requests an upsert run for each new offset range of the three catalogue topics."""
+        cursor = SensorCursor.parse(context.cursor)
+        requests = []
+        still_pending = []
+        for pending in cursor.pending:
+            runs = context.instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: pending.run_key}), limit=1)
+            status = runs[0].status if runs else None
+            if status == dg.DagsterRunStatus.SUCCESS:
+                continue
+            if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+                pending = PendingRange(pending.topic, pending.partition, pending.start, pending.end,
+                                       pending.attempt + 1)
+                requests.append(pending.run_request())
+            still_pending.append(pending)
+        with kafka.consumer() as consumer:
+            for topic in CATALOGUE_TOPICS:
+                for partition in range(kafka.partitions(topic)):
+                    low, high = kafka.watermarks(consumer, topic, partition)
+                    key = f"{topic}:{partition}"
+                    start = max(cursor.next_offsets.get(key, low), low)
+                    if cursor.next_offsets.get(key, low) < low:
+                        context.log.warning(f"{key}: offsets {cursor.next_offsets[key]}..{low - 1} were deleted by "
+                                            "retention before they were read")
+                    while start < high:
+                        new = PendingRange(topic, partition, start, min(start + MAX_RANGE, high))
+                        requests.append(new.run_request())
+                        still_pending.append(new)
+                        start = new.end
+                    cursor.next_offsets[key] = max(start, cursor.next_offsets.get(key, 0))
+        cursor.pending = still_pending
+        return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
+
+    return catalogue_upsert_job, catalogue_changes_sensor
+
+
+class StockNotDelivered(RuntimeError):
+    """Some stock messages were not confirmed; they stay queued in the shop database."""
+
+
+def produce_stock_messages(kafka: KafkaResource, shop_id: int, messages: list[tuple[Key, str]],
+                           timeout: float) -> tuple[list[Key], list[str]]:
+    """Send in order with the idempotent producer, key the shop id; (confirmed keys, broker errors)."""
+    confirmed: list[Key] = []
+    errors: list[str] = []
+    producer = kafka.producer(error_cb=lambda err: errors.append(str(err)),
+                              **{"message.timeout.ms": int(timeout * 1000)})
+    for key, payload in messages:
+        producer.produce(STOCK_TOPIC, key=str(shop_id).encode(), value=payload.encode(),
+                         on_delivery=lambda err, _msg, k=key: errors.append(str(err)) if err else confirmed.append(k))
+        producer.poll(0)
+    producer.flush(timeout + 5)
+    return confirmed, errors
+
+
+def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(partitions_def=partitions, group_name="shop", deps=["shift_transactions"], kinds={"kafka"})
+    def shift_stock_levels(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,
+                           kafka: KafkaResource) -> dg.MaterializeResult:
+        """The shop's stock levels sent to the chain (``oltp_update_product_quantity``, key the shop id):
+        every 50 simulated minutes of the shift, the absolute stock of the products that changed.
+        Messages are queued in the shop database and leave the queue only once the broker confirmed
+        them, so a broker outage delays them and loses none."""
+        shop, shift = shop_and_shift(world, context.partition_key)
+        with shop_databases.transaction(shop.shop_id) as conn:
+            planned = plan_stock_messages(conn, shop.shop_id, shift, world.sales.stock_report_interval_minutes)
+            queue_shift_messages(conn, shift, planned)
+            pending = unsent(conn)
+        confirmed, errors = produce_stock_messages(kafka, shop.shop_id, pending, kafka.delivery_timeout_seconds)
+        with shop_databases.transaction(shop.shop_id) as conn:
+            mark_sent(conn, confirmed, datetime.now(UTC))
+        if len(confirmed) < len(pending):
+            raise StockNotDelivered(
+                f"{len(pending) - len(confirmed)} of {len(pending)} stock messages of shop {shop.shop_id} were not "
+                f"confirmed by Kafka (check {KAFKA_BOOTSTRAP_SERVERS}); they stay queued and go with the next run. "
+                f"Broker errors: {errors[:3]}")
+        return dg.MaterializeResult(metadata={
+            "messages_planned": len(planned), "messages_sent": len(confirmed),
+            "sent_from_earlier_shifts": sum(1 for (start, _), _ in pending if start != shift.start),
+            "broker_errors": len(errors),
+        })
+
+    return [shift_stock_levels]

@@ -1,0 +1,143 @@
+"""Kafka through confluent-kafka: topics, the idempotent producer, and consumers that read exact
+offset ranges (the Dagster cursor, not a consumer group, owns the offsets)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import dagster as dg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from rossmann_local.resources import resolved
+from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, ConfigError
+from rossmann_local.streaming.topics import PARTITIONS
+
+# librdkafka's own log (connects, disconnects, retries) goes through Python logging, not stderr.
+CLIENT_LOG = logging.getLogger("rossmann_local.kafka.client")
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """``bootstrap_servers`` from ``KAFKA_BOOTSTRAP_SERVERS``."""
+
+    bootstrap_servers: str
+    request_timeout_seconds: float = 10.0
+    # How long the producer keeps retrying (through the client's own reconnects) before it reports
+    # a message as not delivered.
+    delivery_timeout_seconds: float = 30.0
+
+    def _servers(self) -> str:
+        servers = resolved(self.bootstrap_servers)
+        if not servers:
+            raise ConfigError(f"{KAFKA_BOOTSTRAP_SERVERS} is empty")
+        return servers
+
+    def admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self._servers(), "logger": CLIENT_LOG})
+
+    def ensure_topics(self) -> list[str]:
+        """Create the project's topics with the reference partition counts; returns those it created."""
+        admin = self.admin()
+        existing = self._topics(admin)
+        missing = [NewTopic(name, partitions) for name, partitions in PARTITIONS.items() if name not in existing]
+        created = []
+        for name, future in (admin.create_topics(missing) if missing else {}).items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        return created
+
+    def _topics(self, admin: AdminClient) -> dict[str, int]:
+        try:
+            metadata = admin.list_topics(timeout=self.request_timeout_seconds)
+        except KafkaException as exc:
+            raise ConfigError(f"Kafka at {self._servers()} is not reachable (check {KAFKA_BOOTSTRAP_SERVERS}): "
+                              f"{exc.args[0].str() if exc.args else exc}") from None
+        return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+
+    def partitions(self, topic: str) -> int:
+        return self._topics(self.admin()).get(topic, 0)
+
+    def producer(self, **overrides: object) -> Producer:
+        """Idempotent (no duplicates from the client's own retries), every replica acknowledges,
+        and a message the broker has not confirmed within the timeout is reported, never dropped."""
+        config = {"bootstrap.servers": self._servers(), "enable.idempotence": True, "acks": "all",
+                  "message.timeout.ms": int(self.delivery_timeout_seconds * 1000), "linger.ms": 5,
+                  "logger": CLIENT_LOG, **overrides}
+        return Producer(config)
+
+    @contextmanager
+    def consumer(self) -> Iterator[Consumer]:
+        """A consumer that never joins a group or commits: offsets are assigned explicitly."""
+        consumer = Consumer({"bootstrap.servers": self._servers(), "group.id": "rossmann-local-readers",
+                             "enable.auto.commit": False, "session.timeout.ms": 6000,
+                             "auto.offset.reset": "earliest", "enable.partition.eof": False,
+                             "logger": CLIENT_LOG})
+        try:
+            yield consumer
+        finally:
+            consumer.close()
+
+    def watermarks(self, consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                  timeout=self.request_timeout_seconds)
+        except KafkaException as exc:
+            raise ConfigError(f"Kafka at {self._servers()} did not give the offsets of {topic}[{partition}] "
+                              f"(check {KAFKA_BOOTSTRAP_SERVERS}): {exc}") from None
+
+    def read_range(self, topic: str, partition: int, start: int, end: int, timeout: float = 60.0) -> list[RawMessage]:
+        """Exactly the messages at offsets [start, end) of one partition, or an error after ``timeout``."""
+        messages: list[RawMessage] = []
+        if end <= start:
+            return messages
+        deadline = time.monotonic() + timeout
+        with self.consumer() as consumer:
+            consumer.assign([TopicPartition(topic, partition, start)])
+            position = start
+            while position < end:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"read {topic}[{partition}] only up to offset {position} of "
+                                       f"[{start}, {end}) within {timeout:g} s")
+                for message in consumer.consume(num_messages=min(10_000, end - position), timeout=0.5):
+                    if message.error():
+                        if message.error().code() == KafkaError._PARTITION_EOF:
+                            continue
+                        raise KafkaException(message.error())
+                    if message.offset() >= end:
+                        position = end
+                        break
+                    messages.append(_raw(message))
+                    position = message.offset() + 1
+        return messages
+
+
+def _raw(message: Message) -> RawMessage:
+    return RawMessage(message.topic(), message.partition(), message.offset(), message.key(), message.value())
+
+
+DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
+
+
+def kafka_from_env() -> KafkaResource:
+    """The resource for ``KAFKA_BOOTSTRAP_SERVERS`` (kept an EnvVar so it never shows in the UI)."""
+    if os.environ.get(KAFKA_BOOTSTRAP_SERVERS):
+        return KafkaResource(bootstrap_servers=dg.EnvVar(KAFKA_BOOTSTRAP_SERVERS))
+    return KafkaResource(bootstrap_servers=DEFAULT_BOOTSTRAP_SERVERS)

@@ -1,0 +1,81 @@
+"""The no-service Kafka: the broker binary shipped in the PyPI package ``noida-db``, on loopback.
+
+Only its binary is used (not its Python wrapper): started on a free port with its data in a
+directory of ours, ready when ``AdminClient.list_topics()`` answers, stopped by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import noida_db
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+BINARY = Path(noida_db.__file__).parent / "noida-db"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalBroker:
+    """A Kafka-protocol broker on 127.0.0.1 for as long as the context lasts (or start/stop)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> LocalBroker:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "broker.log").open("ab")
+        self._process = subprocess.Popen(
+            [str(BINARY), "start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port", str(self.port),
+             "--data-dir", str(self.data_dir)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the local Kafka broker exited with {self._process.returncode}; "
+                                   f"see {self.data_dir / 'broker.log'}")
+            try:
+                admin.list_topics(timeout=1)
+                return self
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the local Kafka broker did not answer on {self.bootstrap_servers} "
+                                       f"within {timeout:g} s") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
