@@ -6,6 +6,9 @@
    one transaction per shift as in the asset) against COPY of the very same rows, in the same run.
 3. Report rows per second into ClickHouse (chDB) by the report writer (``replace_shift_rows``: look for
    an earlier copy, insert the shift) against a raw clickhouse-connect insert of the same rows.
+4. Catalogue messages applied per second end to end (broker -> upsert runs through Dagster -> the 5
+   shops' databases) against the reference's pattern (per message and shop, one upsert and one
+   commit), on the same messages in the same run.
 """
 
 from __future__ import annotations
@@ -18,43 +21,55 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
+import dagster as dg
 from sqlalchemy import create_engine, text
 
-from rossmann_local.day import dagster_instance, run_day
+from rossmann_local.day import QUIET_RUN_CONFIG, dagster_instance, run_day
+from rossmann_local.defs import build_definitions
+from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB
 from rossmann_local.domain.catalogue import ProductRecord
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.simulation import Receipt, configured_shelf, simulate_terminal_sales
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.reports.schema import DATABASE, TRANSACTIONS, column_names
 from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop_db import ledger
-from rossmann_local.shop_db.cache import upsert_products
+from rossmann_local.shop_db.cache import upsert_product_changes, upsert_products
 from rossmann_local.shop_db.ledger import LINE_COLUMNS, RECEIPT_COLUMNS
 from rossmann_local.shop_db.models import ShopBase
 from rossmann_local.shop_db.report_rows import transactions_report_rows
+from rossmann_local.streaming.broker import LocalBroker
+from rossmann_local.streaming.messages import ProductMessage
+from rossmann_local.streaming.topics import PRODUCT_TOPIC
 from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
 
 PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 def bench_day(repeats: int) -> list[float]:
-    """Seconds per simulated day of every reference shop, each on a fresh data dir."""
+    """Seconds per simulated day of every reference shop (sync, deliveries, sales, stock messages,
+    reports), each on a fresh data dir with its own broker (its start is not counted)."""
     world = reference_world()
     timings = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             os.environ["ROSSMANN_DATA_DIR"] = tmp
             os.environ.pop("DAGSTER_HOME", None)
-            started = time.perf_counter()
-            with sync_api_server(open_seeded_store(world)) as server:
+            with LocalBroker(Path(tmp) / "kafka") as broker, sync_api_server(open_seeded_store(world)) as server:
+                kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
+                kafka.ensure_topics()
                 resources = {"shop_databases": ShopDatabases(sqlite_dir=f"{tmp}/shops"),
                              "sync_api": SyncApiClient(base_url=server.url),
-                             "clickhouse": ClickHouseReports(dsn=f"chdb://{tmp}/clickhouse")}
+                             "clickhouse": ClickHouseReports(dsn=f"chdb://{tmp}/clickhouse"), "kafka": kafka}
+                started = time.perf_counter()
                 days = run_day(world, world.start_date, resources, dagster_instance())
-            timings.append(time.perf_counter() - started)
+                timings.append(time.perf_counter() - started)
             assert all(not d.runs_failed and d.reports_match for d in days), [d.runs_failed for d in days]
     return timings
 
@@ -162,17 +177,77 @@ def bench_report_writes(shifts: int) -> tuple[int, float, float]:
         return rows * 3, timings["ours"], timings["raw"]
 
 
-def catalogue(world: World) -> list[ProductRecord]:
+def bench_streaming(message_count: int, reference_sample: int) -> tuple[int, float, int, float]:
+    """(messages, seconds through the upsert runs, reference messages, seconds of the reference pattern)."""
+    world = reference_world()
+    with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "kafka") as broker:
+        kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
+        kafka.ensure_topics()
+        producer = kafka.producer()
+        started_at = datetime(2030, 1, 1, tzinfo=UTC)
+        cities = [c.name for c in world.cities]
+        for n in range(message_count):  # price updates over the catalogue, each city in turn, time moving on
+            p = world.products[n % len(world.products)]
+            city = cities[n % len(cities)]
+            producer.produce(PRODUCT_TOPIC, value=ProductMessage(
+                product_id=p.product_id, name=p.name, description=p.description, barcode=p.barcode,
+                category_id=p.category_id, price=p.prices[city].price + Decimal(n % 100) / 100,
+                discount=p.prices[city].discount, city=city,
+                updated_at_utc=started_at + timedelta(microseconds=n)).model_dump_json().encode())
+            if n % 10_000 == 0:
+                producer.poll(0)
+        assert producer.flush(60) == 0
+
+        def fresh_shops(name: str) -> ShopDatabases:
+            shops = ShopDatabases(sqlite_dir=f"{tmp}/{name}")
+            for shop in world.shops:
+                with shops.transaction(shop.shop_id) as conn:
+                    upsert_products(conn, catalogue(world, shop.city))
+            return shops
+
+        ours = fresh_shops("ours")
+        resources = {"shop_databases": ours, "kafka": kafka, "sync_api": SyncApiClient(),
+                     "clickhouse": ClickHouseReports()}
+        definitions = build_definitions(world, resources)
+        sensor = definitions.resolve_sensor_def("catalogue_changes_sensor")
+        job = definitions.resolve_job_def(CATALOGUE_UPSERT_JOB)
+        instance = dg.DagsterInstance.ephemeral()
+        started = time.perf_counter()
+        requests = sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka})).run_requests
+        applied = 0
+        for request in requests:
+            result = job.execute_in_process(run_config={**request.run_config, **QUIET_RUN_CONFIG}, instance=instance)
+            applied += result.output_for_node("apply_catalogue_changes")["messages"]
+        ours_s = time.perf_counter() - started
+        assert applied == message_count
+
+        reference = fresh_shops("reference")
+        engines = {shop.shop_id: reference.engine(shop.shop_id) for shop in world.shops}
+        started = time.perf_counter()
+        for raw in kafka.read_range(PRODUCT_TOPIC, 0, 0, reference_sample):
+            message = ProductMessage.model_validate_json(raw.value)
+            for shop in world.shops:  # a consumer per shop, each: upsert one row, commit
+                with engines[shop.shop_id].begin() as conn:
+                    upsert_product_changes(conn, [message.change_for(shop.city)[0]])
+        reference_s = time.perf_counter() - started
+        ours.dispose()
+        reference.dispose()
+        return message_count, ours_s, reference_sample, reference_s
+
+
+def catalogue(world: World, city: str = "Berlin") -> list[ProductRecord]:
     return [ProductRecord(product_id=p.product_id, name=p.name, barcode=p.barcode, category_id=p.category_id,
-                          price=p.prices["Berlin"].price, discount=p.prices["Berlin"].discount,
-                          updated_at_utc=datetime.now(UTC)) for p in world.products]
+                          price=p.prices[city].price, discount=p.prices[city].discount,
+                          updated_at_utc=datetime(2029, 1, 1, tzinfo=UTC)) for p in world.products]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--day-repeats", type=int, default=3)
     parser.add_argument("--shifts", type=int, default=12, help="busy shifts (about 8,500 lines each) written")
+    parser.add_argument("--messages", type=int, default=200_000, help="catalogue messages streamed")
     args = parser.parse_args()
+    messages, stream_s, reference_messages, reference_s = bench_streaming(args.messages, 5_000)
     day = bench_day(args.day_repeats)
     lines, ours_s, copy_s = bench_receipt_writes(args.shifts)
     # chDB's background merges make single runs of the report comparison swing by +-20 %: three runs.
@@ -181,7 +256,7 @@ def main() -> None:
     report_s, raw_s = sum(r[1] for r in report_runs), sum(r[2] for r in report_runs)
     each = ", ".join(f"{raw / ours:.0%}" for _, ours, raw in report_runs)
     rows = [
-        ("simulated day, 5 shops, through Dagster (with reports)",
+        ("simulated day, 5 shops, through Dagster (with stock messages and reports)",
          f"{statistics.median(day):.2f} s (median of {len(day)}: " + ", ".join(f"{t:.2f}" for t in day) + ")",
          "<= 10 s"),
         (f"receipt lines into Postgres, ledger writer ({lines} lines)", f"{lines / ours_s:,.0f} lines/s", ">= 50,000"),
@@ -191,6 +266,12 @@ def main() -> None:
          f"{report_rows / report_s:,.0f} rows/s", ""),
         ("same rows, raw clickhouse-connect insert", f"{report_rows / raw_s:,.0f} rows/s", "reference"),
         ("report writer / raw insert", f"{raw_s / report_s:.0%} (runs: {each})", ">= 80%"),
+        (f"catalogue messages applied, broker -> upsert runs -> 5 shops ({messages} messages)",
+         f"{messages / stream_s:,.0f} messages/s", ">= 50,000"),
+        (f"reference pattern: upsert + commit per message and shop ({reference_messages} messages)",
+         f"{reference_messages / reference_s:,.0f} messages/s", "reference"),
+        ("upsert runs / reference pattern", f"{(messages / stream_s) / (reference_messages / reference_s):,.0f}x",
+         ">= 25x"),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     print(f"{'benchmark'.ljust(widths[0])}  {'measured'.ljust(widths[1])}  target")

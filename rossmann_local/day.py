@@ -127,7 +127,7 @@ class CatalogueFeed:
                  instance: dg.DagsterInstance, resources: dict[str, Any]) -> None:
         self.world, self.store, self.kafka, self.instance = world, store, kafka, instance
         definitions = build_definitions(world, resources)
-        self.sensor = definitions.get_sensor_def("catalogue_changes_sensor")
+        self.sensor = definitions.resolve_sensor_def("catalogue_changes_sensor")
         self.upsert_job = definitions.resolve_job_def(CATALOGUE_UPSERT_JOB)
         self.cursor_file = data_dir() / "catalogue_sensor_cursor.json"
         self.streaming = Streaming()
@@ -156,6 +156,17 @@ class CatalogueFeed:
             self.streaming.outcome.update(run.output_for_node("apply_catalogue_changes"))
         if result.cursor is not None:
             self.cursor_file.write_text(result.cursor)
+
+
+def preflight(world: World, resources: dict[str, Any]) -> None:
+    """Open every shop database and ClickHouse once before the day: a wrong setting stops the command
+    with its name, instead of failing (and retrying) every run of the day."""
+    shop_databases: ShopDatabases = resources["shop_databases"]
+    for shop in world.shops:
+        shop_databases.engine(shop.shop_id)
+    shop_databases.dispose()
+    with resources["clickhouse"].client():
+        pass
 
 
 def promotion_prices(world: World, shop_databases: ShopDatabases, day: date) -> list[str]:
@@ -288,8 +299,9 @@ def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhou
             f"  catalogue changes published by the chain: {streaming.changes_published} "
             f"(+1 malformed message injected by the demo)",
             f"  upsert runs requested by the sensor: {streaming.upsert_runs}, over {o['messages']} messages",
-            f"  applied (message x shop): {o['applied']}, skipped as stale: {o['skipped_as_stale']}, "
-            f"dead-lettered: {o['dead_lettered']}, price without city: {o['price_without_city']}",
+            f"  messages applied: {o['applied']}, skipped as stale: {o['skipped_as_stale']}, "
+            f"dead-lettered: {o['dead_lettered']}, price without city: {o['price_without_city']} "
+            f"(shop rows changed: {o['rows_changed']})",
             f"  stock messages sent (oltp_update_product_quantity): {_sum(shop_days, 'stock_messages_sent')}",
             *streaming.promotion_prices]
     out += [f"FAILED upsert run {failure}" for failure in streaming.failed_runs]
@@ -325,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             clickhouse = clickhouse_from_env()
             resources = {"shop_databases": shop_databases_from_env(), "sync_api": sync_api, "clickhouse": clickhouse,
                          "kafka": kafka}
+            preflight(world, resources)
             instance = dagster_instance()
             catalogue = CatalogueFeed(world, store, kafka, instance, resources)
 

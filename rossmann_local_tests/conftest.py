@@ -15,8 +15,10 @@ from sqlalchemy.exc import OperationalError
 
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.streaming.broker import LocalBroker
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
 
@@ -107,3 +109,16 @@ def shop_databases(request: pytest.FixtureRequest) -> ShopDatabases:
 def clickhouse(tmp_path: Path) -> ClickHouseReports:
     """The real ClickHouse engine (chDB through clickhouse-connect) in a directory of this test."""
     return ClickHouseReports(dsn=f"chdb://{tmp_path / 'clickhouse'}")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """One real Kafka-protocol broker (noida-db's binary) for the test session, topics created."""
+    with LocalBroker(tmp_path_factory.mktemp("kafka")) as running:
+        KafkaResource(bootstrap_servers=running.bootstrap_servers).ensure_topics()
+        yield running
+
+
+@pytest.fixture
+def kafka(broker: LocalBroker) -> KafkaResource:
+    return KafkaResource(bootstrap_servers=broker.bootstrap_servers, delivery_timeout_seconds=5)

@@ -7,19 +7,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
 # The first sync of a shop asks for everything changed since the beginning of time.
 BEGINNING_OF_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 
-def _as_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamps must carry a time zone (ISO-8601 with Z)")
-    return value.astimezone(UTC)
-
-
-UtcTimestamp = Annotated[datetime, AfterValidator(_as_utc)]
+# Must carry a zone (checked by pydantic itself); stored as UTC by the database column type, and
+# written as UTC by ``iso_z`` and pydantic's JSON, so no per-message conversion is needed here.
+UtcTimestamp = AwareDatetime
 Price = Annotated[
     Decimal,
     Field(ge=0, le=Decimal("9999999999.99"), decimal_places=2),

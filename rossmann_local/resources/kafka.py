@@ -18,8 +18,10 @@ from rossmann_local.resources import resolved
 from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, ConfigError
 from rossmann_local.streaming.topics import PARTITIONS
 
-# librdkafka's own log (connects, disconnects, retries) goes through Python logging, not stderr.
+# librdkafka's own log (connects, disconnects, retries) goes through Python logging, not stderr;
+# silent unless the application configures logging (outages are reported in metadata and errors).
 CLIENT_LOG = logging.getLogger("rossmann_local.kafka.client")
+CLIENT_LOG.addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)

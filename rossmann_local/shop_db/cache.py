@@ -37,6 +37,7 @@ class UpsertCounts:
     received: int
     applied: int
     placeholders: int = 0
+    changed_ids: frozenset[int] = frozenset()
 
     @property
     def stale(self) -> int:
@@ -64,11 +65,11 @@ def _newest_per_key(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, 
 
 
 def _versioned_upsert(conn: Connection, table: Table, key: str, groups: dict[str, Sequence[str]],
-                      rows: list[dict[str, Any]]) -> int:
+                      rows: list[dict[str, Any]]) -> frozenset[int]:
     """Upsert ``rows``; each group of columns (keyed by its version column) changes only where the
-    incoming version is newer. Returns how many rows changed."""
+    incoming version is newer. Returns the keys of the rows that changed."""
     if not rows:
-        return 0
+        return frozenset()
     stmt = dialect_insert(conn, table)
     incoming, current = stmt.excluded, table.c
     set_: dict[str, Any] = {}
@@ -78,15 +79,15 @@ def _versioned_upsert(conn: Connection, table: Table, key: str, groups: dict[str
         newer.append(is_newer)
         set_.update({c: case((is_newer, incoming[c]), else_=current[c]) for c in (*columns, version)})
     stmt = stmt.on_conflict_do_update(index_elements=[key], set_=set_, where=or_(*newer)).returning(current[key])
-    return len(conn.execute(stmt, rows).all())
+    return frozenset(conn.execute(stmt, rows).scalars())
 
 
 def upsert_categories(conn: Connection, records: Sequence[CategoryRecord | BaseModel]) -> UpsertCounts:
     """Categories from the Sync API or from Kafka messages (the same fields)."""
     rows = _newest_per_key((r.model_dump(include=set(CATEGORY_COLUMNS)) for r in records), "category_id")
     groups = {"updated_at_utc": [c for c in CATEGORY_COLUMNS if c not in ("category_id", "updated_at_utc")]}
-    applied = _versioned_upsert(conn, Category.__table__, "category_id", groups, rows)
-    return UpsertCounts(received=len(records), applied=applied)
+    changed = _versioned_upsert(conn, Category.__table__, "category_id", groups, rows)
+    return UpsertCounts(received=len(records), applied=len(changed), changed_ids=changed)
 
 
 def ensure_categories_exist(conn: Connection, category_ids: Iterable[int]) -> int:
@@ -144,8 +145,8 @@ def upsert_product_changes(conn: Connection, changes: Sequence[ProductChange]) -
     rows = _merged(changes)
     placeholders = ensure_categories_exist(conn, (r["category_id"] for r in rows))
     groups = {"updated_at_utc": PRODUCT_FIELDS, "price_updated_at_utc": PRICE_FIELDS}
-    applied = _versioned_upsert(conn, Product.__table__, "product_id", groups, rows)
-    return UpsertCounts(received=len(changes), applied=applied, placeholders=placeholders)
+    changed = _versioned_upsert(conn, Product.__table__, "product_id", groups, rows)
+    return UpsertCounts(received=len(changes), applied=len(changed), placeholders=placeholders, changed_ids=changed)
 
 
 def upsert_products(conn: Connection, records: Sequence[ProductRecord]) -> UpsertCounts:

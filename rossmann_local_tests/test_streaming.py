@@ -1,0 +1,302 @@
+"""Streaming against a real broker: the catalogue sensor, its upsert runs, dead letters, and the
+stand-in's outbox. Each test starts reading at the offsets the topics have when it begins."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from rossmann_local.defs import build_definitions
+from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB, RUN_KEY_TAG, SensorCursor
+from rossmann_local.domain.world import World
+from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.settings import ConfigError
+from rossmann_local.shop_db.models import Category
+from rossmann_local.streaming.topics import (
+    CATALOGUE_TOPICS,
+    CATEGORY_TOPIC,
+    DEAD_LETTER_TOPIC,
+    PARTITIONS,
+    PRODUCT_DESCRIPTION_TOPIC,
+    PRODUCT_TOPIC,
+)
+from rossmann_local.sync_api.outbox import publish_outbox
+from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.helpers import materialize_shift, products_of, shift_of
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)  # newer than anything the stand-in seeded
+
+
+def current_cursor(kafka: KafkaResource) -> str:
+    """A sensor cursor at the topics' current ends: the test sees only what it sends."""
+    with kafka.consumer() as consumer:
+        return SensorCursor(next_offsets={
+            f"{t}:{p}": kafka.watermarks(consumer, t, p)[1] for t in CATALOGUE_TOPICS for p in range(PARTITIONS[t])
+        }).dump()
+
+
+def send(kafka: KafkaResource, topic: str, *payloads: bytes | dict[str, Any] | None) -> None:
+    producer = kafka.producer()
+    for payload in payloads:
+        value = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+        producer.produce(topic, value=value)
+    assert producer.flush(10) == 0
+
+
+def product(product_id: int, updated: datetime, **fields: Any) -> dict[str, Any]:
+    message = {"product_id": product_id, "name": f"product {product_id}", "description": "d",
+               "barcode": f"4108009861{product_id:02d}", "category_id": 1, "price": 5.0, "discount": 0.0,
+               "is_deleted": False, "updated_at_utc": updated.isoformat().replace("+00:00", "Z")}
+    return {**message, **fields}
+
+
+class Chain:
+    """The Dagster side of one test: definitions, an instance, the sensor and the upsert job."""
+
+    def __init__(self, world: World, shops: ShopDatabases, kafka: KafkaResource) -> None:
+        self.resources = {"shop_databases": shops, "kafka": kafka, "sync_api": SyncApiClient(),
+                          "clickhouse": ClickHouseReports()}
+        self.instance = dg.DagsterInstance.ephemeral()
+        definitions = build_definitions(world, self.resources)
+        self.sensor = definitions.resolve_sensor_def("catalogue_changes_sensor")
+        self.job = definitions.resolve_job_def(CATALOGUE_UPSERT_JOB)
+        self.cursor = current_cursor(kafka)
+
+    def tick(self, kafka: KafkaResource | None = None) -> dg.SensorResult:
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                          resources={"kafka": kafka or self.resources["kafka"]})
+        result = self.sensor(context)
+        self.cursor = result.cursor
+        return result
+
+    def run(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        return self.job.execute_in_process(run_config=request.run_config, instance=self.instance,
+                                           tags={**request.tags, RUN_KEY_TAG: request.run_key}, raise_on_error=False)
+
+    def apply_all(self) -> dict[str, int]:
+        """One tick and all its runs; the summed outcome."""
+        totals: dict[str, int] = {}
+        for request in self.tick().run_requests:
+            result = self.run(request)
+            assert result.success
+            for k, v in result.output_for_node("apply_catalogue_changes").items():
+                totals[k] = totals.get(k, 0) + v
+        return totals
+
+
+@pytest.fixture
+def chain(world: World, sqlite_shops: ShopDatabases, kafka: KafkaResource, sync_api: SyncApiClient) -> Chain:
+    for shop_id in world.shop_ids:  # every shop's cache filled from the Sync API first
+        materialize_shift(world, shift_of(world), shop_id, {"shop_databases": sqlite_shops, "sync_api": sync_api},
+                          assets=("synced_cache",))
+    return Chain(world, sqlite_shops, kafka)
+
+
+def test_topics_are_created_once_with_the_reference_partitions(kafka: KafkaResource) -> None:
+    assert kafka.ensure_topics() == []
+    assert {t: kafka.partitions(t) for t in PARTITIONS} == PARTITIONS
+    assert PARTITIONS["oltp_update_product_quantity"] == 3
+
+
+def test_the_sensor_requests_offset_ranges_with_unique_run_keys(chain: Chain, kafka: KafkaResource) -> None:
+    before = json.loads(chain.cursor)["next_offsets"]
+    send(kafka, PRODUCT_TOPIC, product(1, T0), product(2, T0))
+    send(kafka, CATEGORY_TOPIC, {"category_id": 1, "name": "Baby", "updated_at_utc": "2030-01-01T00:00:00Z"})
+    result = chain.tick()
+    ranges = {r.run_key: r.run_config["ops"]["apply_catalogue_changes"]["config"] for r in result.run_requests}
+    start = before[f"{PRODUCT_TOPIC}:0"]
+    category_start = before[f"{CATEGORY_TOPIC}:0"]
+    assert ranges == {
+        f"{PRODUCT_TOPIC}:0:{start}-{start + 2}": {"topic": PRODUCT_TOPIC, "partition": 0, "start_offset": start,
+                                                   "end_offset": start + 2},
+        f"{CATEGORY_TOPIC}:0:{category_start}-{category_start + 1}": {
+            "topic": CATEGORY_TOPIC, "partition": 0, "start_offset": category_start, "end_offset": category_start + 1},
+    }
+    cursor = json.loads(result.cursor)
+    assert cursor["next_offsets"][f"{PRODUCT_TOPIC}:0"] == start + 2
+    assert len(cursor["pending"]) == 2, "ranges stay in the cursor until their run succeeded"
+    assert chain.tick().run_requests == [], "nothing new, nothing failed: no request"
+
+
+def test_a_failed_tick_requests_the_same_ranges_again(chain: Chain, kafka: KafkaResource) -> None:
+    send(kafka, PRODUCT_DESCRIPTION_TOPIC, product(3, T0, price=None) | {})
+    cursor = chain.cursor
+    unreachable = KafkaResource(bootstrap_servers="127.0.0.1:9", request_timeout_seconds=1)
+    with pytest.raises((ConfigError, dg.DagsterError)):
+        chain.tick(kafka=unreachable)
+    assert chain.cursor == cursor, "a failed tick does not move the cursor"
+    first = [r.run_key for r in chain.tick().run_requests]
+    chain.cursor = cursor
+    assert [r.run_key for r in chain.tick().run_requests] == first
+
+
+def test_upsert_runs_apply_prices_only_to_shops_of_the_city(chain: Chain, kafka: KafkaResource,
+                                                             sqlite_shops: ShopDatabases) -> None:
+    nurnberg_before = products_of(sqlite_shops, 2)[7].price
+    send(kafka, PRODUCT_TOPIC, product(7, T0, price=4.44, city="Berlin", name="Dish Tabs XL",
+                                       barcode="410800986181", category_id=3))
+    outcome = chain.apply_all()
+    assert (outcome["applied"], outcome["rows_changed"]) == (1, 5), "the description part reaches every shop"
+    assert products_of(sqlite_shops, 1)[7].price == Decimal("4.44")
+    assert products_of(sqlite_shops, 2)[7].price == nurnberg_before, "Nurnberg keeps its own price"
+    assert {products_of(sqlite_shops, s)[7].name for s in range(1, 6)} == {"Dish Tabs XL"}
+    assert chain.tick().run_requests == [] and json.loads(chain.cursor)["pending"] == []
+
+
+def test_a_price_message_without_a_city_changes_the_description_only(chain: Chain, kafka: KafkaResource,
+                                                                      sqlite_shops: ShopDatabases) -> None:
+    before = {s: products_of(sqlite_shops, s)[8].price for s in range(1, 6)}
+    send(kafka, PRODUCT_TOPIC, product(8, T0, price=0.01, description="no city", barcode="410800986198",
+                                       category_id=3))
+    outcome = chain.apply_all()
+    assert outcome["price_without_city"] == 1 and outcome["dead_lettered"] == 0
+    assert {s: products_of(sqlite_shops, s)[8].price for s in range(1, 6)} == before
+    assert {products_of(sqlite_shops, s)[8].description for s in range(1, 6)} == {"no city"}
+
+
+def test_a_stale_update_is_ignored_and_a_repeated_range_changes_nothing(chain: Chain, kafka: KafkaResource,
+                                                                         sqlite_shops: ShopDatabases) -> None:
+    send(kafka, PRODUCT_TOPIC, product(1, T0 + timedelta(hours=2), price=3.33, city="Berlin",
+                                       barcode="410800986129"))
+    send(kafka, PRODUCT_TOPIC, product(1, T0 + timedelta(hours=1), price=9.99, city="Berlin",
+                                       barcode="410800986129"))
+    requests = chain.tick().run_requests
+    first = chain.run(requests[0]).output_for_node("apply_catalogue_changes")
+    assert (first["messages"], first["applied"], first["skipped_as_stale"], first["rows_changed"]) == (2, 1, 1, 5)
+    assert products_of(sqlite_shops, 1)[1].price == Decimal("3.33")
+    again = chain.run(dg.RunRequest(run_key=requests[0].run_key + "-again", run_config=requests[0].run_config))
+    repeated = again.output_for_node("apply_catalogue_changes")
+    assert (repeated["applied"], repeated["skipped_as_stale"], repeated["rows_changed"]) == (0, 2, 0), \
+        "at-least-once delivery, exactly-once effect"
+
+
+def test_a_newer_description_does_not_shadow_an_older_price_from_another_topic(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
+    send(kafka, PRODUCT_DESCRIPTION_TOPIC, {k: v for k, v in product(
+        5, T0 + timedelta(hours=5), description="new text", barcode="410800986167", category_id=2).items()
+        if k not in ("price", "discount")})
+    chain.apply_all()
+    send(kafka, PRODUCT_TOPIC, product(5, T0 + timedelta(hours=1), price=2.22, city="La Nucia",
+                                       barcode="410800986167", category_id=2, description="old text"))
+    chain.apply_all()
+    la_nucia = products_of(sqlite_shops, 4)[5]
+    assert (la_nucia.price, la_nucia.description) == (Decimal("2.22"), "new text")
+
+
+def test_a_product_before_its_category_is_not_lost(chain: Chain, kafka: KafkaResource,
+                                                   sqlite_shops: ShopDatabases) -> None:
+    send(kafka, PRODUCT_TOPIC, product(30, T0, category_id=60, barcode="999999999930", city="Berlin"))
+    assert chain.apply_all()["placeholder_categories"] == 5
+    assert products_of(sqlite_shops, 3)[30].category_id == 60
+    send(kafka, CATEGORY_TOPIC, {"category_id": 60, "name": "Garden", "updated_at_utc": "2029-01-01T00:00:00Z"})
+    chain.apply_all()
+    with sqlite_shops.transaction(3) as conn:
+        assert conn.execute(Category.__table__.select().where(Category.category_id == 60)).one().name == "Garden"
+
+
+HOSTILE = {
+    "wrong JSON": b'{"product_id": 1,',
+    "not JSON at all": b"\x00\xff binary",
+    "wrong types": json.dumps(product(1, T0) | {"product_id": "one", "price": "cheap"}).encode(),
+    "huge values": json.dumps(product(1, T0) | {"product_id": 10**30, "price": 1e300}).encode(),
+    "unknown fields": json.dumps(product(1, T0) | {"drop_table": "products"}).encode(),
+    "missing keys": json.dumps({"product_id": 1}).encode(),
+    "negative price": json.dumps(product(1, T0) | {"price": -5}).encode(),
+    "naive time": json.dumps(product(1, T0) | {"updated_at_utc": "2030-01-01T00:00:00"}).encode(),
+    "huge payload": json.dumps(product(1, T0) | {"description": "x" * 70_000}).encode(),
+    "empty": None,
+}
+
+
+def test_malformed_and_hostile_messages_are_dead_lettered_and_never_block_the_rest(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
+    with kafka.consumer() as consumer:
+        dead_start = kafka.watermarks(consumer, DEAD_LETTER_TOPIC, 0)[1]
+    good_before = product(11, T0, name="Frame before", barcode="410800986228", category_id=4, city="Berlin")
+    good_after = product(12, T0, name="Gel after", barcode="410800986235", category_id=5, city="Berlin")
+    send(kafka, PRODUCT_TOPIC, good_before, *HOSTILE.values(), good_after)
+    outcome = chain.apply_all()
+    assert outcome["dead_lettered"] == len(HOSTILE)
+    assert outcome["messages"] == len(HOSTILE) + 2
+    assert products_of(sqlite_shops, 1)[11].name == "Frame before"
+    assert products_of(sqlite_shops, 1)[12].name == "Gel after", "the message after the bad ones still applies"
+    letters = kafka.read_range(DEAD_LETTER_TOPIC, 0, dead_start, dead_start + len(HOSTILE))
+    reasons = [json.loads(m.value)["reason"] for m in letters]
+    assert len(letters) == len(HOSTILE) and all(reasons)
+    assert all(m.key.decode().startswith(f"{PRODUCT_TOPIC}:0:") for m in letters)
+    assert any("Extra inputs are not permitted" in r for r in reasons)
+    assert any("bytes, more than" in r for r in reasons)
+
+
+def test_a_message_a_shop_database_refuses_is_dead_lettered_and_the_others_apply(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
+    taken = products_of(sqlite_shops, 1)[2].barcode  # product 2's barcode, claimed by product 40
+    send(kafka, PRODUCT_TOPIC, product(40, T0, barcode=taken, city="Berlin"),
+         product(41, T0, barcode="999999999941", city="Berlin"))
+    outcome = chain.apply_all()
+    assert outcome["dead_lettered"] == 1
+    assert 41 in products_of(sqlite_shops, 5) and 40 not in products_of(sqlite_shops, 5)
+
+
+def test_a_failed_run_loses_nothing_and_its_range_is_requested_again(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases, world: World) -> None:
+    send(kafka, PRODUCT_TOPIC, product(13, T0, name="Hand Cream XL", barcode="410800986242", category_id=5,
+                                       city="Berlin"))
+    [request] = chain.tick().run_requests
+    broken = ShopDatabases(url_template="postgresql+psycopg://postgres@127.0.0.1:9/shop_{shop_id}")
+    failing = Chain(world, broken, kafka)
+    failing.instance = chain.instance
+    failed = failing.job.execute_in_process(run_config=request.run_config, instance=chain.instance,
+                                            tags={RUN_KEY_TAG: request.run_key}, raise_on_error=False)
+    assert not failed.success
+    [retry] = chain.tick().run_requests
+    assert retry.run_key == request.run_key + "#2" and retry.run_config == request.run_config
+    assert chain.run(retry).success
+    assert products_of(sqlite_shops, 4)[13].name == "Hand Cream XL"
+    assert chain.tick().run_requests == [] and json.loads(chain.cursor)["pending"] == []
+
+
+def test_the_stand_in_publishes_committed_changes_through_its_outbox(store: CatalogueStore,
+                                                                     kafka: KafkaResource) -> None:
+    with kafka.consumer() as consumer:
+        ends = {t: kafka.watermarks(consumer, t, 0)[1] for t in CATALOGUE_TOPICS}
+    store.set_price(3, "La Nucia", Decimal("1.11"), Decimal("0.1"))
+    store.update_product(3, description="softer")
+    store.update_category(1, name="Baby")
+    assert len(store.unpublished()) == 3
+    assert publish_outbox(store, kafka.producer()) == 3
+    assert store.unpublished() == []
+    [price] = kafka.read_range(PRODUCT_TOPIC, 0, ends[PRODUCT_TOPIC], ends[PRODUCT_TOPIC] + 1)
+    body = json.loads(price.value)
+    assert (body["product_id"], body["price"], body["discount"], body["city"]) == (3, 1.11, 0.1, "La Nucia")
+    [description] = kafka.read_range(PRODUCT_DESCRIPTION_TOPIC, 0, ends[PRODUCT_DESCRIPTION_TOPIC],
+                                     ends[PRODUCT_DESCRIPTION_TOPIC] + 1)
+    assert "price" not in json.loads(description.value) and json.loads(description.value)["description"] == "softer"
+    [category] = kafka.read_range(CATEGORY_TOPIC, 0, ends[CATEGORY_TOPIC], ends[CATEGORY_TOPIC] + 1)
+    assert json.loads(category.value)["name"] == "Baby"
+
+
+def test_an_unconfirmed_outbox_message_stays_unpublished(store: CatalogueStore) -> None:
+    store.update_category(2, name="Health+")
+    down = KafkaResource(bootstrap_servers="127.0.0.1:9", delivery_timeout_seconds=1)
+    assert publish_outbox(store, down.producer(), timeout=3) == 0
+    assert len(store.unpublished()) == 1
+
+
+def test_the_admin_endpoint_changes_the_catalogue(sync_server, store: CatalogueStore) -> None:
+    import httpx
+
+    response = httpx.post(f"{sync_server.url}/admin/products/6/prices/Berlin", json={"price": 2.5, "discount": 0})
+    assert response.status_code == 200
+    assert store.unpublished()[-1].topic == PRODUCT_TOPIC
+    assert httpx.post(f"{sync_server.url}/admin/products/6/prices/Paris", json={"price": 2.5}).status_code == 404
+    assert httpx.post(f"{sync_server.url}/admin/products/6/prices/Berlin", json={"price": -1}).status_code == 422
+
