@@ -153,15 +153,15 @@ def produce_stock_messages(kafka: KafkaResource, shop_id: int, messages: list[tu
                            timeout: float) -> tuple[list[Key], list[str]]:
     """Send in order with the idempotent producer, key the shop id; (confirmed keys, broker errors)."""
     confirmed: list[Key] = []
-    errors: list[str] = []
-    producer = kafka.producer(error_cb=lambda err: errors.append(str(err)),
-                              **{"message.timeout.ms": int(timeout * 1000)})
+    producer, broker_errors = kafka.shared_producer()
+    seen = len(broker_errors)
+    failed: list[str] = []
     for key, payload in messages:
         producer.produce(STOCK_TOPIC, key=str(shop_id).encode(), value=payload.encode(),
-                         on_delivery=lambda err, _msg, k=key: errors.append(str(err)) if err else confirmed.append(k))
+                         on_delivery=lambda err, _msg, k=key: failed.append(str(err)) if err else confirmed.append(k))
         producer.poll(0)
     producer.flush(timeout + 5)
-    return confirmed, errors
+    return confirmed, [*broker_errors[seen:], *failed]
 
 
 def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,13 @@ from rossmann_local.streaming.topics import PARTITIONS
 # silent unless the application configures logging (outages are reported in metadata and errors).
 CLIENT_LOG = logging.getLogger("rossmann_local.kafka.client")
 CLIENT_LOG.addHandler(logging.NullHandler())
+
+
+# One idempotent producer per process and broker (librdkafka's advice): its handshake costs about
+# half a second, too much to pay per run. It reconnects by itself after an outage; a fatal error
+# drops it so the next use gets a new one. Broker errors are collected per producer.
+_SHARED_PRODUCERS: dict[tuple[str, int], tuple[Producer, list[str]]] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,21 @@ class KafkaResource(dg.ConfigurableResource):
                   "message.timeout.ms": int(self.delivery_timeout_seconds * 1000), "linger.ms": 5,
                   "logger": CLIENT_LOG, **overrides}
         return Producer(config)
+
+    def shared_producer(self) -> tuple[Producer, list[str]]:
+        """The process's producer for this broker and delivery timeout, and the list its errors go to."""
+        key = (self._servers(), int(self.delivery_timeout_seconds * 1000))
+        with _SHARED_LOCK:
+            if key not in _SHARED_PRODUCERS:
+                errors: list[str] = []
+
+                def on_error(error: KafkaError, key: tuple[str, int] = key) -> None:
+                    errors.append(str(error))
+                    if error.fatal():
+                        _SHARED_PRODUCERS.pop(key, None)
+
+                _SHARED_PRODUCERS[key] = (self.producer(error_cb=on_error), errors)
+            return _SHARED_PRODUCERS[key]
 
     @contextmanager
     def consumer(self) -> Iterator[Consumer]:
