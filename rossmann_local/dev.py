@@ -1,8 +1,9 @@
 """``make dev``: the Dagster UI on the no-service defaults.
 
-Starts the stand-in Sync API on ``ROSSMANN_SYNC_API_URL``'s port (8765 by default) unless that
-variable names another server, then runs ``dagster dev`` with its home under ``ROSSMANN_DATA_DIR``,
-so the UI sees the same shop databases and runs as ``make day``.
+Starts a local Kafka broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names one) and the stand-in Sync API
+on ``ROSSMANN_SYNC_API_URL``'s port (8765 by default, unless that variable names another server),
+publishing its catalogue changes to Kafka; then runs ``dagster dev`` with its home under
+``ROSSMANN_DATA_DIR``, so the UI sees the same shop databases and runs as ``make day``.
 """
 
 from __future__ import annotations
@@ -15,16 +16,28 @@ from urllib.parse import urlsplit
 
 from rossmann_local.day import dagster_instance
 from rossmann_local.domain.world import load_world
-from rossmann_local.settings import DEFAULT_SYNC_API_URL, SYNC_API_URL
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.settings import DEFAULT_SYNC_API_URL, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, data_dir
+from rossmann_local.streaming.broker import LocalBroker
+from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
 
 
 def main() -> int:
     with ExitStack() as stack:
+        if not os.environ.get(KAFKA_BOOTSTRAP_SERVERS):
+            broker = stack.enter_context(LocalBroker(data_dir() / "kafka"))
+            os.environ[KAFKA_BOOTSTRAP_SERVERS] = broker.bootstrap_servers
+            print(f"Kafka (local broker) on {broker.bootstrap_servers}", flush=True)
+        kafka = KafkaResource(bootstrap_servers=os.environ[KAFKA_BOOTSTRAP_SERVERS])
+        kafka.ensure_topics()
         if not os.environ.get(SYNC_API_URL):
+            store = open_seeded_store(load_world())
             port = urlsplit(DEFAULT_SYNC_API_URL).port or 8765
-            server = stack.enter_context(sync_api_server(open_seeded_store(load_world()), port=port))
-            print(f"Sync API stand-in on {server.url}", flush=True)
+            server = stack.enter_context(sync_api_server(store, port=port))
+            stack.callback(OutboxRelay(store, kafka.producer()).start().stop)
+            print(f"Sync API stand-in on {server.url} (change the catalogue: "
+                  "python -m rossmann_local.sync_api change price --product 1 --city Berlin --price 7.49)", flush=True)
         dagster_instance()  # sets DAGSTER_HOME under the data dir when it is not set
         command = [sys.executable, "-m", "dagster", "dev", "-m", "rossmann_local.definitions", *sys.argv[1:]]
         try:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_compose_parses_and_gives_the_code_its_settings() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "clickhouse", "sync-api", "dagster-webserver", "dagster-daemon"} <= set(services)
+    assert {"postgres", "clickhouse", "kafka", "sync-api", "dagster-webserver", "dagster-daemon"} <= set(services)
     env = services["dagster-daemon"]["environment"]
     assert "{shop_id}" in env[settings.SHOP_DB_URL]
     assert env[settings.SYNC_API_URL] == "http://sync-api:8765"
@@ -22,6 +22,8 @@ def test_compose_parses_and_gives_the_code_its_settings() -> None:
     dsn = env[settings.CLICKHOUSE_DSN]
     assert dsn.startswith("http://default:") and dsn.endswith("@clickhouse:8123")
     assert "8123:8123" in services["clickhouse"]["ports"]
+    assert env[settings.KAFKA_BOOTSTRAP_SERVERS] == "kafka:9092"
+    assert "INTERNAL://kafka:9092" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
 
 
 def test_instance_and_workspace_point_at_the_code() -> None:
