@@ -189,13 +189,17 @@ def bench_streaming(message_count: int, reference_sample: int) -> tuple[int, flo
         for n in range(message_count):  # price updates over the catalogue, each city in turn, time moving on
             p = world.products[n % len(world.products)]
             city = cities[n % len(cities)]
-            producer.produce(PRODUCT_TOPIC, value=ProductMessage(
+            value = ProductMessage(
                 product_id=p.product_id, name=p.name, description=p.description, barcode=p.barcode,
                 category_id=p.category_id, price=p.prices[city].price + Decimal(n % 100) / 100,
                 discount=p.prices[city].discount, city=city,
-                updated_at_utc=started_at + timedelta(microseconds=n)).model_dump_json().encode())
-            if n % 10_000 == 0:
-                producer.poll(0)
+                updated_at_utc=started_at + timedelta(microseconds=n)).model_dump_json().encode()
+            while True:
+                try:
+                    producer.produce(PRODUCT_TOPIC, value=value)
+                    break
+                except BufferError:  # the client's queue is full: let the broker confirm some first
+                    producer.poll(0.5)
         assert producer.flush(60) == 0
 
         def fresh_shops(name: str) -> ShopDatabases:
