@@ -17,7 +17,7 @@ the others still apply.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.exc import IntegrityError
 
@@ -88,8 +88,7 @@ class _Folded:
             change = ProductChange(**described.model_dump(include=_PRODUCT_FIELDS))
             if (priced := self.prices.get((product_id, city))) is not None:
                 m = priced.message
-                change = ProductChange(**{**change.__dict__, "price": m.price, "discount": m.discount,
-                                          "price_updated_at_utc": m.updated_at_utc})
+                change = replace(change, price=m.price, discount=m.discount, price_updated_at_utc=m.updated_at_utc)
             changes.append(change)
         return changes
 

@@ -12,11 +12,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from rossmann_local.domain.world import World
-from rossmann_local.settings import SYNC_API_PASSWORD, data_dir
+from rossmann_local.settings import SYNC_API_PASSWORD, SYNC_API_STORE_URL, data_dir
 from rossmann_local.sync_api.app import create_app
 from rossmann_local.sync_api.store import CatalogueStore
-
-SYNC_API_STORE_URL = "ROSSMANN_SYNC_API_STORE_URL"
 
 
 def default_store_url() -> str:
