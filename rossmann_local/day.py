@@ -148,7 +148,7 @@ class CatalogueFeed:
         for request in result.run_requests or []:
             run = self.upsert_job.execute_in_process(
                 run_config={**request.run_config, **QUIET_RUN_CONFIG}, instance=self.instance, raise_on_error=False,
-                tags={**request.tags, RUN_KEY_TAG: request.run_key}, resources=None)
+                tags={**request.tags, RUN_KEY_TAG: request.run_key})
             self.streaming.upsert_runs += 1
             if not run.success:
                 self.streaming.failed_runs.append(f"{request.run_key}: {_first_failure(run)}")

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import dagster as dg
-from confluent_kafka import Producer
 
 from rossmann_local.defs.partitions import shop_and_shift
 from rossmann_local.domain.world import World
@@ -80,7 +79,7 @@ def send_dead_letters(kafka: KafkaResource, dead_letters: list[DeadLetter], time
     """Set bad messages aside on the dead-letter topic, confirmed before the run succeeds."""
     if not dead_letters:
         return
-    producer: Producer = kafka.producer()
+    producer, _broker_errors = kafka.shared_producer()
     failures: list[str] = []
     for letter in dead_letters:
         producer.produce(DEAD_LETTER_TOPIC, key=letter.key.encode(), value=letter.to_json(),
@@ -124,9 +123,10 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
                                        pending.attempt + 1)
                 requests.append(pending.run_request())
             still_pending.append(pending)
+        partition_counts = kafka.topic_partitions()
         with kafka.consumer() as consumer:
             for topic in CATALOGUE_TOPICS:
-                for partition in range(kafka.partitions(topic)):
+                for partition in range(partition_counts.get(topic, 0)):
                     low, high = kafka.watermarks(consumer, topic, partition)
                     key = f"{topic}:{partition}"
                     start = max(cursor.next_offsets.get(key, low), low)

@@ -82,8 +82,12 @@ class KafkaResource(dg.ConfigurableResource):
                               f"{exc.args[0].str() if exc.args else exc}") from None
         return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 
+    def topic_partitions(self) -> dict[str, int]:
+        """Partition count per topic, from one metadata request."""
+        return self._topics(self.admin())
+
     def partitions(self, topic: str) -> int:
-        return self._topics(self.admin()).get(topic, 0)
+        return self.topic_partitions().get(topic, 0)
 
     def producer(self, **overrides: object) -> Producer:
         """Idempotent (no duplicates from the client's own retries), every replica acknowledges,

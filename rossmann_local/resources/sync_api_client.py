@@ -45,7 +45,7 @@ class SyncApiClient(dg.ConfigurableResource):
             self._http.close()
             self._http = None
 
-    def _get(self, path: str, params: dict[str, str | int], answer: type[T] | TypeAdapter[T]) -> T:
+    def _get(self, path: str, params: dict[str, str | int], answer: TypeAdapter[T]) -> T:
         base_url = resolved(self.base_url) or ""
         url = base_url.rstrip("/") + path
         # Error messages name the path, never the query string: upstream passes passwords there.
@@ -59,9 +59,8 @@ class SyncApiClient(dg.ConfigurableResource):
                                f"(check {SYNC_API_URL}): {exc.__class__.__name__}: {exc}") from None
         if response.status_code != 200:
             raise SyncApiError(f"Sync API answered {response.status_code} to GET {path}: {response.text[:200]!r}")
-        adapter = answer if isinstance(answer, TypeAdapter) else TypeAdapter(answer)
         try:
-            return adapter.validate_json(response.content)
+            return answer.validate_json(response.content)
         except ValidationError as exc:
             first = exc.errors(include_url=False, include_input=False)[:3]
             raise SyncApiError(f"Sync API sent an invalid answer to GET {path} ({exc.error_count()} errors, "
