@@ -9,9 +9,11 @@ publishing its catalogue changes to Kafka; then runs ``dagster dev`` with its ho
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from rossmann_local.day import dagster_instance
@@ -22,8 +24,18 @@ from rossmann_local.streaming.broker import LocalBroker
 from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
 
+# The repo's workspace.yaml names the code location "rossmann_local", as compose does.
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
 
 def main() -> int:
+    # SIGTERM (a test's teardown, a process manager) stops everything like Ctrl-C does, so the
+    # broker, the stand-in and dagster dev's own processes never outlive this one.
+    signal.signal(signal.SIGTERM, _interrupt)
     with ExitStack() as stack:
         if not os.environ.get(KAFKA_BOOTSTRAP_SERVERS):
             broker = stack.enter_context(LocalBroker(data_dir() / "kafka"))
@@ -39,10 +51,17 @@ def main() -> int:
             print(f"Sync API stand-in on {server.url} (change the catalogue: "
                   "python -m rossmann_local.sync_api change price --product 1 --city Berlin --price 7.49)", flush=True)
         dagster_instance()  # sets DAGSTER_HOME under the data dir when it is not set
-        command = [sys.executable, "-m", "dagster", "dev", "-m", "rossmann_local.definitions", *sys.argv[1:]]
+        location = ["-w", str(WORKSPACE)] if WORKSPACE.exists() else ["-m", "rossmann_local.definitions"]
+        dagster_dev = subprocess.Popen([sys.executable, "-m", "dagster", "dev", *location, *sys.argv[1:]])
         try:
-            return subprocess.call(command)
+            return dagster_dev.wait()
         except KeyboardInterrupt:
+            dagster_dev.send_signal(signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
+            try:
+                dagster_dev.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                dagster_dev.kill()
+                dagster_dev.wait()
             return 0
 
 

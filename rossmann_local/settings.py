@@ -20,6 +20,10 @@ KAFKA_BOOTSTRAP_SERVERS = "KAFKA_BOOTSTRAP_SERVERS"
 SHOP_COUNT = "ROSSMANN_SHOP_COUNT"
 WORLD_FILE = "ROSSMANN_WORLD_FILE"
 
+# Every setting above: the deployment test checks compose provides what the code reads.
+ALL_SETTINGS = (DATA_DIR, SHOP_DB_URL, SYNC_API_URL, SYNC_API_TIMEOUT, SYNC_API_PASSWORD, SYNC_API_STORE_URL,
+                CLICKHOUSE_DSN, KAFKA_BOOTSTRAP_SERVERS, SHOP_COUNT, WORLD_FILE)
+
 DEFAULT_DATA_DIR = ".rossmann"
 DEFAULT_SYNC_API_URL = "http://127.0.0.1:8765"
 
@@ -31,6 +35,14 @@ class ConfigError(ValueError):
 def data_dir() -> Path:
     """Where the no-service defaults keep their files (shop SQLite files, Sync API store, Dagster home)."""
     return Path(os.environ.get(DATA_DIR) or DEFAULT_DATA_DIR).resolve()
+
+
+def require(name: str) -> str:
+    """A setting that has no no-service default where it is used (e.g. the deployment's one-shots)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    return value
 
 
 def _env_number(name: str, default: T, parse: Callable[[str], T], lowest: T, what: str) -> T:

@@ -38,6 +38,11 @@ def test_a_shift_records_deliveries_and_receipts_with_useful_metadata(
     per_terminal = sales["per_terminal"].records
     assert [r.data["terminal_id"] for r in per_terminal] == [4, 5, 6]
     assert sum(r.data["receipts"] for r in per_terminal) == sales["receipts"]
+    plot = sales["revenue_by_hour"].splitlines()
+    hours = [row.split("|")[1].strip() for row in plot[2:]]
+    assert hours[0] == "10:00" and hours[-1] == "14:00", "first sales after the 10:00 delivery, shift ends 15:00"
+    assert sum(int(row.split("|")[2]) for row in plot[2:]) == sales["receipts"]
+    assert max(row.count("█") for row in plot[2:]) == 30
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.check_name == "stock_never_negative"
 

@@ -10,7 +10,7 @@ import dagster as dg
 from rossmann_local.defs.partitions import shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
 from rossmann_local.defs.shop_assets import build_shop_assets
-from rossmann_local.defs.streaming import build_stock_assets, build_streaming_defs
+from rossmann_local.defs.streaming import RUN_KIND_TAG, build_stock_assets, build_streaming_defs
 from rossmann_local.domain.world import World, load_world
 from rossmann_local.resources.clickhouse import clickhouse_from_env
 from rossmann_local.resources.kafka import kafka_from_env
@@ -36,6 +36,7 @@ def build_definitions(world: World | None = None, resources: Mapping[str, Any] |
         SHOP_SHIFT_JOB, selection=dg.AssetSelection.assets(*assets),
         description="One shift of one shop: sync the cache, take the deliveries, simulate the terminals' sales, "
                     "send the stock levels and the transactions and delivery reports.",
+        tags={RUN_KIND_TAG: "shop_shift"},
     )
     shift_schedule = dg.build_schedule_from_partitioned_job(
         shop_shift_job, name="shop_shift_schedule",

@@ -3,6 +3,7 @@
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -36,6 +37,26 @@ def terminal_table(sales: ShiftSales) -> dg.TableMetadataValue:
         schema=dg.TableSchema(columns=[dg.TableColumn("terminal_id", "int"), dg.TableColumn("receipts", "int"),
                                        dg.TableColumn("revenue", "float")]),
     )
+
+
+def revenue_by_hour_plot(sales: ShiftSales, timezone: str, width: int = 30) -> dg.MarkdownMetadataValue:
+    """Revenue per hour of the shift as a Markdown bar chart, in the shop's local time: the shape
+    of the shift (rush hours, quiet hours) at a glance in the UI."""
+    zone = ZoneInfo(timezone)
+    receipts: Counter[int] = Counter()
+    revenue: dict[int, Decimal] = {}
+    for r in sales.receipts:
+        hour = r.transaction_time.astimezone(zone).hour
+        receipts[hour] += 1
+        revenue[hour] = revenue.get(hour, Decimal("0")) + r.total_amount
+    if not revenue:
+        return dg.MetadataValue.md("No receipts in this shift.")
+    top = max(revenue.values())
+    rows = ["| hour | receipts | revenue EUR | |", "|---|---:|---:|---|"]
+    for hour in sorted(revenue):
+        bar = "█" * max(1, round(width * revenue[hour] / top)) if top else ""
+        rows.append(f"| {hour:02d}:00 | {receipts[hour]} | {revenue[hour]:,.2f} | `{bar}` |")
+    return dg.MetadataValue.md("\n".join(rows))
 
 
 def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -111,6 +132,7 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
             "units_sold": sales.units,
             "revenue": float(sales.revenue),
             "per_terminal": terminal_table(sales),
+            "revenue_by_hour": revenue_by_hour_plot(sales, world.timezone),
             "customers_turned_away": sales.customers_turned_away,
             "products_sold_out": len(sales.products_sold_out),
             "stock_units_at_close": sum(sales.closing_stock.values()),

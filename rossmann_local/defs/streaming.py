@@ -28,6 +28,8 @@ from rossmann_local.streaming.topics import CATALOGUE_TOPICS, DEAD_LETTER_TOPIC,
 CATALOGUE_UPSERT_JOB = "catalogue_upsert_job"
 MAX_RANGE = 50_000
 RUN_KEY_TAG = "dagster/run_key"
+# What kind of run this is, for the run queue's tag limits in dagster.yaml.
+RUN_KIND_TAG = "rossmann_local/run"
 
 
 class OffsetRange(dg.Config):
@@ -103,7 +105,8 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
         return dg.Output(summary, metadata={**summary, "range": f"{config.topic}[{config.partition}] "
                                                                  f"{config.start_offset}..{config.end_offset - 1}"})
 
-    @dg.job(name=CATALOGUE_UPSERT_JOB, description="Apply one offset range of a catalogue topic to every shop.")
+    @dg.job(name=CATALOGUE_UPSERT_JOB, description="Apply one offset range of a catalogue topic to every shop.",
+            tags={RUN_KIND_TAG: "catalogue_upsert"})
     def catalogue_upsert_job() -> None:
         apply_catalogue_changes()
 
