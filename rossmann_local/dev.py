@@ -32,10 +32,15 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def main() -> int:
     # SIGTERM (a test's teardown, a process manager) stops everything like Ctrl-C does, so the
     # broker, the stand-in and dagster dev's own processes never outlive this one.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     with ExitStack() as stack:
         if not os.environ.get(KAFKA_BOOTSTRAP_SERVERS):
             broker = stack.enter_context(LocalBroker(data_dir() / "kafka"))
@@ -52,7 +57,10 @@ def main() -> int:
                   "python -m rossmann_local.sync_api change price --product 1 --city Berlin --price 7.49)", flush=True)
         dagster_instance()  # sets DAGSTER_HOME under the data dir when it is not set
         location = ["-w", str(WORKSPACE)] if WORKSPACE.exists() else ["-m", "rossmann_local.definitions"]
-        dagster_dev = subprocess.Popen([sys.executable, "-m", "dagster", "dev", *location, *sys.argv[1:]])
+        # dagster dev stops on SIGINT (and maps SIGTERM to it); a background start would inherit
+        # SIGINT ignored, so the child gets the default back.
+        dagster_dev = subprocess.Popen([sys.executable, "-m", "dagster", "dev", *location, *sys.argv[1:]],
+                                       preexec_fn=_default_sigint)
         try:
             return dagster_dev.wait()
         except KeyboardInterrupt:

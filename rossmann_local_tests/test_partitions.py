@@ -79,3 +79,11 @@ def test_opening_tick_repeats_last_nights_run_keys_so_nothing_runs_twice(world: 
 
     closing = run_keys(datetime(2026, 6, 2, 21, tzinfo=BERLIN))
     assert run_keys(datetime(2026, 6, 3, 9, tzinfo=BERLIN)) == closing
+
+
+def test_automation_default_states_are_deliberate(world: World) -> None:
+    """The sensor applies Kafka's catalogue changes as soon as the UI starts; the schedule would
+    simulate shifts in real time, so it waits to be switched on."""
+    defs = build_definitions(world, resources={})
+    assert defs.get_sensor_def("catalogue_changes_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.get_schedule_def("shop_shift_schedule").default_status == dg.DefaultScheduleStatus.STOPPED

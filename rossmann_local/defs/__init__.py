@@ -38,8 +38,10 @@ def build_definitions(world: World | None = None, resources: Mapping[str, Any] |
                     "send the stock levels and the transactions and delivery reports.",
         tags={RUN_KIND_TAG: "shop_shift"},
     )
+    # Off by default: switched on, it simulates every shop's shifts in real time. The catalogue
+    # sensor is on by default (defs.streaming): changes on Kafka should reach the shops.
     shift_schedule = dg.build_schedule_from_partitioned_job(
-        shop_shift_job, name="shop_shift_schedule",
+        shop_shift_job, name="shop_shift_schedule", default_status=dg.DefaultScheduleStatus.STOPPED,
         description="At the end of each shift, run that shift for every shop (off until switched on).",
     )
     return dg.Definitions(assets=assets, jobs=[shop_shift_job, catalogue_upsert_job], schedules=[shift_schedule],

@@ -1,0 +1,96 @@
+"""Bad configuration fails the code location or the run with a message that names the setting to
+fix, never with a driver's stack trace: what a user sees in the Dagster UI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from rossmann_local.defs import build_definitions, default_resources
+from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local_tests.helpers import ASSET_NAMES, materialize_shift, shift_of
+
+ROOT = Path(__file__).resolve().parents[1]
+UNREACHABLE_PG = "postgresql+psycopg://postgres:secret-pw@127.0.0.1:1/shop_{shop_id}"
+
+
+def step_error(result: dg.ExecuteInProcessResult) -> dg.SerializableErrorInfo:
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = failure.step_failure_data.error
+    # Dagster wraps the op's exception; what the user reads is the innermost cause.
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return error
+
+
+def assert_names_the_setting(error: dg.SerializableErrorInfo, setting: str) -> None:
+    assert setting in error.message, error.message
+    assert error.cause is None and error.context is None, "the driver's error is summarized, not chained"
+    assert "secret-pw" not in error.to_string()
+
+
+def test_the_code_location_names_a_bad_setting_when_it_loads(tmp_path: Path) -> None:
+    env = {**os.environ, "ROSSMANN_SHOP_COUNT": "lots", "ROSSMANN_DATA_DIR": str(tmp_path), "TZ": "UTC"}
+    env.pop("DAGSTER_HOME", None)
+    loaded = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w",
+                             str(ROOT / "workspace.yaml")], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert loaded.returncode != 0
+    assert "ROSSMANN_SHOP_COUNT='lots' is not a whole number" in loaded.stdout + loaded.stderr
+
+
+def test_the_code_location_loads_with_the_defaults(tmp_path: Path) -> None:
+    env = {**os.environ, "ROSSMANN_DATA_DIR": str(tmp_path), "TZ": "UTC"}
+    env.pop("DAGSTER_HOME", None)
+    loaded = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w",
+                             str(ROOT / "workspace.yaml")], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+
+
+def test_a_run_on_an_unreachable_postgres_names_the_setting(world, sync_api: SyncApiClient) -> None:
+    shops = ShopDatabases(url_template=UNREACHABLE_PG)
+    result = materialize_shift(world, shift_of(world), 1, {"shop_databases": shops, "sync_api": sync_api},
+                               assets=ASSET_NAMES, raise_on_error=False)
+    assert not result.success
+    assert_names_the_setting(step_error(result), "ROSSMANN_SHOP_DB_URL")
+
+
+def test_a_report_run_on_an_unreachable_clickhouse_names_the_setting(
+        world, sqlite_shops: ShopDatabases, sync_api: SyncApiClient) -> None:
+    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api}
+    assert materialize_shift(world, shift_of(world), 1, resources).success
+    resources["clickhouse"] = ClickHouseReports(dsn="http://default:secret-pw@127.0.0.1:1")
+    result = materialize_shift(world, shift_of(world), 1, resources, assets=("transactions_report",),
+                               raise_on_error=False)
+    assert not result.success
+    assert_names_the_setting(step_error(result), "ROSSMANN_CLICKHOUSE_DSN")
+
+
+def test_a_stock_run_without_kafka_names_the_setting(world, sqlite_shops: ShopDatabases,
+                                                     sync_api: SyncApiClient) -> None:
+    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api}
+    assert materialize_shift(world, shift_of(world), 1, resources).success
+    resources["kafka"] = KafkaResource(bootstrap_servers="127.0.0.1:1", delivery_timeout_seconds=2)
+    result = materialize_shift(world, shift_of(world), 1, resources, assets=("shift_stock_levels",),
+                               raise_on_error=False)
+    assert not result.success
+    error = step_error(result)
+    assert "check KAFKA_BOOTSTRAP_SERVERS" in error.message and "they stay queued" in error.message
+
+
+def test_a_sensor_tick_without_kafka_names_the_setting(world) -> None:
+    unreachable = KafkaResource(bootstrap_servers="127.0.0.1:1", request_timeout_seconds=2)
+    defs = build_definitions(world, resources={**default_resources(), "kafka": unreachable})
+    sensor = defs.get_sensor_def("catalogue_changes_sensor")
+    with dg.instance_for_test() as instance, pytest.raises(Exception, match="check KAFKA_BOOTSTRAP_SERVERS") as info:
+        sensor(dg.build_sensor_context(instance=instance, resources={"kafka": unreachable}))
+    assert info.value.__cause__ is None and info.value.__suppress_context__

@@ -1,0 +1,175 @@
+"""The Dagster UI in a real browser: ``make dev`` (dagster dev on the no-service defaults) on
+loopback, driven by headless Chromium (Debian's package) through Playwright.
+
+Screenshots go to ``test-artifacts/`` (ROSSMANN_TEST_ARTIFACTS overrides), kept after the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+from sqlalchemy import func, select
+
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.shop_db.models import Transaction
+from rossmann_local.sync_api.server import LoopbackServer
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path(os.environ.get("ROSSMANN_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-extensions", "--no-first-run"]
+SHIFT, SHOP = "2026-06-01-09:00", "1"
+SHIFT_ASSETS = ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels",
+                "transactions_report", "delivery_report")
+
+
+def artifacts() -> Path:
+    where = Path(os.environ.get("ROSSMANN_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dagster_ui(tmp_path: Path, sync_server: LoopbackServer) -> Iterator[tuple[str, Path]]:
+    """``python -m rossmann_local.dev`` (what ``make dev`` runs): its own Kafka broker, the shops on
+    SQLite and ClickHouse on chDB under a fresh data dir; the stand-in Sync API is the test's."""
+    data = tmp_path / "data"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "KAFKA_BOOTSTRAP_SERVERS")}
+    env.update(ROSSMANN_DATA_DIR=str(data), ROSSMANN_SYNC_API_URL=sync_server.url, TZ="UTC")
+    log_path = artifacts() / "dagster-dev.log"
+    with log_path.open("w") as log:
+        dev = subprocess.Popen([sys.executable, "-m", "rossmann_local.dev", "-h", "127.0.0.1", "-p", str(port)],
+                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if dev.poll() is not None:
+                pytest.fail(f"make dev exited with {dev.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the webserver did not answer within 180 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        yield url, data
+    finally:
+        dev.send_signal(signal.SIGTERM)  # dev stops dagster dev, the broker and itself
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            dev.wait(timeout=90)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dev.pid, signal.SIGKILL)  # whatever of the group is left
+
+
+def dismiss_community_dialog(page: Page) -> None:
+    """Dagster's first-visit "Join the community" dialog covers the page; skip it if it is up."""
+    skip = page.get_by_role("button", name="Skip")
+    if skip.is_visible():
+        skip.click()
+
+
+def test_a_shop_shift_partition_launched_from_the_asset_graph_succeeds(
+        dagster_ui: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does), "
+                    "or point ROSSMANN_TEST_CHROMIUM at one")
+    url, data = dagster_ui
+    shots = artifacts()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            # The dialog can appear at any moment of the first visit; Playwright clicks it away
+            # before any action it would block.
+            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+
+            # The schedules and the sensor show with their deliberate default states.
+            page.goto(f"{url}/automation")
+            for name, running in (("catalogue_changes_sensor", True), ("shop_shift_schedule", False)):
+                row = page.locator("[data-index]").filter(has_text=name)
+                toggle = row.locator("input[type=checkbox]").last
+                (expect(toggle).to_be_checked if running else expect(toggle).not_to_be_checked)()
+
+            # The asset graph of the shop group, every shift asset visible.
+            page.goto(f"{url}/locations/rossmann_local/asset-groups/shop")
+            for asset in ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels"):
+                expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+            dismiss_community_dialog(page)
+            page.screenshot(path=shots / "ui-1-asset-graph.png")
+
+            # Launch one shop x shift partition of all six assets from the global graph.
+            page.goto(f"{url}/asset-groups")
+            page.get_by_role("button", name="Materialize all").click()
+            dialog = page.locator(".dagster-dialog")
+            expect(dialog).to_contain_text(f"Launch runs to materialize {len(SHIFT_ASSETS)} assets")
+            shift_input = dialog.locator("input[placeholder^='ex: ']")
+            shift_input.fill(SHIFT)
+            shift_input.press("Enter")
+            dialog.get_by_text("Select a partition or create one").click()
+            page.get_by_role("menuitem").filter(has=page.get_by_text(SHOP, exact=True)).first.click()
+            page.keyboard.press("Escape")
+            expect(dialog).to_contain_text("1 partition")
+            page.screenshot(path=shots / "ui-2-launch-dialog.png")
+            dialog.get_by_role("button", name="Launch 1 run").click()
+
+            # Follow the toast to the run and wait for it to finish.
+            expect(page.get_by_text(re.compile(r"Launched run \w+"))).to_be_visible()
+            view = page.get_by_role("link", name="View", exact=True).or_(page.get_by_role("button", name="View",
+                                                                                          exact=True))
+            view.first.click()
+            expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+            status = page.get_by_text("Success", exact=True).or_(page.get_by_text("Failure", exact=True)).first
+            expect(status).to_be_visible(timeout=240_000)
+            dismiss_community_dialog(page)
+            page.screenshot(path=shots / "ui-3-run.png")
+            assert status.inner_text() == "Success", f"the run failed; see {shots / 'ui-3-run.png'}"
+            expect(page.get_by_text(f"partition: {SHIFT}|{SHOP}").first).to_be_visible()
+
+            # The shift's metadata as a person reads it: the per-terminal table and the hourly plot.
+            page.goto(f"{url}/assets/shift_transactions")
+            expect(page.get_by_text("per_terminal", exact=True).first).to_be_visible()
+            expect(page.get_by_text("revenue_by_hour", exact=True).first).to_be_visible()
+            dismiss_community_dialog(page)
+            page.screenshot(path=shots / "ui-4-shift-metadata.png", full_page=True)
+        finally:
+            browser.close()
+
+    # What the UI showed is what happened: the instance has the run, the shop database the receipts.
+    monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))  # its dagster.yaml refers to it
+    instance = dg.DagsterInstance.from_config(str(data / "dagster_home"))
+    try:
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": f"{SHIFT}|{SHOP}"}))
+        assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS]
+        materialized = instance.get_materialized_partitions(dg.AssetKey("transactions_report"))
+        assert materialized == {f"{SHIFT}|{SHOP}"}
+    finally:
+        instance.dispose()
+    shops = ShopDatabases(sqlite_dir=str(data / "shops"))
+    with shops.transaction(int(SHOP)) as conn:
+        assert conn.scalar(select(func.count()).select_from(Transaction)) > 100
+    shops.dispose()
