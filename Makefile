@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export TZ := UTC
 
-.PHONY: install day test lint bench dev clean
+.PHONY: install day test lint bench bench-scale dev clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale $(ARGS)
 
 dev: $(STAMP)
 	$(BIN)/python -m rossmann_local.dev $(ARGS)

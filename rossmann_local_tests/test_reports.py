@@ -141,8 +141,8 @@ class FailsAfterInsert(ClickHouseReports):
     """Killed between the ClickHouse insert and the local bookkeeping."""
 
     def replace_shift_rows(self, client: Any, table: str, shop_id: int, shift_start: datetime,
-                           rows: Sequence[Sequence[Any]]) -> None:
-        super().replace_shift_rows(client, table, shop_id, shift_start, rows)
+                           rows: Sequence[Sequence[Any]], present: bool | None = None) -> None:
+        super().replace_shift_rows(client, table, shop_id, shift_start, rows, present)
         raise ConnectionError("worker lost right after the insert")
 
 
@@ -170,10 +170,11 @@ class CorruptsOneLine(ClickHouseReports):
     """Writes one unit too many on the first line: the numbers disagree."""
 
     def replace_shift_rows(self, client: Any, table: str, shop_id: int, shift_start: datetime,
-                           rows: Sequence[Sequence[Any]]) -> None:
+                           rows: Sequence[Sequence[Any]], present: bool | None = None) -> None:
         quantity = [name for name, _ in TRANSACTIONS_COLUMNS].index("quantity")
         wrong = [tuple(v + 1 if i == quantity else v for i, v in enumerate(rows[0])), *rows[1:]]
-        super().replace_shift_rows(client, table, shop_id, shift_start, wrong if table == TRANSACTIONS else rows)
+        super().replace_shift_rows(client, table, shop_id, shift_start, wrong if table == TRANSACTIONS else rows,
+                                   present)
 
 
 def test_the_reconciliation_fails_and_blocks_when_the_numbers_disagree(world: World, sqlite_shops: ShopDatabases,

@@ -12,10 +12,10 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import Connection
 
-from rossmann_local.defs.partitions import shop_and_shift
+from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, combined_metadata, shifts_in_order
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.world import World
-from rossmann_local.reports.analytics import shift_delivery_totals, shift_transactions_totals
+from rossmann_local.reports.analytics import shifts_delivery_totals, shifts_transactions_totals
 from rossmann_local.reports.schema import DELIVERY, TRANSACTIONS
 from rossmann_local.resources.clickhouse import CLICKHOUSE_POOL, ClickHouseReports, redacted
 from rossmann_local.resources.shop_databases import ShopDatabases
@@ -40,29 +40,49 @@ def reconciliation(local: dict[str, Any], reported: dict[str, Any]) -> dg.AssetC
 
 
 def build_report_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    def send_report(context: dg.AssetExecutionContext, shop_databases: ShopDatabases, clickhouse: ClickHouseReports,
-                    table: str, rows_of: RowsOf, local_totals: Totals, report_totals: Totals) -> dg.MaterializeResult:
-        """Read the shift's rows, replace them in ClickHouse, reconcile, and only then record it locally."""
-        shop, shift = shop_and_shift(world, context.partition_key)
-        city = world.city_of(shop)
-        with shop_databases.transaction(shop.shop_id) as conn:
-            rows = rows_of(conn, shift, shop.shop_id, city.country, city.name)
-            local = local_totals(conn, shift)
+    def send_reports(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,
+                     clickhouse: ClickHouseReports, table: str, rows_of: RowsOf, local_totals: Totals,
+                     report_totals: Totals) -> dg.MaterializeResult:
+        """For each of the run's shifts, read its rows and replace them in ClickHouse; then reconcile
+        them all with one query, and record locally only the shifts that reconcile. One ClickHouse
+        client, one look for earlier copies and one reconciliation query per run, however many shifts."""
+        shifts = shifts_in_order(world, context.partition_keys)
+        keys = [(shop.shop_id, shift.start) for shop, shift in shifts]
+        local, sent = {}, {}
         with clickhouse.client() as client:
-            clickhouse.replace_shift_rows(client, table, shop.shop_id, shift.start, rows)
-            reported = report_totals(client, shop.shop_id, shift.start)
-        check = reconciliation(local, reported)
-        if check.passed:
-            with shop_databases.transaction(shop.shop_id) as conn:
-                record_report(conn, shift, table, len(rows), datetime.now(UTC))
-        return dg.MaterializeResult(
-            metadata={"rows": len(rows), **{k: float(v) if k == "revenue" else v for k, v in reported.items()},
-                      "clickhouse": dg.MetadataValue.text(redacted(clickhouse.resolved_dsn()))},
-            check_results=[check],
-        )
+            present = clickhouse.shifts_present(client, table, keys)
+            for (shop, shift), key in zip(shifts, keys, strict=True):
+                city = world.city_of(shop)
+                with shop_databases.transaction(shop.shop_id) as conn:
+                    rows = rows_of(conn, shift, shop.shop_id, city.country, city.name)
+                    local[key] = local_totals(conn, shift)
+                clickhouse.replace_shift_rows(client, table, shop.shop_id, shift.start, rows,
+                                              present=(shop.shop_id, int(shift.start.timestamp())) in present)
+                sent[key] = len(rows)
+            reported = report_totals(client, keys)
+        figures, checks = [], []
+        for (shop, shift), key in zip(shifts, keys, strict=True):
+            check = reconciliation(local[key], reported[key])
+            if check.passed:
+                with shop_databases.transaction(shop.shop_id) as conn:
+                    record_report(conn, shift, table, sent[key], datetime.now(UTC))
+            figures.append({"rows": sent[key],
+                            **{k: float(v) if k == "revenue" else v for k, v in reported[key].items()}})
+            checks.append((f"{shift.code}|{shop.shop_id}", check))
+        where = dg.MetadataValue.text(redacted(clickhouse.resolved_dsn()))
+        metadata = {**combined_metadata(figures), "clickhouse": where}
+        if len(checks) == 1:
+            return dg.MaterializeResult(metadata=metadata, check_results=[checks[0][1]])
+        differing = [key for key, check in checks if not check.passed]
+        summary = dg.AssetCheckResult(
+            passed=not differing,
+            description=f"{len(checks)} shifts: ClickHouse equals the shop database" if not differing
+            else f"{len(differing)} of {len(checks)} shifts differ",
+            metadata={"differing_shifts": dg.MetadataValue.json(differing[:50])})
+        return dg.MaterializeResult(metadata=metadata, check_results=[summary])
 
     @dg.asset(partitions_def=partitions, group_name=REPORTS_GROUP, deps=["shift_transactions"],
-              pool=CLICKHOUSE_POOL, kinds={"clickhouse"},
+              pool=CLICKHOUSE_POOL, kinds={"clickhouse"}, backfill_policy=SINGLE_RUN_BACKFILL,
               check_specs=[dg.AssetCheckSpec("reconciles_with_shop_database", asset="transactions_report",
                                              blocking=True, description="Receipts, lines, units and revenue in "
                                              "ClickHouse equal the shop database's for the shift.")])
@@ -71,11 +91,11 @@ def build_report_assets(world: World, partitions: dg.PartitionsDefinition) -> li
         """The shift's receipt lines in ``shop_reports.transactions``, with product name, price and
         discount as they were at sale time and the shift's admin and cashiers; exactly one copy
         per shop x shift, however often it runs."""
-        return send_report(context, shop_databases, clickhouse, TRANSACTIONS, transactions_report_rows,
-                           ledger.shift_totals, shift_transactions_totals)
+        return send_reports(context, shop_databases, clickhouse, TRANSACTIONS, transactions_report_rows,
+                           ledger.shift_totals, shifts_transactions_totals)
 
     @dg.asset(partitions_def=partitions, group_name=REPORTS_GROUP, deps=["shift_deliveries"],
-              pool=CLICKHOUSE_POOL, kinds={"clickhouse"},
+              pool=CLICKHOUSE_POOL, kinds={"clickhouse"}, backfill_policy=SINGLE_RUN_BACKFILL,
               check_specs=[dg.AssetCheckSpec("reconciles_with_shop_database", asset="delivery_report",
                                              blocking=True, description="Delivered products and units in "
                                              "ClickHouse equal the shop database's for the shift.")])
@@ -83,7 +103,7 @@ def build_report_assets(world: World, partitions: dg.PartitionsDefinition) -> li
                         clickhouse: ClickHouseReports) -> dg.MaterializeResult:
         """The shift's deliveries in ``shop_reports.delivery``, one row per delivered product. The
         deliveries stay in the shop database, so a report that failed is simply sent again."""
-        return send_report(context, shop_databases, clickhouse, DELIVERY, delivery_report_rows,
-                           ledger.shift_delivery_totals, shift_delivery_totals)
+        return send_reports(context, shop_databases, clickhouse, DELIVERY, delivery_report_rows,
+                           ledger.shift_delivery_totals, shifts_delivery_totals)
 
     return [transactions_report, delivery_report]

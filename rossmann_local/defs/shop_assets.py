@@ -3,14 +3,16 @@
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from rossmann_local.defs.partitions import shop_and_shift
+from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, combined_metadata, shifts_in_order
 from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
+from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.simulation import ShiftSales, plan_deliveries, simulate_terminal_sales
-from rossmann_local.domain.world import World
+from rossmann_local.domain.world import Shop, World
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop_db import ledger
@@ -60,13 +62,7 @@ def revenue_by_hour_plot(sales: ShiftSales, timezone: str, width: int = 30) -> d
 
 
 def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, kinds={"sqlalchemy"})
-    def synced_cache(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,
-                     sync_api: SyncApiClient) -> dg.MaterializeResult:
-        """The shop's catalogue cache at shift start: categories, and products with its city's prices,
-        pulled from the Sync API since the shop's last sync. Both answers are fetched and validated
-        before anything is written, so a failing Sync API leaves the cache as it was."""
-        shop, _shift = shop_and_shift(world, context.partition_key)
+    def sync_cache(shop: Shop, shop_databases: ShopDatabases, sync_api: SyncApiClient) -> dict[str, Any]:
         with shop_databases.transaction(shop.shop_id) as conn:
             categories_since = sync_watermark(conn, "categories") or BEGINNING_OF_TIME
             products_since = sync_watermark(conn, "products") or BEGINNING_OF_TIME
@@ -80,7 +76,7 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
                 if records:
                     advance_sync_watermark(conn, entity, max(r.updated_at_utc for r in records), now)
             on_shelf = len(ledger.shelf(conn))
-        return dg.MaterializeResult(metadata={
+        return {
             "categories_received": category_counts.received,
             "categories_applied": category_counts.applied,
             "products_received": product_counts.received,
@@ -89,33 +85,41 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
             "placeholder_categories": product_counts.placeholders,
             "products_on_shelf": on_shelf,
             "synced_since": dg.MetadataValue.text(products_since.isoformat()),
-        })
+        }
 
-    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache], kinds={"sqlalchemy"})
-    def shift_deliveries(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
-        """The courier's deliveries during the shift, accepted by the shop's admin and recorded locally
-        (they restock the shelf at their accepted time and are kept until reported)."""
-        shop, shift = shop_and_shift(world, context.partition_key)
+    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, kinds={"sqlalchemy"},
+              backfill_policy=SINGLE_RUN_BACKFILL)
+    def synced_cache(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,
+                     sync_api: SyncApiClient) -> dg.MaterializeResult:
+        """The shop's catalogue cache at shift start: categories, and products with its city's prices,
+        pulled from the Sync API since the shop's last sync. Both answers are fetched and validated
+        before anything is written, so a failing Sync API leaves the cache as it was."""
+        return dg.MaterializeResult(metadata=combined_metadata([
+            sync_cache(shop, shop_databases, sync_api) for shop, _ in shifts_in_order(world, context.partition_keys)]))
+
+    def take_deliveries(shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> dict[str, Any]:
         with shop_databases.transaction(shop.shop_id) as conn:
             deliveries = plan_deliveries(world, shop, shift, ledger.shelf(conn))
             ledger.replace_shift_deliveries(conn, shift, deliveries)
             ledger.record_shift_deliveries(conn, shift, shop.admin_id, deliveries, datetime.now(UTC))
-        return dg.MaterializeResult(metadata={
+        return {
             "deliveries": len(deliveries),
             "accepted_at": dg.MetadataValue.text(", ".join(d.accepted_time.strftime("%H:%M") for d in deliveries)
                                                  or "none in this shift"),
             "products_delivered": sum(len(d.lines) for d in deliveries),
             "units_delivered": sum(line.quantity for d in deliveries for line in d.lines),
-        })
+        }
 
-    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache, shift_deliveries],
-              kinds={"sqlalchemy"},
-              check_specs=[dg.AssetCheckSpec("stock_never_negative", asset="shift_transactions", blocking=True,
-                                             description="No product's stock is below zero after the shift.")])
-    def shift_transactions(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
-        """Every receipt of the shop's terminals during the shift, simulated from a seed of the shop and
-        shift; a re-run replaces the shift's receipts with the same ones, in one transaction."""
-        shop, shift = shop_and_shift(world, context.partition_key)
+    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache], kinds={"sqlalchemy"},
+              backfill_policy=SINGLE_RUN_BACKFILL)
+    def shift_deliveries(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
+        """The courier's deliveries during the shift, accepted by the shop's admin and recorded locally
+        (they restock the shelf at their accepted time and are kept until reported)."""
+        return dg.MaterializeResult(metadata=combined_metadata([
+            take_deliveries(shop, shift, shop_databases)
+            for shop, shift in shifts_in_order(world, context.partition_keys)]))
+
+    def simulate_shift(shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> tuple[dict[str, Any], dict]:
         with shop_databases.transaction(shop.shop_id) as conn:
             ledger.delete_shift_receipts(conn, shift)
             sales = simulate_terminal_sales(world, shop, shift, ledger.shelf(conn), ledger.stock_at(conn, shift.start),
@@ -124,9 +128,7 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
             ledger.recompute_stock(conn)
             ledger.record_shift_sales(conn, shift, shop.admin_id, sales, datetime.now(UTC))
             negative = ledger.negative_stock(conn)
-        stock_check = dg.AssetCheckResult(passed=not negative,
-                                          metadata={"negative_products": dg.MetadataValue.json(negative)})
-        return dg.MaterializeResult(check_results=[stock_check], metadata={
+        return {
             "receipts": len(sales.receipts),
             "receipt_lines": sales.lines,
             "units_sold": sales.units,
@@ -136,6 +138,25 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
             "customers_turned_away": sales.customers_turned_away,
             "products_sold_out": len(sales.products_sold_out),
             "stock_units_at_close": sum(sales.closing_stock.values()),
-        })
+        }, negative
+
+    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache, shift_deliveries],
+              kinds={"sqlalchemy"}, backfill_policy=SINGLE_RUN_BACKFILL,
+              check_specs=[dg.AssetCheckSpec("stock_never_negative", asset="shift_transactions", blocking=True,
+                                             description="No product's stock is below zero after the shift.")])
+    def shift_transactions(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
+        """Every receipt of the shop's terminals during the shift, simulated from a seed of the shop and
+        shift; a re-run replaces the shift's receipts with the same ones, in one transaction."""
+        figures, negative = [], {}
+        for shop, shift in shifts_in_order(world, context.partition_keys):
+            shift_figures, shift_negative = simulate_shift(shop, shift, shop_databases)
+            figures.append(shift_figures)
+            if shift_negative:
+                negative[f"{shift.code}|{shop.shop_id}"] = shift_negative
+        # One shift: {product: stock}; several: the same per "<shift code>|<shop>" that went negative.
+        shown = next(iter(negative.values())) if len(figures) == 1 and negative else negative
+        stock_check = dg.AssetCheckResult(passed=not negative,
+                                          metadata={"negative_products": dg.MetadataValue.json(shown)})
+        return dg.MaterializeResult(check_results=[stock_check], metadata=combined_metadata(figures))
 
     return [synced_cache, shift_deliveries, shift_transactions]

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from rossmann_local.defs.partitions import shop_and_shift
+from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, shifts_in_order
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
@@ -152,46 +152,61 @@ class StockNotDelivered(RuntimeError):
     """Some stock messages were not confirmed; they stay queued in the shop database."""
 
 
-def produce_stock_messages(kafka: KafkaResource, shop_id: int, messages: list[tuple[Key, str]],
-                           timeout: float) -> tuple[list[Key], list[str]]:
-    """Send in order with the idempotent producer, key the shop id; (confirmed keys, broker errors)."""
-    confirmed: list[Key] = []
+def produce_stock_messages(kafka: KafkaResource, queued: dict[int, list[tuple[Key, str]]],
+                           timeout: float) -> tuple[dict[int, list[Key]], list[str]]:
+    """Send each shop's queue in order with the idempotent producer, key the shop id, and wait once
+    for the broker's confirmations; (confirmed keys per shop, broker errors)."""
+    confirmed: dict[int, list[Key]] = {shop_id: [] for shop_id in queued}
     producer, broker_errors = kafka.shared_producer()
     seen = len(broker_errors)
     failed: list[str] = []
-    for key, payload in messages:
-        producer.produce(STOCK_TOPIC, key=str(shop_id).encode(), value=payload.encode(),
-                         on_delivery=lambda err, _msg, k=key: failed.append(str(err)) if err else confirmed.append(k))
-        producer.poll(0)
+    for shop_id, messages in queued.items():
+        for key, payload in messages:
+            producer.produce(STOCK_TOPIC, key=str(shop_id).encode(), value=payload.encode(),
+                             on_delivery=lambda err, _msg, s=shop_id, k=key: failed.append(str(err)) if err
+                             else confirmed[s].append(k))
+            producer.poll(0)
     producer.flush(timeout + 5)
     return confirmed, [*broker_errors[seen:], *failed]
 
 
 def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(partitions_def=partitions, group_name="shop", deps=["shift_transactions"], kinds={"kafka"})
+    @dg.asset(partitions_def=partitions, group_name="shop", deps=["shift_transactions"], kinds={"kafka"},
+              backfill_policy=SINGLE_RUN_BACKFILL)
     def shift_stock_levels(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,
                            kafka: KafkaResource) -> dg.MaterializeResult:
         """The shop's stock levels sent to the chain (``oltp_update_product_quantity``, key the shop id):
         every 50 simulated minutes of the shift, the absolute stock of the products that changed.
         Messages are queued in the shop database and leave the queue only once the broker confirmed
-        them, so a broker outage delays them and loses none."""
-        shop, shift = shop_and_shift(world, context.partition_key)
-        with shop_databases.transaction(shop.shop_id) as conn:
-            planned = plan_stock_messages(conn, shop.shop_id, shift, world.sales.stock_report_interval_minutes)
-            queue_shift_messages(conn, shift, planned)
-            pending = unsent(conn)
-        confirmed, errors = produce_stock_messages(kafka, shop.shop_id, pending, kafka.delivery_timeout_seconds)
-        with shop_databases.transaction(shop.shop_id) as conn:
-            mark_sent(conn, confirmed, datetime.now(UTC))
-        if len(confirmed) < len(pending):
+        them, so a broker outage delays them and loses none. A run over many shifts queues them all,
+        then sends every shop's queue and waits for the broker once."""
+        shifts = shifts_in_order(world, context.partition_keys)
+        planned = 0
+        for shop, shift in shifts:
+            with shop_databases.transaction(shop.shop_id) as conn:
+                messages = plan_stock_messages(conn, shop.shop_id, shift, world.sales.stock_report_interval_minutes)
+                queue_shift_messages(conn, shift, messages)
+                planned += len(messages)
+        queued = {}
+        for shop_id in dict.fromkeys(shop.shop_id for shop, _ in shifts):
+            with shop_databases.transaction(shop_id) as conn:
+                queued[shop_id] = unsent(conn)
+        confirmed, errors = produce_stock_messages(kafka, queued, kafka.delivery_timeout_seconds)
+        for shop_id, keys in confirmed.items():
+            with shop_databases.transaction(shop_id) as conn:
+                mark_sent(conn, keys, datetime.now(UTC))
+        missing = {shop_id: len(queued[shop_id]) - len(keys) for shop_id, keys in confirmed.items()
+                   if len(keys) < len(queued[shop_id])}
+        if missing:
             raise StockNotDelivered(
-                f"{len(pending) - len(confirmed)} of {len(pending)} stock messages of shop {shop.shop_id} were not "
-                f"confirmed by Kafka (check {KAFKA_BOOTSTRAP_SERVERS}); they stay queued and go with the next run. "
-                f"Broker errors: {errors[:3]}")
-        return dg.MaterializeResult(metadata={
-            "messages_planned": len(planned), "messages_sent": len(confirmed),
-            "sent_from_earlier_shifts": sum(1 for (start, _), _ in pending if start != shift.start),
-            "broker_errors": len(errors),
-        })
+                f"{sum(missing.values())} of {sum(map(len, queued.values()))} stock messages (shops "
+                f"{sorted(missing)}) were not confirmed by Kafka (check {KAFKA_BOOTSTRAP_SERVERS}); they stay "
+                f"queued and go with the next run. Broker errors: {errors[:3]}")
+        run_shifts = {(shop.shop_id, shift.start) for shop, shift in shifts}
+        earlier = sum(1 for shop_id, messages in queued.items() for (start, _), _ in messages
+                      if (shop_id, start) not in run_shifts)
+        metadata = {"messages_planned": planned, "messages_sent": sum(map(len, confirmed.values())),
+                    "sent_from_earlier_shifts": earlier, "broker_errors": len(errors)}
+        return dg.MaterializeResult(metadata={"partitions": len(shifts), **metadata} if len(shifts) > 1 else metadata)
 
     return [shift_stock_levels]

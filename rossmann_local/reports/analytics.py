@@ -7,8 +7,9 @@ defect 9). Take it once per receipt (``GROUP BY transaction_id``) before adding 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
@@ -40,21 +41,31 @@ GROUP BY shop_id, day
 ORDER BY shop_id, day
 """
 
+# Totals per shop x shift of the given shops in a range of shifts: one query reconciles a whole run.
+SHIFT_WHERE = ("shop_id IN {shop_ids:Array(UInt32)} "
+               "AND shift_start BETWEEN {first:DateTime('UTC')} AND {last:DateTime('UTC')}")
+
 SHIFT_TRANSACTIONS_TOTALS = f"""
-SELECT count() AS receipts, sum(lines) AS lines, sum(units) AS units, round(sum(receipt_total), 2) AS revenue
+SELECT shop_id, shift_start, count() AS receipts, sum(lines) AS lines, sum(units) AS units,
+       round(sum(receipt_total), 2) AS revenue
 FROM (
-    SELECT transaction_id, count() AS lines, sum(quantity) AS units, any(transaction_total_amount) AS receipt_total
+    SELECT shop_id, shift_start, transaction_id, count() AS lines, sum(quantity) AS units,
+           any(transaction_total_amount) AS receipt_total
     FROM {DATABASE}.{TRANSACTIONS}
-    WHERE shop_id = {{shop_id:UInt32}} AND shift_start = {{shift_start:DateTime('UTC')}}
-    GROUP BY transaction_id
+    WHERE {SHIFT_WHERE}
+    GROUP BY shop_id, shift_start, transaction_id
 )
+GROUP BY shop_id, shift_start
 """
 
 SHIFT_DELIVERY_TOTALS = f"""
-SELECT count() AS lines, sum(quantity) AS units
+SELECT shop_id, shift_start, count() AS lines, sum(quantity) AS units
 FROM {DATABASE}.{DELIVERY}
-WHERE shop_id = {{shop_id:UInt32}} AND shift_start = {{shift_start:DateTime('UTC')}}
+WHERE {SHIFT_WHERE}
+GROUP BY shop_id, shift_start
 """
+
+ShiftKey = tuple[int, datetime]
 
 
 @dataclass(frozen=True)
@@ -82,17 +93,38 @@ def _daily(client: Client, sql: str, timezone: str, first_day: date, last_day: d
             for shop, day, receipts, revenue in rows.result_rows]
 
 
+def _shift_parameters(keys: Sequence[ShiftKey]) -> dict[str, object]:
+    return {"shop_ids": sorted({shop for shop, _ in keys}), "first": min(start for _, start in keys),
+            "last": max(start for _, start in keys)}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def shifts_transactions_totals(client: Client, keys: Sequence[ShiftKey]) -> dict[ShiftKey, dict[str, int | Decimal]]:
+    """Receipts, lines, units and revenue per shop x shift in the report (what the shop DBs must match)."""
+    found = {(int(shop), _utc(start)): {"receipts": int(receipts), "lines": int(lines), "units": int(units),
+                                         "revenue": _cents(revenue)}
+             for shop, start, receipts, lines, units, revenue in client.query(
+                 SHIFT_TRANSACTIONS_TOTALS, parameters=_shift_parameters(keys)).result_rows}
+    empty = {"receipts": 0, "lines": 0, "units": 0, "revenue": _cents(0)}
+    return {(shop, start): found.get((shop, _utc(start)), empty) for shop, start in keys}
+
+
+def shifts_delivery_totals(client: Client, keys: Sequence[ShiftKey]) -> dict[ShiftKey, dict[str, int]]:
+    found = {(int(shop), _utc(start)): {"lines": int(lines), "units": int(units)}
+             for shop, start, lines, units in client.query(
+                 SHIFT_DELIVERY_TOTALS, parameters=_shift_parameters(keys)).result_rows}
+    return {(shop, start): found.get((shop, _utc(start)), {"lines": 0, "units": 0}) for shop, start in keys}
+
+
 def shift_transactions_totals(client: Client, shop_id: int, shift_start: datetime) -> dict[str, int | Decimal]:
-    """Receipts, lines, units and revenue of one shop x shift in the report (what the shop DB must match)."""
-    [(receipts, lines, units, revenue)] = client.query(
-        SHIFT_TRANSACTIONS_TOTALS, parameters={"shop_id": shop_id, "shift_start": shift_start}).result_rows
-    return {"receipts": int(receipts), "lines": int(lines), "units": int(units), "revenue": _cents(revenue)}
+    return shifts_transactions_totals(client, [(shop_id, shift_start)])[(shop_id, shift_start)]
 
 
 def shift_delivery_totals(client: Client, shop_id: int, shift_start: datetime) -> dict[str, int]:
-    [(lines, units)] = client.query(
-        SHIFT_DELIVERY_TOTALS, parameters={"shop_id": shop_id, "shift_start": shift_start}).result_rows
-    return {"lines": int(lines), "units": int(units)}
+    return shifts_delivery_totals(client, [(shop_id, shift_start)])[(shop_id, shift_start)]
 
 
 def _cents(value: float) -> Decimal:

@@ -93,14 +93,29 @@ class ClickHouseReports(dg.ConfigurableResource):
         finally:
             client.close()
 
+    def shifts_present(self, client: Client, table: str, keys: Sequence[tuple[int, datetime]]) -> set[tuple[int, int]]:
+        """Which of these shop x shifts the table holds rows of, as (shop_id, epoch seconds): one query."""
+        if not keys:
+            return set()
+        parameters = {"shop_ids": sorted({shop for shop, _ in keys}), "first": min(start for _, start in keys),
+                      "last": max(start for _, start in keys)}
+        rows = client.query(f"SELECT DISTINCT shop_id, toUnixTimestamp(shift_start) FROM {DATABASE}.{table} "
+                            "WHERE shop_id IN {shop_ids:Array(UInt32)} AND shift_start BETWEEN "
+                            "{first:DateTime('UTC')} AND {last:DateTime('UTC')}", parameters=parameters)
+        return {(int(shop), int(epoch)) for shop, epoch in rows.result_rows}
+
     def replace_shift_rows(self, client: Client, table: str, shop_id: int, shift_start: datetime,
-                           rows: Sequence[Sequence[Any]]) -> None:
+                           rows: Sequence[Sequence[Any]], present: bool | None = None) -> None:
         """Make the report hold exactly these rows for the shop x shift: delete what any earlier
-        attempt wrote, then insert the shift in one block (see reports.schema for why)."""
+        attempt wrote, then insert the shift in one block (see reports.schema for why). ``present``
+        says whether earlier rows exist, when the caller asked ``shifts_present`` for a whole run."""
         where = "shop_id = {shop_id:UInt32} AND shift_start = {shift_start:DateTime('UTC')}"
         key = {"shop_id": shop_id, "shift_start": shift_start}
+        if present is None:
+            present = bool((shop_id, int(shift_start.timestamp())) in self.shifts_present(
+                client, table, [(shop_id, shift_start)]))
         # A lightweight DELETE costs a mutation even when it matches nothing: only when there are rows.
-        if client.query(f"SELECT count() FROM {DATABASE}.{table} WHERE {where}", parameters=key).result_rows[0][0]:
+        if present:
             client.command(f"DELETE FROM {DATABASE}.{table} WHERE {where}", parameters=key)
         if rows:  # one INSERT; a shift is far below max_insert_block_size (1,048,576 rows), so one block
             client.insert(f"{DATABASE}.{table}", rows, column_names=column_names(table))

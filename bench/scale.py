@@ -1,0 +1,124 @@
+"""Scale benchmark (not in CI): ``make bench-scale`` (``python -m bench.scale --shops 100 --days 7``).
+
+Backfills every shop x shift of ``--days`` days for ``--shops`` shops on the no-service defaults
+(SQLite shop files, chDB, the local Kafka broker, the stand-in Sync API on loopback, the persistent
+SQLite Dagster instance of ``make day``) as **one run** over the whole partition range: what a
+backfill launches under the assets' single-run backfill policy, instead of a process per partition.
+Prints wall time, partitions per second, peak RSS, and checks the result: every partition of every
+asset materialized, ClickHouse equal to the shop databases, every stock message confirmed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import func, select
+
+from rossmann_local.day import dagster_instance, run_shifts
+from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
+from rossmann_local.domain.shifts import shifts_of_day
+from rossmann_local.domain.world import reference_world
+from rossmann_local.reports.analytics import revenue_per_shop_per_day
+from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.shop_db.models import StockMessage, Transaction
+from rossmann_local.streaming.broker import LocalBroker
+from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
+
+TARGET_SECONDS = 300
+ASSETS = ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels", "transactions_report",
+          "delivery_report")
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """The kernel's high-water mark of a process's resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shops", type=int, default=100)
+    parser.add_argument("--days", type=int, default=7)
+    args = parser.parse_args()
+    world = reference_world(args.shops)
+    first_day = world.start_date
+    shifts = [s for d in range(args.days) for s in shifts_of_day(world, first_day + timedelta(days=d))]
+    partitions = len(shifts) * args.shops
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["ROSSMANN_DATA_DIR"] = tmp
+        os.environ.pop("DAGSTER_HOME", None)
+        with LocalBroker(Path(tmp) / "kafka") as broker, sync_api_server(open_seeded_store(world)) as server:
+            kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
+            kafka.ensure_topics()
+            shops = ShopDatabases(sqlite_dir=f"{tmp}/shops")
+            clickhouse = ClickHouseReports(dsn=f"chdb://{tmp}/clickhouse")
+            resources = {"shop_databases": shops, "sync_api": SyncApiClient(base_url=server.url),
+                         "clickhouse": clickhouse, "kafka": kafka}
+            job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
+            instance = dagster_instance()
+            rss_before = peak_rss_mib()
+            started = time.perf_counter()
+            result = run_shifts(job, instance, world, shifts[0], shifts[-1])
+            seconds = time.perf_counter() - started
+            rss_peak, broker_peak = peak_rss_mib(), peak_rss_mib(broker.pid or 0)
+            assert result.success, [e.step_failure_data.error.to_string()[:2000] for e in result.all_events
+                                    if e.is_step_failure]
+            logs = [e for e in instance.all_logs(result.run_id) if e.dagster_event]
+            run_started = min(e.timestamp for e in logs)
+            first_step = next(e.timestamp for e in logs if e.dagster_event.event_type_value == "STEP_START")
+            planned = sum(1 for e in logs if e.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED")
+            steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
+                     if e.is_step_success}
+            materialized = {a: len(instance.get_materialized_partitions(dg.AssetKey(a))) for a in ASSETS}
+            receipts, revenue, unsent = 0, Decimal("0"), 0
+            for shop_id in world.shop_ids:
+                with shops.transaction(shop_id) as conn:
+                    receipts += conn.scalar(select(func.count()).select_from(Transaction))
+                    revenue += conn.scalar(select(func.coalesce(func.sum(Transaction.total_amount), 0)))
+                    unsent += conn.scalar(select(func.count()).select_from(StockMessage)
+                                          .where(StockMessage.sent_at_utc.is_(None)))
+            shops.dispose()
+            with clickhouse.client() as client:
+                reported = revenue_per_shop_per_day(client, world.timezone, first_day,
+                                                    first_day + timedelta(days=args.days - 1))
+            ch_receipts = sum(r.receipts for r in reported)
+            ch_revenue = sum((r.revenue for r in reported), Decimal("0"))
+
+    rows = [
+        ("backfill", f"{args.shops} shops x {args.days} days = {partitions} shop x shift partitions, 1 run", ""),
+        ("wall time", f"{seconds:.1f} s", f"<= {TARGET_SECONDS} s"),
+        ("partitions per second", f"{partitions / seconds:.2f}", ""),
+        ("peak RSS, the run's process", f"{rss_peak:.0f} MiB (before the run: {rss_before:.0f} MiB)", "bounded"),
+        ("peak RSS, Kafka broker", f"{broker_peak:.0f} MiB", ""),
+        ("run start to first step", f"{first_step - run_started:.1f} s ({planned} planned-materialization events)", ""),
+        ("step seconds (one step per asset)", ", ".join(f"{k} {v:.0f}" for k, v in steps.items()), ""),
+        ("partitions materialized per asset", ", ".join(f"{a} {n}" for a, n in materialized.items()),
+         f"{partitions} each"),
+        ("receipts, shop databases / ClickHouse", f"{receipts:,} / {ch_receipts:,}", "equal"),
+        ("revenue EUR, shop databases / ClickHouse", f"{revenue:,.2f} / {ch_revenue:,.2f}", "equal"),
+        ("stock messages not confirmed", str(unsent), "0"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    print(f"{'benchmark'.ljust(width)}  {'measured'.ljust(value_width)}  target")
+    for name, value, target in rows:
+        print(f"{name.ljust(width)}  {value.ljust(value_width)}  {target}")
+    ok = (all(n == partitions for n in materialized.values()) and receipts == ch_receipts and revenue == ch_revenue
+          and unsent == 0)
+    print("result checks:", "all passed" if ok else "FAILED")
+
+
+if __name__ == "__main__":
+    main()
