@@ -146,6 +146,7 @@ class FailsAfterInsert(ClickHouseReports):
         raise ConnectionError("worker lost right after the insert")
 
 
+@pytest.mark.faults
 def test_a_failure_after_the_insert_then_a_rerun_leaves_one_copy(world: World, sqlite_shops: ShopDatabases,
                                                                  sync_api: SyncApiClient,
                                                                  clickhouse: ClickHouseReports) -> None:

@@ -24,6 +24,9 @@ from rossmann_local.shop_db.cache import (
 )
 
 SHOP_GROUP = "shop"
+# A Sync API that answers 5xx, too slowly or with garbage gets two more tries, 2 s then 4 s later;
+# then the run fails with the client's message. Nothing is written before both answers validate.
+SYNC_RETRIES = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def terminal_table(sales: ShiftSales) -> dg.TableMetadataValue:
@@ -88,7 +91,7 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
         }
 
     @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, kinds={"sqlalchemy"},
-              backfill_policy=SINGLE_RUN_BACKFILL)
+              backfill_policy=SINGLE_RUN_BACKFILL, retry_policy=SYNC_RETRIES)
     def synced_cache(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,
                      sync_api: SyncApiClient) -> dg.MaterializeResult:
         """The shop's catalogue cache at shift start: categories, and products with its city's prices,
