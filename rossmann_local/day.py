@@ -187,12 +187,15 @@ def promotion_prices(world: World, shop_databases: ShopDatabases, day: date) -> 
 
 
 def run_shifts(job: dg.JobDefinition, instance: dg.DagsterInstance, world: World, first: ShiftWindow,
-               last: ShiftWindow) -> dg.ExecuteInProcessResult:
-    """Every shop's shifts from ``first`` to ``last`` in one run: what a backfill launches under the
-    assets' single-run backfill policy (one run for the whole range, not a process per partition)."""
+               last: ShiftWindow, assets: list[str] | None = None) -> dg.ExecuteInProcessResult:
+    """Every shop's shifts from ``first`` to ``last`` in one run (of the named ``assets`` only, if
+    given): what a backfill launches under the assets' single-run backfill policy, one run for the
+    whole range instead of a process per partition."""
     tags = {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(first, world.shop_ids[0])),
             ASSET_PARTITION_RANGE_END_TAG: str(partition_key(last, world.shop_ids[-1]))}
-    return job.execute_in_process(instance=instance, tags=tags, run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+    selection = [dg.AssetKey(name) for name in assets] if assets else None
+    return job.execute_in_process(instance=instance, tags=tags, run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+                                  asset_selection=selection)
 
 
 def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.DagsterInstance,

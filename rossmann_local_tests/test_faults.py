@@ -6,23 +6,42 @@ The report killed between its ClickHouse insert and its bookkeeping is in test_r
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
+from rossmann_local.day import run_shifts
+from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
+from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB
+from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
+from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import World
+from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.kafka import KafkaResource, RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.settings import ConfigError
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.cache import sync_watermark
-from rossmann_local.shop_db.models import Category, Product, Shift, Transaction
+from rossmann_local.shop_db.models import Category, Product, Shift, StockMessage, Transaction
+from rossmann_local.streaming.broker import LocalBroker
+from rossmann_local.streaming.topics import CATALOGUE_TOPICS, PARTITIONS, STOCK_TOPIC
+from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import LoopbackServer
+from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.helpers import materialize_shift, receipts_of, shift_of
 
 pytestmark = pytest.mark.faults
+STOCK = ["shift_stock_levels"]
 
 
 class MisbehavingSyncApi:
@@ -106,3 +125,118 @@ def test_a_postgres_connection_lost_mid_shift_fails_cleanly_and_the_retry_gives_
                              assets=("shift_transactions",)).success
     assert materialize_shift(world, shift, 2, {"shop_databases": sqlite_shops, "sync_api": sync_api}).success
     assert receipts_of(postgres_shops, 2) == receipts_of(sqlite_shops, 2), "the retry gives the very same shift"
+
+
+def catalogue_of_shop(shops: ShopDatabases, shop_id: int) -> dict[int, tuple[Any, ...]]:
+    with shops.transaction(shop_id) as conn:
+        return {p.product_id: (p.name, p.description, p.price, p.discount) for p in conn.execute(select(Product))}
+
+
+def topic_messages(kafka: KafkaResource, topic: str) -> list[RawMessage]:
+    messages = []
+    with kafka.consumer() as consumer:
+        ends = [kafka.watermarks(consumer, topic, p) for p in range(PARTITIONS[topic])]
+    for partition, (low, high) in enumerate(ends):
+        messages += kafka.read_range(topic, partition, low, high)
+    return messages
+
+
+def test_kafka_restarted_ten_times_while_changes_stream_loses_nothing_and_applies_nothing_twice(
+        world: World, store: CatalogueStore, sqlite_shops: ShopDatabases, sync_api: SyncApiClient,
+        tmp_path: Path) -> None:
+    """The stand-in keeps changing its catalogue (outbox + relay) and the shops keep selling and
+    sending stock levels, while the broker is stopped and started ten times (same port, same data)."""
+    broker = LocalBroker(tmp_path / "kafka-restarts").start()
+    kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers, request_timeout_seconds=3,
+                          delivery_timeout_seconds=3)
+    kafka.ensure_topics()
+    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api, "kafka": kafka,
+                 "clickhouse": ClickHouseReports(dsn=f"chdb://{tmp_path / 'ch'}")}
+    definitions = build_definitions(world, resources)
+    shift_job = definitions.resolve_job_def(SHOP_SHIFT_JOB)
+    sensor = definitions.resolve_sensor_def("catalogue_changes_sensor")
+    upsert_job = definitions.resolve_job_def(CATALOGUE_UPSERT_JOB)
+    shifts = [s for day in range(5) for s in shifts_of_day(world, world.start_date + timedelta(days=day))]
+    stop_changing = threading.Event()
+    changes: list[int] = []
+    changer_errors: list[BaseException] = []
+    cities = [c.name for c in world.cities]
+    product_ids = [r.product_id for r in store.products_changed_since(world.shop_ids[0], BEGINNING_OF_TIME)]
+    category_ids = [c.category_id for c in store.categories_changed_since(BEGINNING_OF_TIME)]
+
+    def chain_keeps_changing() -> None:  # prices per city, descriptions, categories, every 30 ms
+        try:
+            for n in itertools.count():
+                if stop_changing.wait(0.03):
+                    return
+                product, city = product_ids[n % len(product_ids)], cities[n % len(cities)]
+                if n % 5 == 4:
+                    store.update_product(product, description=f"restock note {n}")
+                elif n % 7 == 6:
+                    store.update_category(category_ids[n % len(category_ids)], name=f"Category {n}")
+                else:
+                    store.set_price(product, city, Decimal(f"{1 + n % 50}.{n % 100:02d}"), Decimal("0.05"))
+                changes.append(n)
+        except BaseException as exc:  # the assertions below report it
+            changer_errors.append(exc)
+
+    cursor: str | None = None
+    applied = 0
+
+    def tick() -> None:
+        nonlocal cursor, applied
+        with dg.instance_for_test() as instance:
+            result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka}))
+            for request in result.run_requests or []:
+                run = upsert_job.execute_in_process(run_config=request.run_config, instance=instance)
+                applied += run.output_for_node("apply_catalogue_changes")["applied"]
+        cursor = result.cursor or cursor
+
+    relay = OutboxRelay(store, kafka.producer()).start()
+    changer = threading.Thread(target=chain_keeps_changing, daemon=True)
+    changer.start()
+    outages = 0
+    try:
+        for shift in shifts:  # ten shifts, one outage each
+            broker.stop()
+            outages += 1
+            time.sleep(0.3)
+            with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
+                tick()  # the sensor's tick fails and keeps its cursor
+            during = run_shifts(shift_job, dg.DagsterInstance.ephemeral(), world, shift, shift)
+            assert not during.success, "the shift is sold, its stock levels stay queued in the shops"
+            assert [e.step_key for e in during.all_events if e.is_step_failure] == ["shift_stock_levels"]
+            broker.start()
+            assert run_shifts(shift_job, dg.DagsterInstance.ephemeral(), world, shift, shift, STOCK).success
+            tick()
+    finally:
+        stop_changing.set()
+        changer.join()
+        relay.stop()
+        if broker.pid is None:
+            broker.start()
+    tick()
+    tick()
+    try:
+        assert not changer_errors and outages == 10 and len(changes) > 100
+        assert store.unpublished() == [], "every committed change was published"
+        catalogue_messages = sum(len(topic_messages(kafka, t)) for t in CATALOGUE_TOPICS)
+        assert catalogue_messages >= len(changes)
+        for shop in world.shops:  # every change reached every shop it concerns, in its newest version
+            upstream = {r.product_id: (r.name, r.description, r.price, r.discount)
+                        for r in store.products_changed_since(shop.shop_id, BEGINNING_OF_TIME)}
+            assert catalogue_of_shop(sqlite_shops, shop.shop_id) == upstream, f"shop {shop.shop_id}"
+            with sqlite_shops.transaction(shop.shop_id) as conn:
+                names = dict(conn.execute(select(Category.category_id, Category.name)).all())
+            assert names == {c.category_id: c.name for c in store.categories_changed_since(BEGINNING_OF_TIME)}
+        assert applied <= len(changes), "no message was applied twice"
+        stock = topic_messages(kafka, STOCK_TOPIC)
+        for shop in world.shops:
+            with sqlite_shops.transaction(shop.shop_id) as conn:
+                queued = conn.execute(select(StockMessage.payload, StockMessage.sent_at_utc)).all()
+            assert all(sent is not None for _, sent in queued), "every stock change left the queue"
+            on_topic = [m.value.decode() for m in stock if m.key == str(shop.shop_id).encode()]
+            assert sorted(on_topic) == sorted(payload for payload, _ in queued), \
+                f"shop {shop.shop_id}: each stock message on the topic exactly once"
+    finally:
+        broker.stop()

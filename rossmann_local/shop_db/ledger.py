@@ -68,6 +68,19 @@ def stock_at(conn: Connection, moment: datetime) -> dict[int, int]:
     return stock
 
 
+def stock_movements(conn: Connection, start: datetime, end: datetime) -> list[tuple[datetime, int, int]]:
+    """Every change of stock in [start, end): (time, product, +units delivered or -units sold), in time order."""
+    delivered = conn.execute(
+        select(Delivery.accepted_time, DeliveryItem.product_id, DeliveryItem.quantity)
+        .join(Delivery, Delivery.delivery_id == DeliveryItem.delivery_id)
+        .where(Delivery.accepted_time >= start, Delivery.accepted_time < end))
+    sold = conn.execute(
+        select(Transaction.transaction_time, TransactionItem.product_id, -TransactionItem.quantity)
+        .join(Transaction, Transaction.transaction_id == TransactionItem.transaction_id)
+        .where(Transaction.transaction_time >= start, Transaction.transaction_time < end))
+    return sorted((at, int(product), int(units)) for at, product, units in [*delivered, *sold])
+
+
 def recompute_stock(conn: Connection) -> None:
     delivered = (select(func.coalesce(func.sum(DeliveryItem.quantity), 0))
                  .where(DeliveryItem.product_id == Product.product_id).scalar_subquery())

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from rossmann_local.domain.shifts import ShiftWindow
-from rossmann_local.shop_db.ledger import stock_at
+from rossmann_local.shop_db.ledger import stock_at, stock_movements
 from rossmann_local.shop_db.models import StockMessage
 
 Key = tuple[datetime, datetime]  # (shift_start, checkpoint)
@@ -34,16 +34,21 @@ def checkpoints(shift: ShiftWindow, interval_minutes: int) -> list[datetime]:
 
 def plan_stock_messages(conn: Connection, shop_id: int, shift: ShiftWindow,
                         interval_minutes: int) -> list[tuple[datetime, str]]:
-    """(checkpoint, JSON) for each checkpoint at which some product's stock differs from the last one."""
+    """(checkpoint, JSON) for each checkpoint at which some product's stock differs from the last one.
+    The ledger is read twice per shift (stock at its start, its movements), not once per checkpoint."""
     messages = []
-    previous = stock_at(conn, shift.start)
+    levels = stock_at(conn, shift.start)
+    movements = iter(stock_movements(conn, shift.start, shift.end))
+    pending = next(movements, None)
     for moment in checkpoints(shift, interval_minutes):
-        levels = stock_at(conn, moment)
+        previous = dict(levels)
+        while pending is not None and pending[0] < moment:
+            _at, product_id, units = pending
+            levels[product_id] = levels.get(product_id, 0) + units
+            pending = next(movements, None)
         changed = {pid: qty for pid, qty in levels.items() if previous.get(pid, 0) != qty}
-        changed |= {pid: 0 for pid in previous if pid not in levels and previous[pid] != 0}
         if changed:
             messages.append((moment, stock_message_json(shop_id, changed)))
-        previous = levels
     return messages
 
 
