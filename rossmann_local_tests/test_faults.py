@@ -84,7 +84,7 @@ def test_a_bad_sync_api_is_retried_a_bounded_number_of_times_then_fails_clearly_
                                assets=("synced_cache",), raise_on_error=False)
     assert not result.success
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
-    assert len(retries) == 2, "the asset's retry policy: two more tries, then the failure"
+    assert len(retries) == 2, "the asset's retry policy: two more tries (1 s, then 2 s), then the failure"
     assert app.requests == 3, "one request per try: the categories fail first, products are never asked"
     [failure] = [e for e in result.all_events if e.is_step_failure]
     error = failure.step_failure_data.error

@@ -15,6 +15,7 @@ from rossmann_local.domain.simulation import ShiftSales, plan_deliveries, simula
 from rossmann_local.domain.world import Shop, World
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.settings import ConfigError
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.cache import (
     advance_sync_watermark,
@@ -24,9 +25,10 @@ from rossmann_local.shop_db.cache import (
 )
 
 SHOP_GROUP = "shop"
-# A Sync API that answers 5xx, too slowly or with garbage gets two more tries, 2 s then 4 s later;
-# then the run fails with the client's message. Nothing is written before both answers validate.
-SYNC_RETRIES = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+# A Sync API that is down, answers 5xx, too slowly or with garbage gets two more tries, 1 s then 2 s
+# later; then the run fails with the client's message. A 4xx or a wrong setting fails at once.
+# Nothing is written before both answers validate.
+SYNC_RETRIES = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def terminal_table(sales: ShiftSales) -> dg.TableMetadataValue:
@@ -97,8 +99,12 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
         """The shop's catalogue cache at shift start: categories, and products with its city's prices,
         pulled from the Sync API since the shop's last sync. Both answers are fetched and validated
         before anything is written, so a failing Sync API leaves the cache as it was."""
-        return dg.MaterializeResult(metadata=combined_metadata([
-            sync_cache(shop, shop_databases, sync_api) for shop, _ in shifts_in_order(world, context.partition_keys)]))
+        try:
+            return dg.MaterializeResult(metadata=combined_metadata([
+                sync_cache(shop, shop_databases, sync_api)
+                for shop, _ in shifts_in_order(world, context.partition_keys)]))
+        except ConfigError as exc:  # a wrong setting is not retried: it fails at once, naming the setting
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
 
     def take_deliveries(shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> dict[str, Any]:
         with shop_databases.transaction(shop.shop_id) as conn:

@@ -21,8 +21,15 @@ T = TypeVar("T")
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-class SyncApiError(RuntimeError):
-    """The Sync API could not be reached or answered something unusable; nothing was applied."""
+class SyncApiError(dg.Failure):
+    """The Sync API could not be reached or answered something unusable; nothing was applied.
+
+    A Dagster ``Failure``, so it decides whether the asset's retry policy applies: an outage, a 5xx,
+    a timeout or garbage may pass (``transient``); a 4xx is the request's own fault and fails at once."""
+
+    def __init__(self, message: str, transient: bool = True) -> None:
+        super().__init__(description=message, allow_retries=transient)
+        self.transient = transient
 
 
 class SyncApiClient(dg.ConfigurableResource):
@@ -58,7 +65,8 @@ class SyncApiClient(dg.ConfigurableResource):
             raise SyncApiError(f"cannot reach the Sync API at {base_url} for GET {path} "
                                f"(check {SYNC_API_URL}): {exc.__class__.__name__}: {exc}") from None
         if response.status_code != 200:
-            raise SyncApiError(f"Sync API answered {response.status_code} to GET {path}: {response.text[:200]!r}")
+            raise SyncApiError(f"Sync API answered {response.status_code} to GET {path}: {response.text[:200]!r}",
+                               transient=not 400 <= response.status_code < 500)
         try:
             return answer.validate_json(response.content)
         except ValidationError as exc:
