@@ -92,6 +92,17 @@ event_log_storage:
     base_dir:
       env: DAGSTER_HOME
 concurrency:
+  runs:
+    tag_concurrency_limits:
+      # A backfill's runs (one per shift, every shop) go one after another, in shift order:
+      # each shift starts from the stock the one before it left.
+      - key: dagster/backfill
+        value: {applyLimitPerUniqueValue: true}
+        limit: 1
+      # One single-partition run per shop at a time, for the same reason.
+      - key: dagster/partition/shop
+        value: {applyLimitPerUniqueValue: true}
+        limit: 1
   pools:
     # Only the ClickHouse ops are in a pool: chDB lets one process open its directory at a time.
     default_limit: 1

@@ -304,4 +304,6 @@ def test_the_local_workspace_and_the_instance_point_at_the_code() -> None:
     assert 1 <= runs["max_concurrent_runs"] <= 8
     limits = {limit["key"]: limit for limit in runs["tag_concurrency_limits"]}
     assert limits["dagster/partition/shop"]["limit"] == 1
+    assert limits["dagster/backfill"] == {"key": "dagster/backfill", "value": {"applyLimitPerUniqueValue": True},
+                                          "limit": 1}
     assert limits["rossmann_local/run"]["value"] == "catalogue_upsert"

@@ -54,6 +54,13 @@ def shop_and_shift(world: World, key: str | dg.MultiPartitionKey) -> tuple[Shop,
     return world.shop(int(dims["shop"])), shift_window(world, local_start)
 
 
+# A shop's shift starts from the stock its previous shift left: shift_transactions depends on its own
+# previous shift of the same shop, so a backfill runs a shop's sales in shift order.
+PREVIOUS_SHIFT = dg.MultiPartitionMapping({
+    "shift": dg.DimensionPartitionMapping("shift", dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)),
+    "shop": dg.DimensionPartitionMapping("shop", dg.IdentityPartitionMapping()),
+})
+
 # A backfill of many shop x shift partitions runs as one run (not one process per partition): each
 # asset's step walks its partitions in shift order, so every shop's shifts happen in sequence.
 SINGLE_RUN_BACKFILL = dg.BackfillPolicy.single_run()

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, combined_metadata, shifts_in_order
+from rossmann_local.defs.partitions import PREVIOUS_SHIFT, SINGLE_RUN_BACKFILL, combined_metadata, shifts_in_order
 from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.simulation import ShiftSales, plan_deliveries, simulate_terminal_sales
@@ -130,6 +130,15 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
 
     def simulate_shift(shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> tuple[dict[str, Any], dict]:
         with shop_databases.transaction(shop.shop_id) as conn:
+            if waiting := ledger.earlier_shifts_without_sales(conn, shift.start):
+                # The dependency on the previous shift orders a backfill's runs, except when the shift
+                # before the backfill was never run: then Dagster may launch a later shift first, and
+                # selling now would sell the stock an earlier shift has yet to sell.
+                raise dg.Failure(allow_retries=False, description=(
+                    f"shop {shop.shop_id}: shift {shift.start:%Y-%m-%d %H:%M} UTC comes after "
+                    f"{', '.join(f'{w:%Y-%m-%d %H:%M}' for w in waiting)} UTC, whose deliveries are in but whose "
+                    "sales are not; run that shift first (re-executing this one afterwards gives the right "
+                    "receipts). Nothing was written."))
             ledger.delete_shift_receipts(conn, shift)
             sales = simulate_terminal_sales(world, shop, shift, ledger.shelf(conn), ledger.stock_at(conn, shift.start),
                                             ledger.shift_deliveries(conn, shift))
@@ -149,7 +158,9 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
             "stock_units_at_close": sum(sales.closing_stock.values()),
         }, negative
 
-    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache, shift_deliveries],
+    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP,
+              deps=[synced_cache, shift_deliveries,
+                    dg.AssetDep("shift_transactions", partition_mapping=PREVIOUS_SHIFT)],
               kinds={"sqlalchemy"}, backfill_policy=SINGLE_RUN_BACKFILL,
               check_specs=[dg.AssetCheckSpec("stock_never_negative", asset="shift_transactions", blocking=True,
                                              description="No product's stock is below zero after the shift.")])

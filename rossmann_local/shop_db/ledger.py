@@ -175,6 +175,13 @@ def record_shift_deliveries(conn: Connection, shift: ShiftWindow, admin_id: int,
     record_shift(conn, shift, admin_id, units_delivered=units, deliveries_recorded_at_utc=now)
 
 
+def earlier_shifts_without_sales(conn: Connection, start: datetime) -> list[datetime]:
+    """Shifts before ``start`` whose deliveries were recorded but whose sales were not (yet)."""
+    return list(conn.scalars(select(Shift.shift_start).where(
+        Shift.shift_start < start, Shift.deliveries_recorded_at_utc.is_not(None),
+        Shift.sales_recorded_at_utc.is_(None)).order_by(Shift.shift_start)))
+
+
 def negative_stock(conn: Connection) -> dict[int, int]:
     rows = conn.execute(select(Product.product_id, Product.stock_quantity).where(Product.stock_quantity < 0))
     return {pid: qty for pid, qty in rows}
