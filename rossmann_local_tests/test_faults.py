@@ -143,10 +143,11 @@ def topic_messages(kafka: KafkaResource, topic: str) -> list[RawMessage]:
 
 def test_kafka_restarted_ten_times_while_changes_stream_loses_nothing_and_applies_nothing_twice(
         world: World, store: CatalogueStore, sqlite_shops: ShopDatabases, sync_api: SyncApiClient,
-        tmp_path: Path) -> None:
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The stand-in keeps changing its catalogue (outbox + relay) and the shops keep selling and
     sending stock levels, while the broker is stopped and started ten times (same port, same data)."""
     broker = LocalBroker(tmp_path / "kafka-restarts").start()
+    request.addfinalizer(broker.stop)  # also when an assertion fails between a stop and a start
     kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers, request_timeout_seconds=3,
                           delivery_timeout_seconds=3)
     kafka.ensure_topics()
