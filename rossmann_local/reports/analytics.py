@@ -93,7 +93,8 @@ def _daily(client: Client, sql: str, timezone: str, first_day: date, last_day: d
             for shop, day, receipts, revenue in rows.result_rows]
 
 
-def _shift_parameters(keys: Sequence[ShiftKey]) -> dict[str, object]:
+def shift_range_parameters(keys: Sequence[ShiftKey]) -> dict[str, object]:
+    """The parameters of SHIFT_WHERE that cover these shop x shifts."""
     return {"shop_ids": sorted({shop for shop, _ in keys}), "first": min(start for _, start in keys),
             "last": max(start for _, start in keys)}
 
@@ -107,7 +108,7 @@ def shifts_transactions_totals(client: Client, keys: Sequence[ShiftKey]) -> dict
     found = {(int(shop), _utc(start)): {"receipts": int(receipts), "lines": int(lines), "units": int(units),
                                          "revenue": _cents(revenue)}
              for shop, start, receipts, lines, units, revenue in client.query(
-                 SHIFT_TRANSACTIONS_TOTALS, parameters=_shift_parameters(keys)).result_rows}
+                 SHIFT_TRANSACTIONS_TOTALS, parameters=shift_range_parameters(keys)).result_rows}
     empty = {"receipts": 0, "lines": 0, "units": 0, "revenue": _cents(0)}
     return {(shop, start): found.get((shop, _utc(start)), empty) for shop, start in keys}
 
@@ -115,7 +116,7 @@ def shifts_transactions_totals(client: Client, keys: Sequence[ShiftKey]) -> dict
 def shifts_delivery_totals(client: Client, keys: Sequence[ShiftKey]) -> dict[ShiftKey, dict[str, int]]:
     found = {(int(shop), _utc(start)): {"lines": int(lines), "units": int(units)}
              for shop, start, lines, units in client.query(
-                 SHIFT_DELIVERY_TOTALS, parameters=_shift_parameters(keys)).result_rows}
+                 SHIFT_DELIVERY_TOTALS, parameters=shift_range_parameters(keys)).result_rows}
     return {(shop, start): found.get((shop, _utc(start)), {"lines": 0, "units": 0}) for shop, start in keys}
 
 

@@ -23,6 +23,7 @@ import dagster as dg
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from rossmann_local.reports.analytics import SHIFT_WHERE, shift_range_parameters
 from rossmann_local.reports.schema import DATABASE, column_names, ddl
 from rossmann_local.resources import resolved
 from rossmann_local.settings import CLICKHOUSE_DSN, ConfigError, data_dir
@@ -97,11 +98,8 @@ class ClickHouseReports(dg.ConfigurableResource):
         """Which of these shop x shifts the table holds rows of, as (shop_id, epoch seconds): one query."""
         if not keys:
             return set()
-        parameters = {"shop_ids": sorted({shop for shop, _ in keys}), "first": min(start for _, start in keys),
-                      "last": max(start for _, start in keys)}
         rows = client.query(f"SELECT DISTINCT shop_id, toUnixTimestamp(shift_start) FROM {DATABASE}.{table} "
-                            "WHERE shop_id IN {shop_ids:Array(UInt32)} AND shift_start BETWEEN "
-                            "{first:DateTime('UTC')} AND {last:DateTime('UTC')}", parameters=parameters)
+                            f"WHERE {SHIFT_WHERE}", parameters=shift_range_parameters(keys))
         return {(int(shop), int(epoch)) for shop, epoch in rows.result_rows}
 
     def replace_shift_rows(self, client: Client, table: str, shop_id: int, shift_start: datetime,
