@@ -27,6 +27,7 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import create_engine, text
 
+from bench.chain import no_service_chain
 from rossmann_local.day import QUIET_RUN_CONFIG, dagster_instance, run_day
 from rossmann_local.defs import build_definitions
 from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB
@@ -47,7 +48,6 @@ from rossmann_local.shop_db.report_rows import transactions_report_rows
 from rossmann_local.streaming.broker import LocalBroker
 from rossmann_local.streaming.messages import ProductMessage
 from rossmann_local.streaming.topics import PRODUCT_TOPIC
-from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
 
 PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -58,19 +58,11 @@ def bench_day(repeats: int) -> list[float]:
     world = reference_world()
     timings = []
     for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ["ROSSMANN_DATA_DIR"] = tmp
-            os.environ.pop("DAGSTER_HOME", None)
-            with LocalBroker(Path(tmp) / "kafka") as broker, sync_api_server(open_seeded_store(world)) as server:
-                kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
-                kafka.ensure_topics()
-                resources = {"shop_databases": ShopDatabases(sqlite_dir=f"{tmp}/shops"),
-                             "sync_api": SyncApiClient(base_url=server.url),
-                             "clickhouse": ClickHouseReports(dsn=f"chdb://{tmp}/clickhouse"), "kafka": kafka}
-                started = time.perf_counter()
-                days = run_day(world, world.start_date, resources, dagster_instance())
-                timings.append(time.perf_counter() - started)
-            assert all(not d.runs_failed and d.reports_match for d in days), [d.runs_failed for d in days]
+        with no_service_chain(world) as (_broker, resources):
+            started = time.perf_counter()
+            days = run_day(world, world.start_date, resources, dagster_instance())
+            timings.append(time.perf_counter() - started)
+        assert all(not d.runs_failed and d.reports_match for d in days), [d.runs_failed for d in days]
     return timings
 
 

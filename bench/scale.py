@@ -11,8 +11,6 @@ asset materialized, ClickHouse equal to the shop databases, every stock message 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -21,18 +19,13 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import func, select
 
+from bench.chain import no_service_chain
 from rossmann_local.day import dagster_instance, run_shifts
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import reference_world
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
-from rossmann_local.resources.clickhouse import ClickHouseReports
-from rossmann_local.resources.kafka import KafkaResource
-from rossmann_local.resources.shop_databases import ShopDatabases
-from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop_db.models import StockMessage, Transaction
-from rossmann_local.streaming.broker import LocalBroker
-from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
 
 TARGET_SECONDS = 300
 ASSETS = ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels", "transactions_report",
@@ -56,45 +49,37 @@ def main() -> None:
     first_day = world.start_date
     shifts = [s for d in range(args.days) for s in shifts_of_day(world, first_day + timedelta(days=d))]
     partitions = len(shifts) * args.shops
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["ROSSMANN_DATA_DIR"] = tmp
-        os.environ.pop("DAGSTER_HOME", None)
-        with LocalBroker(Path(tmp) / "kafka") as broker, sync_api_server(open_seeded_store(world)) as server:
-            kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
-            kafka.ensure_topics()
-            shops = ShopDatabases(sqlite_dir=f"{tmp}/shops")
-            clickhouse = ClickHouseReports(dsn=f"chdb://{tmp}/clickhouse")
-            resources = {"shop_databases": shops, "sync_api": SyncApiClient(base_url=server.url),
-                         "clickhouse": clickhouse, "kafka": kafka}
-            job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
-            instance = dagster_instance()
-            rss_before = peak_rss_mib()
-            started = time.perf_counter()
-            result = run_shifts(job, instance, world, shifts[0], shifts[-1])
-            seconds = time.perf_counter() - started
-            rss_peak, broker_peak = peak_rss_mib(), peak_rss_mib(broker.pid or 0)
-            assert result.success, [e.step_failure_data.error.to_string()[:2000] for e in result.all_events
-                                    if e.is_step_failure]
-            logs = [e for e in instance.all_logs(result.run_id) if e.dagster_event]
-            run_started = min(e.timestamp for e in logs)
-            first_step = next(e.timestamp for e in logs if e.dagster_event.event_type_value == "STEP_START")
-            planned = sum(1 for e in logs if e.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED")
-            steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
-                     if e.is_step_success}
-            materialized = {a: len(instance.get_materialized_partitions(dg.AssetKey(a))) for a in ASSETS}
-            receipts, revenue, unsent = 0, Decimal("0"), 0
-            for shop_id in world.shop_ids:
-                with shops.transaction(shop_id) as conn:
-                    receipts += conn.scalar(select(func.count()).select_from(Transaction))
-                    revenue += conn.scalar(select(func.coalesce(func.sum(Transaction.total_amount), 0)))
-                    unsent += conn.scalar(select(func.count()).select_from(StockMessage)
-                                          .where(StockMessage.sent_at_utc.is_(None)))
-            shops.dispose()
-            with clickhouse.client() as client:
-                reported = revenue_per_shop_per_day(client, world.timezone, first_day,
-                                                    first_day + timedelta(days=args.days - 1))
-            ch_receipts = sum(r.receipts for r in reported)
-            ch_revenue = sum((r.revenue for r in reported), Decimal("0"))
+    with no_service_chain(world) as (broker, resources):
+        shops, clickhouse = resources["shop_databases"], resources["clickhouse"]
+        job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
+        instance = dagster_instance()
+        rss_before = peak_rss_mib()
+        started = time.perf_counter()
+        result = run_shifts(job, instance, world, shifts[0], shifts[-1])
+        seconds = time.perf_counter() - started
+        rss_peak, broker_peak = peak_rss_mib(), peak_rss_mib(broker.pid or 0)
+        assert result.success, [e.step_failure_data.error.to_string()[:2000] for e in result.all_events
+                                if e.is_step_failure]
+        logs = [e for e in instance.all_logs(result.run_id) if e.dagster_event]
+        run_started = min(e.timestamp for e in logs)
+        first_step = next(e.timestamp for e in logs if e.dagster_event.event_type_value == "STEP_START")
+        planned = sum(1 for e in logs if e.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED")
+        steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
+                 if e.is_step_success}
+        materialized = {a: len(instance.get_materialized_partitions(dg.AssetKey(a))) for a in ASSETS}
+        receipts, revenue, unsent = 0, Decimal("0"), 0
+        for shop_id in world.shop_ids:
+            with shops.transaction(shop_id) as conn:
+                receipts += conn.scalar(select(func.count()).select_from(Transaction))
+                revenue += conn.scalar(select(func.coalesce(func.sum(Transaction.total_amount), 0)))
+                unsent += conn.scalar(select(func.count()).select_from(StockMessage)
+                                      .where(StockMessage.sent_at_utc.is_(None)))
+        shops.dispose()
+        with clickhouse.client() as client:
+            reported = revenue_per_shop_per_day(client, world.timezone, first_day,
+                                                first_day + timedelta(days=args.days - 1))
+        ch_receipts = sum(r.receipts for r in reported)
+        ch_revenue = sum((r.revenue for r in reported), Decimal("0"))
 
     rows = [
         ("backfill", f"{args.shops} shops x {args.days} days = {partitions} shop x shift partitions, 1 run", ""),
