@@ -37,6 +37,16 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     return {k: v.value for k, v in event.metadata.items()}
 
 
+def step_error(result: dg.ExecuteInProcessResult) -> dg.SerializableErrorInfo:
+    """The error of the run's one failed step as the user reads it: Dagster's wrappers (and the
+    retry policy's ``RetryRequested…``) peeled off, the user code's own error kept with its causes."""
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    while error.cause is not None and error.cls_name.startswith(("Dagster", "RetryRequested")):
+        error = error.cause
+    return error
+
+
 def receipts_of(shops: ShopDatabases, shop_id: int) -> list[tuple]:
     with shops.transaction(shop_id) as conn:
         heads = conn.execute(select(Transaction).order_by(Transaction.transaction_id)).all()

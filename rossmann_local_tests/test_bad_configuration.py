@@ -16,19 +16,10 @@ from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
-from rossmann_local_tests.helpers import ASSET_NAMES, materialize_shift, shift_of
+from rossmann_local_tests.helpers import ASSET_NAMES, materialize_shift, shift_of, step_error
 
 ROOT = Path(__file__).resolve().parents[1]
 UNREACHABLE_PG = "postgresql+psycopg://postgres:secret-pw@127.0.0.1:1/shop_{shop_id}"
-
-
-def step_error(result: dg.ExecuteInProcessResult) -> dg.SerializableErrorInfo:
-    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    error = failure.step_failure_data.error
-    # Dagster wraps the op's exception; what the user reads is the innermost cause.
-    while error.cause is not None and (error.cls_name.startswith("Dagster") or error.cls_name == "RetryRequested"):
-        error = error.cause
-    return error
 
 
 def assert_names_the_setting(error: dg.SerializableErrorInfo, setting: str) -> None:

@@ -38,7 +38,7 @@ from rossmann_local.streaming.topics import CATALOGUE_TOPICS, PARTITIONS, STOCK_
 from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.helpers import materialize_shift, receipts_of, shift_of
+from rossmann_local_tests.helpers import materialize_shift, receipts_of, shift_of, step_error
 
 pytestmark = pytest.mark.faults
 STOCK = ["shift_stock_levels"]
@@ -86,10 +86,7 @@ def test_a_bad_sync_api_is_retried_a_bounded_number_of_times_then_fails_clearly_
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert len(retries) == 2, "the asset's retry policy: two more tries (1 s, then 2 s), then the failure"
     assert app.requests == 3, "one request per try: the categories fail first, products are never asked"
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    error = failure.step_failure_data.error
-    while error.cause is not None:
-        error = error.cause
+    error = step_error(result)
     assert error.cls_name == "SyncApiError" and says in error.message
     with sqlite_shops.transaction(1) as conn:
         assert conn.scalar(select(func.count()).select_from(Category)) == 0

@@ -21,7 +21,7 @@ from rossmann_local.shop_db.cache import PLACEHOLDER_UPDATED_AT, upsert_categori
 from rossmann_local.shop_db.models import Category, Product
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.helpers import materialize_shift, metadata, products_of, shift_of
+from rossmann_local_tests.helpers import materialize_shift, metadata, products_of, shift_of, step_error
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -33,16 +33,13 @@ def sync(world: World, shops: ShopDatabases, api: SyncApiClient, shop_id: int = 
 
 
 def sync_failure(world: World, shops: ShopDatabases, api: SyncApiClient, shift_index: int = 0) -> tuple[int, str]:
-    """(tries, the root error's message) of a synced_cache run that fails."""
+    """(tries, the user's error) of a synced_cache run that fails."""
     import dagster as dg
 
     result = materialize_shift(world, shift_of(world, index=shift_index), 1, {"shop_databases": shops, "sync_api": api},
                                assets=("synced_cache",), raise_on_error=False)
     assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    error = failure.step_failure_data.error
-    while error.cause is not None:
-        error = error.cause
+    error = step_error(result)
     retries = sum(1 for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY)
     return 1 + retries, f"{error.cls_name}: {error.message}"
 
