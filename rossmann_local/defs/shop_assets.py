@@ -99,10 +99,12 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
         """The shop's catalogue cache at shift start: categories, and products with its city's prices,
         pulled from the Sync API since the shop's last sync. Both answers are fetched and validated
         before anything is written, so a failing Sync API leaves the cache as it was."""
+        # A run over many shifts syncs each shop once: every sync happens before any sale of the
+        # run, so syncing a shop again for its later shifts would fetch nothing new.
+        shops = {shop.shop_id: shop for shop, _ in shifts_in_order(world, context.partition_keys)}
         try:
             return dg.MaterializeResult(metadata=combined_metadata([
-                sync_cache(shop, shop_databases, sync_api)
-                for shop, _ in shifts_in_order(world, context.partition_keys)]))
+                sync_cache(shop, shop_databases, sync_api) for shop in shops.values()]))
         except ConfigError as exc:  # a wrong setting is not retried: it fails at once, naming the setting
             raise dg.Failure(description=str(exc), allow_retries=False) from None
 
