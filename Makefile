@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 day: $(STAMP)
-	$(BIN)/python -m rossmann_local.day $(ARGS)
+	$(BIN)/python -m rossmann_local.local.day $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check rossmann_local rossmann_local_tests bench
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -32,7 +33,7 @@ bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale $(ARGS)
 
 dev: $(STAMP)
-	$(BIN)/python -m rossmann_local.dev $(ARGS)
+	$(BIN)/python -m rossmann_local.local.dev $(ARGS)
 
 clean:
 	rm -rf .rossmann

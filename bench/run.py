@@ -28,16 +28,22 @@ import dagster as dg
 from sqlalchemy import create_engine, text
 
 from bench.chain import no_service_chain
-from rossmann_local.day import QUIET_RUN_CONFIG, dagster_instance, run_day
 from rossmann_local.defs import build_definitions
-from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB
 from rossmann_local.domain.catalogue import ProductRecord
+from rossmann_local.domain.catalogue_fold import CatalogueFold
+from rossmann_local.domain.messages import ProductMessage
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.simulation import Receipt, configured_shelf, simulate_terminal_sales
+from rossmann_local.domain.topics import PRODUCT_TOPIC
 from rossmann_local.domain.world import World, reference_world
-from rossmann_local.reports.schema import DATABASE, TRANSACTIONS, column_names
+from rossmann_local.local.broker import LocalBroker
+from rossmann_local.local.catalogue_sensor import CatalogueSensorDriver, MemoryCursor
+from rossmann_local.local.day import QUIET_RUN_CONFIG, run_day
+from rossmann_local.local.instance import managed_instance
+from rossmann_local.reports.schema import DATABASE, TRANSACTIONS
+from rossmann_local.reports.writer import replace_shift_rows
 from rossmann_local.resources.clickhouse import ClickHouseReports
-from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop_db import ledger
@@ -45,9 +51,6 @@ from rossmann_local.shop_db.cache import upsert_product_changes, upsert_products
 from rossmann_local.shop_db.ledger import LINE_COLUMNS, RECEIPT_COLUMNS
 from rossmann_local.shop_db.models import ShopBase
 from rossmann_local.shop_db.report_rows import transactions_report_rows
-from rossmann_local.streaming.broker import LocalBroker
-from rossmann_local.streaming.messages import ProductMessage
-from rossmann_local.streaming.topics import PRODUCT_TOPIC
 
 PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -58,9 +61,9 @@ def bench_day(repeats: int) -> list[float]:
     world = reference_world()
     timings = []
     for _ in range(repeats):
-        with no_service_chain(world) as (_broker, resources):
+        with no_service_chain(world) as stack:
             started = time.perf_counter()
-            days = run_day(world, world.start_date, resources, dagster_instance())
+            days = run_day(world, world.start_date, stack.resources, managed_instance())
             timings.append(time.perf_counter() - started)
         assert all(not d.runs_failed and d.reports_match for d in days), [d.runs_failed for d in days]
     return timings
@@ -89,7 +92,7 @@ def bench_receipt_writes(shifts: int) -> tuple[int, float, float]:
     try:
         ShopBase.metadata.create_all(engine)
         with engine.begin() as conn:  # receipt lines reference products: load the catalogue once
-            upsert_products(conn, catalogue(world))
+            upsert_products(conn, catalogue(world), "Berlin")
 
         def ours() -> None:
             for shift, receipts in batches:
@@ -136,7 +139,7 @@ def bench_report_writes(shifts: int) -> tuple[int, float, float]:
         shops = ShopDatabases(sqlite_dir=f"{tmp}/shops")
         world = reference_world(shop_count=1)
         with shops.transaction(1) as conn:
-            upsert_products(conn, catalogue(world))
+            upsert_products(conn, catalogue(world), "Berlin")
             report_rows = []
             for shift, receipts in batches:
                 ledger.insert_receipts(conn, shift, receipts)
@@ -156,9 +159,8 @@ def bench_report_writes(shifts: int) -> tuple[int, float, float]:
                 # merges and warm caches weigh on both alike.
                 for number, (shift, shift_rows) in enumerate(report_rows):
                     ways: list[tuple[str, Callable[[], None]]] = [
-                        ("raw", lambda r=shift_rows: client.insert(twin, r, column_names=column_names(TRANSACTIONS))),
-                        ("ours", lambda s=shift, r=shift_rows: reports.replace_shift_rows(
-                            client, TRANSACTIONS, 1, s.start, r)),
+                        ("raw", lambda r=shift_rows: client.insert(twin, r.rows, column_names=list(r.columns))),
+                        ("ours", lambda s=shift, r=shift_rows: replace_shift_rows(client, 1, s.start, r)),
                     ]
                     for name, write in ways[:: 1 if number % 2 else -1]:
                         started = time.perf_counter()
@@ -175,44 +177,35 @@ def bench_streaming(message_count: int, reference_sample: int) -> tuple[int, flo
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "kafka") as broker:
         kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
         kafka.ensure_topics()
-        producer = kafka.producer()
         started_at = datetime(2030, 1, 1, tzinfo=UTC)
         cities = [c.name for c in world.cities]
-        for n in range(message_count):  # price updates over the catalogue, each city in turn, time moving on
+
+        def price_update(n: int) -> Outgoing[int]:  # over the catalogue, each city in turn, time moving on
             p = world.products[n % len(world.products)]
             city = cities[n % len(cities)]
-            value = ProductMessage(
+            return Outgoing(PRODUCT_TOPIC, ProductMessage(
                 product_id=p.product_id, name=p.name, description=p.description, barcode=p.barcode,
                 category_id=p.category_id, price=p.prices[city].price + Decimal(n % 100) / 100,
                 discount=p.prices[city].discount, city=city,
-                updated_at_utc=started_at + timedelta(microseconds=n)).model_dump_json().encode()
-            while True:
-                try:
-                    producer.produce(PRODUCT_TOPIC, value=value)
-                    break
-                except BufferError:  # the client's queue is full: let the broker confirm some first
-                    producer.poll(0.5)
-        assert producer.flush(60) == 0
+                updated_at_utc=started_at + timedelta(microseconds=n)).model_dump_json().encode(), tag=n)
+
+        assert kafka.produce_confirmed(map(price_update, range(message_count)), timeout=120).unconfirmed == 0
 
         def fresh_shops(name: str) -> ShopDatabases:
             shops = ShopDatabases(sqlite_dir=f"{tmp}/{name}")
             for shop in world.shops:
                 with shops.transaction(shop.shop_id) as conn:
-                    upsert_products(conn, catalogue(world, shop.city))
+                    upsert_products(conn, catalogue(world, shop.city), shop.city)
             return shops
 
         ours = fresh_shops("ours")
         resources = {"shop_databases": ours, "kafka": kafka, "sync_api": SyncApiClient(),
                      "clickhouse": ClickHouseReports()}
-        definitions = build_definitions(world, resources)
-        sensor = definitions.resolve_sensor_def("catalogue_changes_sensor")
-        job = definitions.resolve_job_def(CATALOGUE_UPSERT_JOB)
-        instance = dg.DagsterInstance.ephemeral()
+        sensor = CatalogueSensorDriver(build_definitions(world, resources), dg.DagsterInstance.ephemeral(),
+                                       MemoryCursor(), QUIET_RUN_CONFIG)
         started = time.perf_counter()
-        requests = sensor(dg.build_sensor_context(instance=instance, resources={"kafka": kafka})).run_requests
         applied = 0
-        for request in requests:
-            result = job.execute_in_process(run_config={**request.run_config, **QUIET_RUN_CONFIG}, instance=instance)
+        for _request, result in sensor.tick_and_run():
             applied += result.output_for_node("apply_catalogue_changes")["messages"]
         ours_s = time.perf_counter() - started
         assert applied == message_count
@@ -221,10 +214,11 @@ def bench_streaming(message_count: int, reference_sample: int) -> tuple[int, flo
         engines = {shop.shop_id: reference.engine(shop.shop_id) for shop in world.shops}
         started = time.perf_counter()
         for raw in kafka.read_range(PRODUCT_TOPIC, 0, 0, reference_sample):
-            message = ProductMessage.model_validate_json(raw.value)
+            message: CatalogueFold[None] = CatalogueFold()
+            message.add_message(ProductMessage.model_validate_json(raw.value), None)
             for shop in world.shops:  # a consumer per shop, each: upsert one row, commit
                 with engines[shop.shop_id].begin() as conn:
-                    upsert_product_changes(conn, [message.change_for(shop.city)[0]])
+                    upsert_product_changes(conn, message.product_changes_for(shop.city))
         reference_s = time.perf_counter() - started
         ours.dispose()
         reference.dispose()

@@ -20,10 +20,11 @@ import dagster as dg
 from sqlalchemy import func, select
 
 from bench.chain import no_service_chain
-from rossmann_local.day import dagster_instance, run_shifts
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import reference_world
+from rossmann_local.local.day import run_shifts
+from rossmann_local.local.instance import managed_instance
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
 from rossmann_local.shop_db.models import StockMessage, Transaction
 
@@ -49,15 +50,16 @@ def main() -> None:
     first_day = world.start_date
     shifts = [s for d in range(args.days) for s in shifts_of_day(world, first_day + timedelta(days=d))]
     partitions = len(shifts) * args.shops
-    with no_service_chain(world) as (broker, resources):
-        shops, clickhouse = resources["shop_databases"], resources["clickhouse"]
+    with no_service_chain(world) as stack:
+        resources, broker = stack.resources, stack.broker
+        shops, clickhouse = stack.shop_databases, stack.clickhouse
         job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
-        instance = dagster_instance()
+        instance = managed_instance()
         rss_before = peak_rss_mib()
         started = time.perf_counter()
         result = run_shifts(job, instance, world, shifts[0], shifts[-1])
         seconds = time.perf_counter() - started
-        rss_peak, broker_peak = peak_rss_mib(), peak_rss_mib(broker.pid or 0)
+        rss_peak, broker_peak = peak_rss_mib(), peak_rss_mib(broker.pid if broker and broker.pid else 0)
         assert result.success, [e.step_failure_data.error.to_string()[:2000] for e in result.all_events
                                 if e.is_step_failure]
         logs = [e for e in instance.all_logs(result.run_id) if e.dagster_event]

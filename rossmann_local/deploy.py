@@ -19,13 +19,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from rossmann_local.domain.world import load_world
+from rossmann_local.domain.topics import PARTITIONS
 from rossmann_local.reports.schema import DATABASE, TABLES
 from rossmann_local.resources.clickhouse import clickhouse_from_env
 from rossmann_local.resources.kafka import kafka_from_env
 from rossmann_local.resources.shop_databases import open_shop_engine, shop_database_url
-from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, SHOP_DB_URL, ConfigError, data_dir, require
-from rossmann_local.streaming.topics import PARTITIONS
+from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, SHOP_DB_URL, ConfigError, data_dir, load_world, require
 
 
 def create_topics() -> str:

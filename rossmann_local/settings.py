@@ -7,6 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import ValidationError
+
+from rossmann_local.domain.world import World, reference_world
+
 T = TypeVar("T", int, float)
 
 DATA_DIR = "ROSSMANN_DATA_DIR"
@@ -64,3 +68,23 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
 
 def env_float(name: str, default: float, minimum: float = 0.001) -> float:
     return _env_number(name, default, float, minimum, "a number")
+
+
+def load_world() -> World:
+    """The world the environment asks for: a JSON file (``ROSSMANN_WORLD_FILE``), a shop count
+    (``ROSSMANN_SHOP_COUNT``), or the reference five shops. ``python -m rossmann_local.settings``
+    prints it, as a file to start a custom world from."""
+    world_file = os.environ.get(WORLD_FILE)
+    if world_file:
+        path = Path(world_file)
+        if not path.is_file():
+            raise ConfigError(f"{WORLD_FILE}={world_file!r} is not a readable file")
+        try:
+            return World.model_validate_json(path.read_text())
+        except ValidationError as exc:
+            raise ConfigError(f"{WORLD_FILE}={world_file!r} is not a valid world: {exc}") from None
+    return reference_world(shop_count=env_int(SHOP_COUNT, 5))
+
+
+if __name__ == "__main__":
+    print(load_world().model_dump_json(indent=2))

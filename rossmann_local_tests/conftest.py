@@ -14,11 +14,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from rossmann_local.domain.world import World, reference_world
+from rossmann_local.local.broker import LocalBroker
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
-from rossmann_local.streaming.broker import LocalBroker
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
 

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from sqlalchemy import create_engine, inspect, text
 
 from rossmann_local import deploy
+from rossmann_local.domain.topics import PARTITIONS
+from rossmann_local.local.broker import LocalBroker
+from rossmann_local.local.instance import managed_instance
 from rossmann_local.reports.schema import DATABASE, TABLES
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.shop_db.models import ShopBase
-from rossmann_local.streaming.broker import LocalBroker
-from rossmann_local.streaming.topics import PARTITIONS
 from rossmann_local_tests.conftest import PG_ADMIN_URL, _pg_admin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +153,15 @@ def test_a_missing_instance_setting_is_named(instance_dir: Path, monkeypatch: py
     monkeypatch.delenv("DAGSTER_PG_HOST")
     with pytest.raises(Exception, match="DAGSTER_PG_HOST"):
         dg.DagsterInstance.from_config(str(instance_dir))
+
+
+def test_the_no_service_instance_takes_its_run_queue_from_dagster_yaml() -> None:
+    """The run queue's policy is written once, in dagster.yaml; make day and make dev's instance
+    keeps its own storage and a ClickHouse pool of 1 (chDB: one process per directory)."""
+    written = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]
+    config = managed_instance().get_concurrency_config()
+    queue = config.run_queue_config
+    assert queue.max_concurrent_runs == written["max_concurrent_runs"]
+    assert [(limit["key"], limit.get("value"), limit["limit"]) for limit in queue.tag_concurrency_limits] == [
+        (limit["key"], limit.get("value"), limit["limit"]) for limit in written["tag_concurrency_limits"]]
+    assert config.pool_config.default_pool_limit == 1

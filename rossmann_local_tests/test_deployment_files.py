@@ -18,8 +18,8 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from rossmann_local import deploy, settings
+from rossmann_local.domain.topics import PARTITIONS
 from rossmann_local.reports.schema import DATABASE, TABLES
-from rossmann_local.streaming.topics import PARTITIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()

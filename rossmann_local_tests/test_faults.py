@@ -19,12 +19,14 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
-from rossmann_local.day import run_shifts
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB
 from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
 from rossmann_local.domain.shifts import shifts_of_day
+from rossmann_local.domain.topics import CATALOGUE_TOPICS, PARTITIONS, STOCK_TOPIC
 from rossmann_local.domain.world import World
+from rossmann_local.local.broker import LocalBroker
+from rossmann_local.local.catalogue_sensor import CatalogueSensorDriver, MemoryCursor
+from rossmann_local.local.day import run_shifts
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource, RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases
@@ -33,8 +35,6 @@ from rossmann_local.settings import ConfigError
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.cache import sync_watermark
 from rossmann_local.shop_db.models import Category, Product, Shift, StockMessage, Transaction
-from rossmann_local.streaming.broker import LocalBroker
-from rossmann_local.streaming.topics import CATALOGUE_TOPICS, PARTITIONS, STOCK_TOPIC
 from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
@@ -152,8 +152,7 @@ def test_kafka_restarted_ten_times_while_changes_stream_loses_nothing_and_applie
                  "clickhouse": ClickHouseReports(dsn=f"chdb://{tmp_path / 'ch'}")}
     definitions = build_definitions(world, resources)
     shift_job = definitions.resolve_job_def(SHOP_SHIFT_JOB)
-    sensor = definitions.resolve_sensor_def("catalogue_changes_sensor")
-    upsert_job = definitions.resolve_job_def(CATALOGUE_UPSERT_JOB)
+    sensor = CatalogueSensorDriver(definitions, dg.DagsterInstance.ephemeral(), MemoryCursor())
     shifts = [s for day in range(5) for s in shifts_of_day(world, world.start_date + timedelta(days=day))]
     stop_changing = threading.Event()
     changes: list[int] = []
@@ -178,19 +177,15 @@ def test_kafka_restarted_ten_times_while_changes_stream_loses_nothing_and_applie
         except BaseException as exc:  # the assertions below report it
             changer_errors.append(exc)
 
-    cursor: str | None = None
     applied = 0
 
     def tick() -> None:
-        nonlocal cursor, applied
-        with dg.instance_for_test() as instance:
-            result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka}))
-            for request in result.run_requests or []:
-                run = upsert_job.execute_in_process(run_config=request.run_config, instance=instance)
-                applied += run.output_for_node("apply_catalogue_changes")["applied"]
-        cursor = result.cursor or cursor
+        nonlocal applied
+        for _request, run in sensor.tick_and_run():
+            assert run.success
+            applied += run.output_for_node("apply_catalogue_changes")["applied"]
 
-    relay = OutboxRelay(store, kafka.producer()).start()
+    relay = OutboxRelay(store, kafka).start()
     changer = threading.Thread(target=chain_keeps_changing, daemon=True)
     changer.start()
     outages = 0

@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from rossmann_local.domain.messages import parse_catalogue_message
+from rossmann_local.domain.topics import CATALOGUE_TOPICS, CATEGORY_TOPIC
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.resources.kafka import RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient, SyncApiError
+from rossmann_local.shop.catalogue import apply_catalogue_messages
 from rossmann_local.shop_db.models import Category
-from rossmann_local.streaming.apply import apply_catalogue_messages
-from rossmann_local.streaming.messages import parse_catalogue_message
-from rossmann_local.streaming.topics import CATALOGUE_TOPICS, CATEGORY_TOPIC
 from rossmann_local.sync_api.server import LoopbackServer
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

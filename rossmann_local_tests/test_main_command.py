@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from pathlib import Path
 
+import dagster as dg
 import pytest
+from dagster._core.scheduler.instigation import TickStatus
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._daemon.sensor import execute_sensor_iteration
 
-from rossmann_local.day import main
+from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB
+from rossmann_local.local.broker import LocalBroker
+from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR
+from rossmann_local.local.day import main
+from rossmann_local.local.instance import WORKSPACE, InstanceSensorCursor
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local_tests.helpers import receipts_of
 
@@ -56,3 +67,27 @@ def test_unreachable_shop_databases_fail_with_the_setting_named(
     captured = capsys.readouterr()
     assert "ROSSMANN_SHOP_DB_URL" in captured.err
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_make_dev_after_make_day_requests_no_run_for_messages_the_day_applied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The day ticks the catalogue sensor with the cursor the daemon keeps in the instance, so the
+    daemon's first tick afterwards (what ``make dev`` starts) finds nothing new. Here the daemon's own
+    sensor iteration runs against the workspace of ``make dev``, on the day's broker data."""
+    assert main([]) == 0
+    assert re.search(r"upsert runs requested by the sensor: [1-9]", capsys.readouterr().out)
+    instance = dg.DagsterInstance.get()  # the day's instance (DAGSTER_HOME under the data dir)
+    upserts = lambda: len(instance.get_runs(dg.RunsFilter(job_name=CATALOGUE_UPSERT_JOB)))  # noqa: E731
+    runs_of_the_day = upserts()
+    cursor = InstanceSensorCursor(instance, CATALOGUE_SENSOR)
+    assert json.loads(cursor.read() or "{}").get("next_offsets"), "the day left its offsets in the instance"
+    with LocalBroker(tmp_path / "data" / "kafka") as broker:  # as make dev starts it: the day's data, a new port
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+        with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])) as workspace:
+            list(execute_sensor_iteration(workspace, logging.getLogger("daemon"), None, None))
+            sensor = next(s for location in workspace.create_request_context().get_code_location_entries().values()
+                          for repo in location.code_location.get_repositories().values()
+                          for s in repo.get_sensors() if s.name == CATALOGUE_SENSOR)
+            ticks = instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id)
+    assert [t.status for t in ticks] == [TickStatus.SKIPPED], [t.tick_data for t in ticks]
+    assert ticks[0].run_ids == [] and upserts() == runs_of_the_day, "no upsert run for messages already applied"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -14,12 +15,14 @@ from sqlalchemy import select
 from rossmann_local.domain.world import World
 from rossmann_local.reports.analytics import naive_revenue_per_shop_per_day, revenue_per_shop_per_day
 from rossmann_local.reports.schema import DELIVERY, DELIVERY_COLUMNS, TRANSACTIONS, TRANSACTIONS_COLUMNS
+from rossmann_local.reports.writer import ReportRows, replace_shift_rows
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import DeliveryItem, ShiftReport, Transaction, TransactionItem
+from rossmann_local.shop_db.report_rows import delivery_report_rows
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.helpers import ASSET_NAMES, materialize_shift, metadata, shift_of
 
@@ -137,13 +140,28 @@ def test_rerunning_the_reports_leaves_exactly_one_copy(world: World, sqlite_shop
     assert first[0] > 0 and first[1] > 0
 
 
+class ClientWrapper:
+    """A ClickHouse client whose ``insert`` the subclass changes; everything else goes through."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
 class FailsAfterInsert(ClickHouseReports):
     """Killed between the ClickHouse insert and the local bookkeeping."""
 
-    def replace_shift_rows(self, client: Any, table: str, shop_id: int, shift_start: datetime,
-                           rows: Sequence[Sequence[Any]], present: bool | None = None) -> None:
-        super().replace_shift_rows(client, table, shop_id, shift_start, rows, present)
-        raise ConnectionError("worker lost right after the insert")
+    @contextmanager
+    def client(self) -> Iterator[Any]:
+        with super().client() as real:
+            class Dies(ClientWrapper):
+                def insert(self, *args: Any, **kwargs: Any) -> Any:
+                    real.insert(*args, **kwargs)
+                    raise ConnectionError("worker lost right after the insert")
+
+            yield Dies(real)
 
 
 @pytest.mark.faults
@@ -168,14 +186,20 @@ def ledger_lines(shops: ShopDatabases, world: World, shop_id: int = 1, index: in
 
 
 class CorruptsOneLine(ClickHouseReports):
-    """Writes one unit too many on the first line: the numbers disagree."""
+    """Writes one unit too many on the first line of the transactions report: the numbers disagree."""
 
-    def replace_shift_rows(self, client: Any, table: str, shop_id: int, shift_start: datetime,
-                           rows: Sequence[Sequence[Any]], present: bool | None = None) -> None:
-        quantity = [name for name, _ in TRANSACTIONS_COLUMNS].index("quantity")
-        wrong = [tuple(v + 1 if i == quantity else v for i, v in enumerate(rows[0])), *rows[1:]]
-        super().replace_shift_rows(client, table, shop_id, shift_start, wrong if table == TRANSACTIONS else rows,
-                                   present)
+    @contextmanager
+    def client(self) -> Iterator[Any]:
+        with super().client() as real:
+            class Corrupts(ClientWrapper):
+                def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str],
+                           **kwargs: Any) -> Any:
+                    if table.endswith(f".{TRANSACTIONS}"):
+                        quantity = list(column_names).index("quantity")
+                        rows = [tuple(v + 1 if i == quantity else v for i, v in enumerate(rows[0])), *rows[1:]]
+                    return real.insert(table, rows, column_names=column_names, **kwargs)
+
+            yield Corrupts(real)
 
 
 def test_the_reconciliation_fails_and_blocks_when_the_numbers_disagree(world: World, sqlite_shops: ShopDatabases,
@@ -255,3 +279,23 @@ def test_an_unreachable_server_names_the_setting_and_hides_the_password() -> Non
                                           r"\(check ROSSMANN_CLICKHOUSE_DSN\)") as error, reports.client():
         pass
     assert "s3cret" not in str(error.value)
+
+
+def test_report_rows_are_bound_to_the_reports_columns_by_name(world: World, sqlite_shops: ShopDatabases,
+                                                               sync_api: SyncApiClient,
+                                                               clickhouse: ClickHouseReports) -> None:
+    """Rows carry their column names: any order inserts right, a missing or unknown column is refused."""
+    columns = tuple(name for name, _ in DELIVERY_COLUMNS)
+    with pytest.raises(ValueError, match=r"missing \['shift_start'\], unknown \['shift'\]"):
+        ReportRows(DELIVERY, (*columns[:-1], "shift"), [])
+    run(world, sqlite_shops, sync_api, clickhouse, assets=ASSET_NAMES)
+    shift = shift_of(world)
+    with sqlite_shops.transaction(1) as conn:
+        rows = delivery_report_rows(conn, shift, 1, "Germany", "Berlin")
+    backwards = ReportRows(DELIVERY, rows.columns[::-1], [row[::-1] for row in rows.rows])
+    with clickhouse.client() as client:
+        replace_shift_rows(client, 1, shift.start, backwards)
+    stored = query(clickhouse, f"SELECT {', '.join(rows.columns)} FROM shop_reports.delivery ORDER BY delivery_id, "
+                               "product_id")
+    naive_utc = [tuple(v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in r) for r in rows.rows]
+    assert [tuple(r) for r in stored] == naive_utc and stored  # chDB answers DateTime('UTC') as naive UTC

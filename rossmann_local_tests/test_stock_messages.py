@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from rossmann_local.defs.streaming import StockNotDelivered
+from rossmann_local.domain.stock_levels import checkpoints
+from rossmann_local.domain.topics import STOCK_TOPIC
 from rossmann_local.domain.world import World
+from rossmann_local.local.broker import LocalBroker
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.shop.stock import StockNotDelivered
 from rossmann_local.shop_db.ledger import stock_at
 from rossmann_local.shop_db.models import StockMessage
-from rossmann_local.shop_db.stock_outbox import checkpoints
-from rossmann_local.streaming.broker import LocalBroker
-from rossmann_local.streaming.topics import STOCK_TOPIC
 from rossmann_local_tests.helpers import ASSET_NAMES, materialize_shift, metadata, shift_of
 
 WITH_STOCK = (*ASSET_NAMES, "shift_stock_levels")

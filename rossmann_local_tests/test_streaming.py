@@ -12,15 +12,8 @@ import dagster as dg
 import pytest
 
 from rossmann_local.defs import build_definitions
-from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB, RUN_KEY_TAG, SensorCursor
-from rossmann_local.domain.world import World
-from rossmann_local.resources.clickhouse import ClickHouseReports
-from rossmann_local.resources.kafka import KafkaResource
-from rossmann_local.resources.shop_databases import ShopDatabases
-from rossmann_local.resources.sync_api_client import SyncApiClient
-from rossmann_local.settings import ConfigError
-from rossmann_local.shop_db.models import Category
-from rossmann_local.streaming.topics import (
+from rossmann_local.defs.streaming import SensorCursor
+from rossmann_local.domain.topics import (
     CATALOGUE_TOPICS,
     CATEGORY_TOPIC,
     DEAD_LETTER_TOPIC,
@@ -28,6 +21,14 @@ from rossmann_local.streaming.topics import (
     PRODUCT_DESCRIPTION_TOPIC,
     PRODUCT_TOPIC,
 )
+from rossmann_local.domain.world import World
+from rossmann_local.local.catalogue_sensor import CatalogueSensorDriver, MemoryCursor
+from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.settings import ConfigError
+from rossmann_local.shop_db.models import Category
 from rossmann_local.sync_api.outbox import publish_outbox
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.helpers import materialize_shift, products_of, shift_of
@@ -58,34 +59,27 @@ def product(product_id: int, updated: datetime, **fields: Any) -> dict[str, Any]
     return {**message, **fields}
 
 
-class Chain:
-    """The Dagster side of one test: definitions, an instance, the sensor and the upsert job."""
+class Chain(CatalogueSensorDriver):
+    """The Dagster side of one test: the sensor (from the topics' current ends) and the upsert job."""
 
     def __init__(self, world: World, shops: ShopDatabases, kafka: KafkaResource) -> None:
         self.resources = {"shop_databases": shops, "kafka": kafka, "sync_api": SyncApiClient(),
                           "clickhouse": ClickHouseReports()}
-        self.instance = dg.DagsterInstance.ephemeral()
-        definitions = build_definitions(world, self.resources)
-        self.sensor = definitions.resolve_sensor_def("catalogue_changes_sensor")
-        self.job = definitions.resolve_job_def(CATALOGUE_UPSERT_JOB)
-        self.cursor = current_cursor(kafka)
+        super().__init__(build_definitions(world, self.resources), dg.DagsterInstance.ephemeral(),
+                         MemoryCursor(current_cursor(kafka)))
 
-    def tick(self, kafka: KafkaResource | None = None) -> dg.SensorResult:
-        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
-                                          resources={"kafka": kafka or self.resources["kafka"]})
-        result = self.sensor(context)
-        self.cursor = result.cursor
-        return result
+    @property
+    def cursor(self) -> str | None:
+        return self.cursor_store.read()
 
-    def run(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-        return self.job.execute_in_process(run_config=request.run_config, instance=self.instance,
-                                           tags={**request.tags, RUN_KEY_TAG: request.run_key}, raise_on_error=False)
+    @cursor.setter
+    def cursor(self, value: str) -> None:
+        self.cursor_store.write(value)
 
     def apply_all(self) -> dict[str, int]:
         """One tick and all its runs; the summed outcome."""
         totals: dict[str, int] = {}
-        for request in self.tick().run_requests:
-            result = self.run(request)
+        for _request, result in self.tick_and_run():
             assert result.success
             for k, v in result.output_for_node("apply_catalogue_changes").items():
                 totals[k] = totals.get(k, 0) + v
@@ -254,8 +248,7 @@ def test_a_failed_run_loses_nothing_and_its_range_is_requested_again(
     broken = ShopDatabases(url_template="postgresql+psycopg://postgres@127.0.0.1:9/shop_{shop_id}")
     failing = Chain(world, broken, kafka)
     failing.instance = chain.instance
-    failed = failing.job.execute_in_process(run_config=request.run_config, instance=chain.instance,
-                                            tags={RUN_KEY_TAG: request.run_key}, raise_on_error=False)
+    failed = failing.run(request)
     assert not failed.success
     [retry] = chain.tick().run_requests
     assert retry.run_key == request.run_key + "#2" and retry.run_config == request.run_config
@@ -272,7 +265,7 @@ def test_the_stand_in_publishes_committed_changes_through_its_outbox(store: Cata
     store.update_product(3, description="softer")
     store.update_category(1, name="Baby")
     assert len(store.unpublished()) == 3
-    assert publish_outbox(store, kafka.producer()) == 3
+    assert publish_outbox(store, kafka) == 3
     assert store.unpublished() == []
     [price] = kafka.read_range(PRODUCT_TOPIC, 0, ends[PRODUCT_TOPIC], ends[PRODUCT_TOPIC] + 1)
     body = json.loads(price.value)
@@ -287,7 +280,7 @@ def test_the_stand_in_publishes_committed_changes_through_its_outbox(store: Cata
 def test_an_unconfirmed_outbox_message_stays_unpublished(store: CatalogueStore) -> None:
     store.update_category(2, name="Health+")
     down = KafkaResource(bootstrap_servers="127.0.0.1:9", delivery_timeout_seconds=1)
-    assert publish_outbox(store, down.producer(), timeout=3) == 0
+    assert publish_outbox(store, down, timeout=3) == 0
     assert len(store.unpublished()) == 1
 
 

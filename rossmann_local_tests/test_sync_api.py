@@ -1,4 +1,4 @@
-"""The Sync API stand-in over real HTTP: every endpoint of DOMAIN.md, same JSON, same error codes."""
+"""The Sync API stand-in over real HTTP: every endpoint of docs/contracts.md, same JSON, same error codes."""
 
 from __future__ import annotations
 

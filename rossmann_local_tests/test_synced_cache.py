@@ -88,12 +88,12 @@ def _category(category_id: int, updated: datetime, name: str) -> CategoryRecord:
 def test_an_older_row_never_overwrites_a_newer_one_and_stock_is_kept(shop_databases: ShopDatabases) -> None:
     with shop_databases.transaction(1) as conn:
         upsert_categories(conn, [_category(1, T0, "c")])
-        assert upsert_products(conn, [_product(1, T0 + timedelta(hours=2), "2.00")]).applied == 1
+        assert upsert_products(conn, [_product(1, T0 + timedelta(hours=2), "2.00")], "Berlin").applied == 1
         conn.execute(update(Product).values(stock_quantity=40))
-        older = upsert_products(conn, [_product(1, T0 + timedelta(hours=1), "1.00")])
-        same = upsert_products(conn, [_product(1, T0 + timedelta(hours=2), "9.00")])
+        older = upsert_products(conn, [_product(1, T0 + timedelta(hours=1), "1.00")], "Berlin")
+        same = upsert_products(conn, [_product(1, T0 + timedelta(hours=2), "9.00")], "Berlin")
         assert (older.applied, older.stale, same.applied) == (0, 1, 0)
-        newer = upsert_products(conn, [_product(1, T0 + timedelta(hours=3), "3.00")])
+        newer = upsert_products(conn, [_product(1, T0 + timedelta(hours=3), "3.00")], "Berlin")
         assert newer.applied == 1
         row = conn.execute(select(Product.price, Product.stock_quantity)).one()
     assert row == (Decimal("3.00"), 40), "newest price wins, local stock untouched"
@@ -102,7 +102,7 @@ def test_an_older_row_never_overwrites_a_newer_one_and_stock_is_kept(shop_databa
 def test_a_batch_with_the_same_product_twice_keeps_the_newest(shop_databases: ShopDatabases) -> None:
     with shop_databases.transaction(1) as conn:
         counts = upsert_products(conn, [_product(5, T0 + timedelta(minutes=2), "2.00"),
-                                        _product(5, T0 + timedelta(minutes=1), "1.00")])
+                                        _product(5, T0 + timedelta(minutes=1), "1.00")], "Berlin")
         assert (counts.received, counts.applied) == (2, 1)
         assert conn.scalar(select(Product.price)) == Decimal("2.00")
 
@@ -110,7 +110,7 @@ def test_a_batch_with_the_same_product_twice_keeps_the_newest(shop_databases: Sh
 def test_a_product_before_its_category_is_kept_and_the_category_fills_in_later(
         shop_databases: ShopDatabases) -> None:
     with shop_databases.transaction(3) as conn:
-        counts = upsert_products(conn, [_product(9, T0, category_id=77)])
+        counts = upsert_products(conn, [_product(9, T0, category_id=77)], "Berlin")
         assert (counts.applied, counts.placeholders) == (1, 1)
         placeholder_time = conn.scalar(select(Category.updated_at_utc).where(Category.category_id == 77))
         assert placeholder_time == PLACEHOLDER_UPDATED_AT
@@ -122,7 +122,7 @@ def test_a_product_before_its_category_is_kept_and_the_category_fills_in_later(
 # --- a misbehaving upstream --------------------------------------------------------------------------
 
 def faulty_sync_api(mode: str) -> FastAPI:
-    """Serves DOMAIN.md's paths, but wrong: a 5xx, a hang, broken JSON, or JSON of the wrong shape."""
+    """Serves docs/contracts.md's paths, but wrong: a 5xx, a hang, broken JSON, or JSON of the wrong shape."""
     app = FastAPI()
 
     @app.get("/{path:path}")

@@ -66,7 +66,7 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackServe
 
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory: pytest.TempPathFactory, stand_in: LoopbackServer) -> Iterator[tuple[str, Path]]:
-    """``python -m rossmann_local.dev`` (what ``make dev`` runs): its own Kafka broker, the shops on
+    """``python -m rossmann_local.local.dev`` (what ``make dev`` runs): its own Kafka broker, the shops on
     SQLite and ClickHouse on chDB under a fresh data dir; the stand-in Sync API is the module's."""
     data = tmp_path_factory.mktemp("ui") / "data"
     port = free_port()
@@ -75,7 +75,7 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory, stand_in: LoopbackServe
     env.update(ROSSMANN_DATA_DIR=str(data), ROSSMANN_SYNC_API_URL=stand_in.url, TZ="UTC")
     log_path = artifacts() / "dagster-dev.log"
     with log_path.open("w") as log:
-        dev = subprocess.Popen([sys.executable, "-m", "rossmann_local.dev", "-h", "127.0.0.1", "-p", str(port)],
+        dev = subprocess.Popen([sys.executable, "-m", "rossmann_local.local.dev", "-h", "127.0.0.1", "-p", str(port)],
                                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,4 +1,4 @@
-"""The world configuration: the reference world of DOMAIN.md by default, any size by configuration."""
+"""The world configuration: the reference world of docs/contracts.md by default, any size by configuration."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rossmann_local.domain.world import World, load_world, reference_world
-from rossmann_local.settings import ConfigError
+from rossmann_local.defs.partitions import shop_and_shift
+from rossmann_local.domain.world import UnknownShop, World, reference_world
+from rossmann_local.settings import ConfigError, load_world
 
 
 def test_reference_world_is_the_one_of_the_domain(world: World) -> None:
@@ -64,5 +65,7 @@ def test_an_invalid_world_file_names_the_setting_and_the_problem(tmp_path: Path,
 
 
 def test_unknown_shop_names_the_settings(world: World) -> None:
-    with pytest.raises(ConfigError, match=r"shop 9 is not in the configured world \(shops 1\.\.5\).*SHOP_COUNT"):
+    with pytest.raises(UnknownShop, match=r"shop 9 is not in the configured world \(shops 1\.\.5\)"):
         world.shop(9)
+    with pytest.raises(ConfigError, match=r"shop 9 is not in the configured world \(shops 1\.\.5\).*SHOP_COUNT"):
+        shop_and_shift(world, "2026-06-01-09:00|9")  # a partition key from outside names the settings

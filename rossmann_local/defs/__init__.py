@@ -11,11 +11,12 @@ from rossmann_local.defs.partitions import shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
 from rossmann_local.defs.shop_assets import build_shop_assets
 from rossmann_local.defs.streaming import RUN_KIND_TAG, build_stock_assets, build_streaming_defs
-from rossmann_local.domain.world import World, load_world
+from rossmann_local.domain.world import World
 from rossmann_local.resources.clickhouse import clickhouse_from_env
 from rossmann_local.resources.kafka import kafka_from_env
 from rossmann_local.resources.shop_databases import shop_databases_from_env
 from rossmann_local.resources.sync_api_client import sync_api_client_from_env
+from rossmann_local.settings import load_world
 
 SHOP_SHIFT_JOB = "shop_shift_job"
 

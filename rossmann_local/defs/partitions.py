@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import dagster as dg
 
 from rossmann_local.domain.shifts import ShiftWindow, shift_window
-from rossmann_local.domain.world import Shop, World
+from rossmann_local.domain.world import Shop, UnknownShop, World
+from rossmann_local.settings import SHOP_COUNT, WORLD_FILE, ConfigError
 
 SHIFT_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
@@ -51,7 +51,11 @@ def shop_and_shift(world: World, key: str | dg.MultiPartitionKey) -> tuple[Shop,
         key = dg.MultiPartitionKey({"shift": shift_key, "shop": shop_key})
     dims = key.keys_by_dimension
     local_start = datetime.strptime(dims["shift"], SHIFT_KEY_FORMAT)
-    return world.shop(int(dims["shop"])), shift_window(world, local_start)
+    try:
+        shop = world.shop(int(dims["shop"]))
+    except UnknownShop as exc:
+        raise ConfigError(f"{exc}; check {SHOP_COUNT} / {WORLD_FILE}") from None
+    return shop, shift_window(world, local_start)
 
 
 # A shop's shift starts from the stock its previous shift left: shift_transactions depends on its own
@@ -70,19 +74,3 @@ def shifts_in_order(world: World, keys: Sequence[str]) -> list[tuple[Shop, Shift
     """The shops and shifts of a run's partitions, earliest shift first, then by shop."""
     pairs = [shop_and_shift(world, key) for key in keys]
     return sorted(pairs, key=lambda pair: (pair[1].start, pair[0].shop_id))
-
-
-# Levels, not flows: their sum over several shifts means nothing.
-LEVELS = frozenset({"products_on_shelf", "stock_units_at_close"})
-
-
-def combined_metadata(per_partition: list[dict[str, Any]]) -> dict[str, Any]:
-    """A one-partition run's metadata as it is; a many-partition run's as the totals of its figures."""
-    if len(per_partition) == 1:
-        return per_partition[0]
-    totals: dict[str, Any] = {"partitions": len(per_partition)}
-    for figures in per_partition:
-        for name, value in figures.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and name not in LEVELS:
-                totals[name] = totals.get(name, 0) + value
-    return {k: round(v, 2) if isinstance(v, float) else v for k, v in totals.items()}

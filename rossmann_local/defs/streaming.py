@@ -9,21 +9,19 @@ suffixed ``#attempt``), so nothing is lost, and the versioned upserts make a sec
 change nothing.
 """
 
+
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 
 import dagster as dg
 
 from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, shifts_in_order
+from rossmann_local.domain.topics import CATALOGUE_TOPICS
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
-from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS
-from rossmann_local.shop_db.stock_outbox import Key, mark_sent, plan_stock_messages, queue_shift_messages, unsent
-from rossmann_local.streaming.apply import apply_catalogue_messages
-from rossmann_local.streaming.messages import DeadLetter
-from rossmann_local.streaming.topics import CATALOGUE_TOPICS, DEAD_LETTER_TOPIC, STOCK_TOPIC
+from rossmann_local.shop.catalogue import apply_catalogue_range
+from rossmann_local.shop.stock import send_stock_levels
 
 CATALOGUE_UPSERT_JOB = "catalogue_upsert_job"
 MAX_RANGE = 50_000
@@ -77,28 +75,13 @@ class SensorCursor:
                           sort_keys=True)
 
 
-def send_dead_letters(kafka: KafkaResource, dead_letters: list[DeadLetter], timeout: float = 30.0) -> None:
-    """Set bad messages aside on the dead-letter topic, confirmed before the run succeeds."""
-    if not dead_letters:
-        return
-    producer, _broker_errors = kafka.shared_producer()
-    failures: list[str] = []
-    for letter in dead_letters:
-        producer.produce(DEAD_LETTER_TOPIC, key=letter.key.encode(), value=letter.to_json(),
-                         on_delivery=lambda err, _msg: failures.append(str(err)) if err else None)
-    remaining = producer.flush(timeout)
-    if failures or remaining:
-        raise RuntimeError(f"{len(failures) + remaining} dead letters were not confirmed by the broker: {failures[:3]}")
-
-
 def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
     @dg.op(retry_policy=dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL))
     def apply_catalogue_changes(context: dg.OpExecutionContext, config: OffsetRange, kafka: KafkaResource,
                                 shop_databases: ShopDatabases) -> dg.Output[dict]:
         """Re-read exactly the run's offset range and apply it to every shop it concerns."""
-        messages = kafka.read_range(config.topic, config.partition, config.start_offset, config.end_offset)
-        outcome = apply_catalogue_messages(world, shop_databases, messages)
-        send_dead_letters(kafka, outcome.dead_letters)
+        outcome = apply_catalogue_range(world, shop_databases, kafka, config.topic, config.partition,
+                                        config.start_offset, config.end_offset)
         for letter in outcome.dead_letters:
             context.log.warning(f"dead letter {letter.key}: {letter.reason}")
         summary = outcome.as_metadata()
@@ -148,28 +131,6 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
     return catalogue_upsert_job, catalogue_changes_sensor
 
 
-class StockNotDelivered(RuntimeError):
-    """Some stock messages were not confirmed; they stay queued in the shop database."""
-
-
-def produce_stock_messages(kafka: KafkaResource, queued: dict[int, list[tuple[Key, str]]],
-                           timeout: float) -> tuple[dict[int, list[Key]], list[str]]:
-    """Send each shop's queue in order with the idempotent producer, key the shop id, and wait once
-    for the broker's confirmations; (confirmed keys per shop, broker errors)."""
-    confirmed: dict[int, list[Key]] = {shop_id: [] for shop_id in queued}
-    producer, broker_errors = kafka.shared_producer()
-    seen = len(broker_errors)
-    failed: list[str] = []
-    for shop_id, messages in queued.items():
-        for key, payload in messages:
-            producer.produce(STOCK_TOPIC, key=str(shop_id).encode(), value=payload.encode(),
-                             on_delivery=lambda err, _msg, s=shop_id, k=key: failed.append(str(err)) if err
-                             else confirmed[s].append(k))
-            producer.poll(0)
-    producer.flush(timeout + 5)
-    return confirmed, [*broker_errors[seen:], *failed]
-
-
 def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(partitions_def=partitions, group_name="shop", deps=["shift_transactions"], kinds={"kafka"},
               backfill_policy=SINGLE_RUN_BACKFILL)
@@ -181,32 +142,9 @@ def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> lis
         them, so a broker outage delays them and loses none. A run over many shifts queues them all,
         then sends every shop's queue and waits for the broker once."""
         shifts = shifts_in_order(world, context.partition_keys)
-        planned = 0
-        for shop, shift in shifts:
-            with shop_databases.transaction(shop.shop_id) as conn:
-                messages = plan_stock_messages(conn, shop.shop_id, shift, world.sales.stock_report_interval_minutes)
-                queue_shift_messages(conn, shift, messages)
-                planned += len(messages)
-        queued = {}
-        for shop_id in dict.fromkeys(shop.shop_id for shop, _ in shifts):
-            with shop_databases.transaction(shop_id) as conn:
-                queued[shop_id] = unsent(conn)
-        confirmed, errors = produce_stock_messages(kafka, queued, kafka.delivery_timeout_seconds)
-        for shop_id, keys in confirmed.items():
-            with shop_databases.transaction(shop_id) as conn:
-                mark_sent(conn, keys, datetime.now(UTC))
-        missing = {shop_id: len(queued[shop_id]) - len(keys) for shop_id, keys in confirmed.items()
-                   if len(keys) < len(queued[shop_id])}
-        if missing:
-            raise StockNotDelivered(
-                f"{sum(missing.values())} of {sum(map(len, queued.values()))} stock messages (shops "
-                f"{sorted(missing)}) were not confirmed by Kafka (check {KAFKA_BOOTSTRAP_SERVERS}); they stay "
-                f"queued and go with the next run. Broker errors: {errors[:3]}")
-        run_shifts = {(shop.shop_id, shift.start) for shop, shift in shifts}
-        earlier = sum(1 for shop_id, messages in queued.items() for (start, _), _ in messages
-                      if (shop_id, start) not in run_shifts)
-        metadata = {"messages_planned": planned, "messages_sent": sum(map(len, confirmed.values())),
-                    "sent_from_earlier_shifts": earlier, "broker_errors": len(errors)}
+        sent = send_stock_levels(world, shifts, shop_databases, kafka)
+        metadata = {"messages_planned": sent.planned, "messages_sent": sent.sent,
+                    "sent_from_earlier_shifts": sent.sent_from_earlier_shifts, "broker_errors": sent.broker_errors}
         return dg.MaterializeResult(metadata={"partitions": len(shifts), **metadata} if len(shifts) > 1 else metadata)
 
     return [shift_stock_levels]

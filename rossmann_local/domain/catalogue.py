@@ -29,7 +29,7 @@ Discount = Annotated[
 
 
 def iso_z(value: datetime) -> str:
-    """The wire format of DOMAIN.md: ISO-8601 in UTC with a Z, microseconds when there are any."""
+    """The wire format of docs/contracts.md: ISO-8601 in UTC with a Z, microseconds when there are any."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

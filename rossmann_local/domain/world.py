@@ -1,28 +1,26 @@
 """The simulated chain: cities, shops, terminals, staff, catalogue and the shift layout.
 
-A World is plain data. The reference world of DOMAIN.md is the default; any number of shops comes
-from ``ROSSMANN_SHOP_COUNT`` (spread over the cities like the reference) and a whole custom world
-from a JSON file named by ``ROSSMANN_WORLD_FILE`` (``python -m rossmann_local.domain.world`` prints
-the default one to start from).
+A World is plain data. The reference world of the contracts (docs/contracts.md) is the default,
+with any number of shops spread over its cities like the reference five; which world a run uses is
+a setting (``settings.load_world``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import date, time
 from decimal import Decimal
 from functools import cached_property
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from rossmann_local.settings import SHOP_COUNT, WORLD_FILE, ConfigError, env_int
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Role = Literal["admin", "cashier", "security", "courier"]
 Fraction = Annotated[Decimal, Field(ge=0, le=1, max_digits=5, decimal_places=4)]
 Money = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)]
+
+
+class UnknownShop(LookupError):
+    """A shop id the world does not have (a partition key or an argument from outside)."""
 
 
 class _Frozen(BaseModel):
@@ -105,7 +103,7 @@ class ShiftLayout(_Frozen):
 
 
 class SalesModel(_Frozen):
-    """The distributions of DOMAIN.md's simulated day."""
+    """The distributions of docs/contracts.md's simulated day."""
 
     customer_interval_minutes: float = Field(5.0, gt=0)
     max_lines_per_receipt: int = Field(8, ge=1, le=99)
@@ -179,10 +177,8 @@ class World(_Frozen):
         try:
             return self._shops_by_id[shop_id]
         except KeyError:
-            raise ConfigError(
-                f"shop {shop_id} is not in the configured world (shops {_id_ranges(self.shop_ids)}); "
-                f"check {SHOP_COUNT} / {WORLD_FILE}"
-            ) from None
+            raise UnknownShop(f"shop {shop_id} is not in the configured world (shops {_id_ranges(self.shop_ids)})"
+                              ) from None
 
     def city_of(self, shop: Shop) -> City:
         return self._cities_by_name[shop.city]
@@ -243,7 +239,7 @@ def _employee(employee_id: int, role: Role) -> Employee:
 
 
 def reference_world(shop_count: int = 5, terminals_per_shop: int = 3, cashiers_per_shop: int = 3) -> World:
-    """DOMAIN.md's world; ``shop_count`` shops spread over the three cities like the reference five.
+    """docs/contracts.md's world; ``shop_count`` shops spread over the three cities like the reference five.
 
     Terminal ids are global (shop 1 has 1-3, shop 2 has 4-6, ...); employee 1 is the courier and each
     shop has one admin then its cashiers (ids 2-21 for the five reference shops).
@@ -279,21 +275,3 @@ def reference_world(shop_count: int = 5, terminals_per_shop: int = 3, cashiers_p
     ]
     return World(cities=_REFERENCE_CITIES, courier_id=1, employees=tuple(employees), shops=tuple(shops),
                  categories=_CATEGORIES, products=tuple(products))
-
-
-def load_world() -> World:
-    """The world the environment asks for: a JSON file, a shop count, or the reference five shops."""
-    world_file = os.environ.get(WORLD_FILE)
-    if world_file:
-        path = Path(world_file)
-        if not path.is_file():
-            raise ConfigError(f"{WORLD_FILE}={world_file!r} is not a readable file")
-        try:
-            return World.model_validate_json(path.read_text())
-        except ValidationError as exc:
-            raise ConfigError(f"{WORLD_FILE}={world_file!r} is not a valid world: {exc}") from None
-    return reference_world(shop_count=env_int(SHOP_COUNT, 5))
-
-
-if __name__ == "__main__":
-    print(json.dumps(load_world().model_dump(mode="json"), indent=2))

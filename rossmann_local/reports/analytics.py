@@ -1,7 +1,7 @@
 """Queries over ``shop_reports`` that count each receipt once.
 
 ``transaction_total_amount`` is the receipt's total, repeated on every one of its lines. Summing
-it per line counts a receipt with n lines n times: the reference dashboards' revenue bug (DOMAIN.md
+it per line counts a receipt with n lines n times: the reference dashboards' revenue bug (docs/contracts.md
 defect 9). Take it once per receipt (``GROUP BY transaction_id``) before adding receipts up.
 """
 
@@ -118,14 +118,6 @@ def shifts_delivery_totals(client: Client, keys: Sequence[ShiftKey]) -> dict[Shi
              for shop, start, lines, units in client.query(
                  SHIFT_DELIVERY_TOTALS, parameters=shift_range_parameters(keys)).result_rows}
     return {(shop, start): found.get((shop, _utc(start)), {"lines": 0, "units": 0}) for shop, start in keys}
-
-
-def shift_transactions_totals(client: Client, shop_id: int, shift_start: datetime) -> dict[str, int | Decimal]:
-    return shifts_transactions_totals(client, [(shop_id, shift_start)])[(shop_id, shift_start)]
-
-
-def shift_delivery_totals(client: Client, shop_id: int, shift_start: datetime) -> dict[str, int]:
-    return shifts_delivery_totals(client, [(shop_id, shift_start)])[(shop_id, shift_start)]
 
 
 def _cents(value: float) -> Decimal:

@@ -2,20 +2,19 @@
 
 ``ROSSMANN_CLICKHOUSE_DSN`` is ``chdb:///<absolute dir>`` (the default, under ``ROSSMANN_DATA_DIR``:
 the ClickHouse engine inside this process via clickhouse-connect's chDB backend) or
-``http(s)://user:password@host:8123`` (a server, as in compose). Everything above the client is the
-same code; the DSN decides. chDB lets one process open a directory at a time, so the client is
-closed after each use and the Dagster ops that use it share the ``clickhouse`` pool (limit 1 in the
-default instance).
+``http(s)://user:password@host:8123`` (a server, as in compose). The resource is a client factory:
+what the reports read and write lives beside their schema (``reports/``), as the shop databases'
+SQL lives in ``shop_db/``. Everything above the client is the same code; the DSN decides. chDB lets
+one process open a directory at a time, so the client is closed after each use and the Dagster ops
+that use it share the ``clickhouse`` pool (limit 1 in the default instance).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import clickhouse_connect
@@ -23,8 +22,7 @@ import dagster as dg
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from rossmann_local.reports.analytics import SHIFT_WHERE, shift_range_parameters
-from rossmann_local.reports.schema import DATABASE, column_names, ddl
+from rossmann_local.reports.schema import ddl
 from rossmann_local.resources import resolved
 from rossmann_local.settings import CLICKHOUSE_DSN, ConfigError, data_dir
 
@@ -93,30 +91,6 @@ class ClickHouseReports(dg.ConfigurableResource):
             yield client
         finally:
             client.close()
-
-    def shifts_present(self, client: Client, table: str, keys: Sequence[tuple[int, datetime]]) -> set[tuple[int, int]]:
-        """Which of these shop x shifts the table holds rows of, as (shop_id, epoch seconds): one query."""
-        if not keys:
-            return set()
-        rows = client.query(f"SELECT DISTINCT shop_id, toUnixTimestamp(shift_start) FROM {DATABASE}.{table} "
-                            f"WHERE {SHIFT_WHERE}", parameters=shift_range_parameters(keys))
-        return {(int(shop), int(epoch)) for shop, epoch in rows.result_rows}
-
-    def replace_shift_rows(self, client: Client, table: str, shop_id: int, shift_start: datetime,
-                           rows: Sequence[Sequence[Any]], present: bool | None = None) -> None:
-        """Make the report hold exactly these rows for the shop x shift: delete what any earlier
-        attempt wrote, then insert the shift in one block (see reports.schema for why). ``present``
-        says whether earlier rows exist, when the caller asked ``shifts_present`` for a whole run."""
-        where = "shop_id = {shop_id:UInt32} AND shift_start = {shift_start:DateTime('UTC')}"
-        key = {"shop_id": shop_id, "shift_start": shift_start}
-        if present is None:
-            present = bool((shop_id, int(shift_start.timestamp())) in self.shifts_present(
-                client, table, [(shop_id, shift_start)]))
-        # A lightweight DELETE costs a mutation even when it matches nothing: only when there are rows.
-        if present:
-            client.command(f"DELETE FROM {DATABASE}.{table} WHERE {where}", parameters=key)
-        if rows:  # one INSERT; a shift is far below max_insert_block_size (1,048,576 rows), so one block
-            client.insert(f"{DATABASE}.{table}", rows, column_names=column_names(table))
 
 
 def clickhouse_from_env() -> ClickHouseReports:

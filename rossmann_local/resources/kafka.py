@@ -7,17 +7,18 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import dagster as dg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from rossmann_local.domain.topics import PARTITIONS
 from rossmann_local.resources import resolved
 from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, ConfigError
-from rossmann_local.streaming.topics import PARTITIONS
 
 # librdkafka's own log (connects, disconnects, retries) goes through Python logging, not stderr;
 # silent unless the application configures logging (outages are reported in metadata and errors).
@@ -28,8 +29,35 @@ CLIENT_LOG.addHandler(logging.NullHandler())
 # One idempotent producer per process and broker (librdkafka's advice): its handshake costs about
 # half a second, too much to pay per run. It reconnects by itself after an outage; a fatal error
 # drops it so the next use gets a new one. Broker errors are collected per producer.
-_SHARED_PRODUCERS: dict[tuple[str, int], tuple[Producer, list[str]]] = {}
+_SHARED_PRODUCERS: dict[tuple[str, int, str], tuple[Producer, list[str]]] = {}
+SHOPS_CLIENT = "rossmann-local-shops"
 _SHARED_LOCK = threading.Lock()
+
+
+T = TypeVar("T", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Outgoing(Generic[T]):
+    """A message to send, and what the sender calls it (``tag``) when the broker confirms it."""
+
+    topic: str
+    value: bytes
+    tag: T
+    key: bytes | None = None
+
+
+@dataclass
+class Confirmations(Generic[T]):
+    """What the broker confirmed, by tag in sending order, and what went wrong."""
+
+    sent: int = 0
+    confirmed: list[T] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def unconfirmed(self) -> int:
+        return self.sent - len(self.confirmed)
 
 
 @dataclass(frozen=True)
@@ -97,20 +125,51 @@ class KafkaResource(dg.ConfigurableResource):
                   "logger": CLIENT_LOG, **overrides}
         return Producer(config)
 
-    def shared_producer(self) -> tuple[Producer, list[str]]:
-        """The process's producer for this broker and delivery timeout, and the list its errors go to."""
-        key = (self._servers(), int(self.delivery_timeout_seconds * 1000))
+    def shared_producer(self, client: str = SHOPS_CLIENT) -> tuple[Producer, list[str]]:
+        """The process's producer for this broker, delivery timeout and ``client`` (its ``client.id``),
+        and the list its errors go to. A client of its own per sender that runs beside the shops'
+        steps (the stand-in's outbox relay), since a flush waits for every message of its producer."""
+        key = (self._servers(), int(self.delivery_timeout_seconds * 1000), client)
         with _SHARED_LOCK:
             if key not in _SHARED_PRODUCERS:
                 errors: list[str] = []
 
-                def on_error(error: KafkaError, key: tuple[str, int] = key) -> None:
+                def on_error(error: KafkaError, key: tuple[str, int, str] = key) -> None:
                     errors.append(str(error))
                     if error.fatal():
                         _SHARED_PRODUCERS.pop(key, None)
 
-                _SHARED_PRODUCERS[key] = (self.producer(error_cb=on_error), errors)
+                _SHARED_PRODUCERS[key] = (self.producer(error_cb=on_error, **{"client.id": client}), errors)
             return _SHARED_PRODUCERS[key]
+
+    def produce_confirmed(self, messages: Iterable[Outgoing[T]], timeout: float | None = None,
+                          client: str = SHOPS_CLIENT) -> Confirmations[T]:
+        """Send the messages in order with the process's idempotent producer for ``client`` and wait
+        once for the broker's confirmations (at most ``timeout``, default the delivery timeout plus
+        5 s). The caller marks as sent only what comes back confirmed; the rest it sends again."""
+        producer, broker_errors = self.shared_producer(client)
+        seen = len(broker_errors)
+        outcome: Confirmations[T] = Confirmations()
+
+        def on_delivery(error: KafkaError | None, tag: T) -> None:
+            if error is None:
+                outcome.confirmed.append(tag)
+            else:
+                outcome.errors.append(str(error))
+
+        for message in messages:
+            while True:
+                try:
+                    producer.produce(message.topic, key=message.key, value=message.value,
+                                     on_delivery=lambda err, _msg, tag=message.tag: on_delivery(err, tag))
+                    break
+                except BufferError:  # the client's queue is full: let it deliver, then go on
+                    producer.poll(0.1)
+            outcome.sent += 1
+            producer.poll(0)
+        producer.flush(self.delivery_timeout_seconds + 5 if timeout is None else timeout)
+        outcome.errors[:0] = broker_errors[seen:]
+        return outcome
 
     @contextmanager
     def consumer(self) -> Iterator[Consumer]:

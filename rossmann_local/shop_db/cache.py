@@ -1,8 +1,9 @@
 """The versioned, set-based upsert of the catalogue cache (categories, products).
 
 One statement per batch: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE incoming is newer``, so an
-older message never overwrites a newer row (DOMAIN.md defect 2), whatever topic or sync it came
-from. Products carry two versions: ``updated_at_utc`` for the descriptive fields and
+older message never overwrites a newer row (docs/contracts.md defect 2), whatever topic or sync it came
+from. A batch is folded to one version per key first (``domain.catalogue_fold``): one statement
+must not touch a row twice. Products carry two versions: ``updated_at_utc`` for the descriptive fields and
 ``price_updated_at_utc`` for the city's price and discount, which arrive on other topics in no
 guaranteed order; each group changes only when its own incoming version is newer. Local stock is
 never in the SET list. A product whose category has not arrived yet gets a placeholder category
@@ -13,22 +14,23 @@ being lost (defect 3).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import Connection, Table, case, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from rossmann_local.domain.catalogue import CategoryRecord, ProductRecord
+from rossmann_local.domain.catalogue_fold import (
+    PRODUCT_FIELDS,
+    CatalogueFold,
+    ProductChange,
+    Versioned,
+)
 from rossmann_local.shop_db.models import Category, Product, SyncState
 
 # Older than any real change: placeholder categories, and the price version of an unpriced product.
 PLACEHOLDER_UPDATED_AT = datetime(1970, 1, 1, tzinfo=UTC)
-CATEGORY_COLUMNS = ("category_id", "name", "description", "is_deleted", "updated_at_utc")
-PRODUCT_FIELDS = ("category_id", "name", "description", "barcode", "is_deleted")
 PRICE_FIELDS = ("price", "discount")
 
 
@@ -54,16 +56,6 @@ def dialect_insert(conn: Connection, table: Table) -> Any:
         raise NotImplementedError(f"shop databases run on SQLite or Postgres, not {conn.dialect.name}") from None
 
 
-def _newest_per_key(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    """One row per key (the newest): one statement must not touch a row twice (Postgres refuses)."""
-    newest: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        current = newest.get(row[key])
-        if current is None or row["updated_at_utc"] > current["updated_at_utc"]:
-            newest[row[key]] = row
-    return list(newest.values())
-
-
 def _versioned_upsert(conn: Connection, table: Table, key: str, groups: dict[str, Sequence[str]],
                       rows: list[dict[str, Any]]) -> frozenset[int]:
     """Upsert ``rows``; each group of columns (keyed by its version column) changes only where the
@@ -82,12 +74,13 @@ def _versioned_upsert(conn: Connection, table: Table, key: str, groups: dict[str
     return frozenset(conn.execute(stmt, rows).scalars())
 
 
-def upsert_categories(conn: Connection, records: Sequence[CategoryRecord | BaseModel]) -> UpsertCounts:
-    """Categories from the Sync API or from Kafka messages (the same fields)."""
-    rows = _newest_per_key((r.model_dump(include=set(CATEGORY_COLUMNS)) for r in records), "category_id")
-    groups = {"updated_at_utc": [c for c in CATEGORY_COLUMNS if c not in ("category_id", "updated_at_utc")]}
+def upsert_categories(conn: Connection, categories: Sequence[Versioned]) -> UpsertCounts:
+    """Categories from the Sync API or from Kafka messages (the same fields), newest per id."""
+    fold: CatalogueFold[None] = CatalogueFold.of_synced(categories, [], city="")
+    rows = fold.category_rows()
+    groups = {"updated_at_utc": ["name", "description", "is_deleted"]}
     changed = _versioned_upsert(conn, Category.__table__, "category_id", groups, rows)
-    return UpsertCounts(received=len(records), applied=len(changed), changed_ids=changed)
+    return UpsertCounts(received=len(categories), applied=len(changed), changed_ids=changed)
 
 
 def ensure_categories_exist(conn: Connection, category_ids: Iterable[int]) -> int:
@@ -103,55 +96,24 @@ def ensure_categories_exist(conn: Connection, category_ids: Iterable[int]) -> in
     return len(conn.execute(stmt.returning(Category.category_id), rows).all())
 
 
-@dataclass(frozen=True)
-class ProductChange:
-    """What one shop takes from a product record or message: the descriptive fields at
-    ``updated_at_utc`` and, when the change carries this shop's city price, the price at
-    ``price_updated_at_utc`` (None: the price is not part of this change)."""
-
-    product_id: int
-    category_id: int
-    name: str
-    description: str | None
-    barcode: str
-    is_deleted: bool
-    updated_at_utc: datetime
-    price: Decimal | None = None
-    discount: Decimal | None = None
-    price_updated_at_utc: datetime | None = None
-
-    @classmethod
-    def from_record(cls, record: ProductRecord) -> ProductChange:
-        """A Sync API record: the product with its city's price, both current as of its time."""
-        return cls(**record.model_dump(include={"product_id", *PRODUCT_FIELDS, *PRICE_FIELDS, "updated_at_utc"}),
-                   price_updated_at_utc=record.updated_at_utc)
-
-
-def _merged(changes: Iterable[ProductChange]) -> list[dict[str, Any]]:
-    """One row per product: the newest descriptive fields and the newest price among the changes."""
-    merged: dict[int, dict[str, Any]] = {}
-    for ch in changes:
-        row = merged.setdefault(ch.product_id, {"product_id": ch.product_id, "updated_at_utc": None,
-                                                "price": None, "discount": None,
-                                                "price_updated_at_utc": PLACEHOLDER_UPDATED_AT})
-        if row["updated_at_utc"] is None or ch.updated_at_utc > row["updated_at_utc"]:
-            row.update({f: getattr(ch, f) for f in PRODUCT_FIELDS}, updated_at_utc=ch.updated_at_utc)
-        if ch.price_updated_at_utc is not None and ch.price_updated_at_utc > row["price_updated_at_utc"]:
-            row.update(price=ch.price, discount=ch.discount, price_updated_at_utc=ch.price_updated_at_utc)
-    return list(merged.values())
-
-
-def upsert_product_changes(conn: Connection, changes: Sequence[ProductChange]) -> UpsertCounts:
-    rows = _merged(changes)
+def upsert_product_changes(conn: Connection, changes: Sequence[ProductChange],
+                           received: int | None = None) -> UpsertCounts:
+    """One folded change per product (``CatalogueFold.product_changes_for``); each column group
+    changes only where its own version is newer. An unpriced change keeps the row's price."""
+    if len({c.product_id for c in changes}) != len(changes):
+        raise ValueError("fold the changes first: one statement must not touch a product twice")
+    rows = [{**asdict(c), "price_updated_at_utc": c.price_updated_at_utc or PLACEHOLDER_UPDATED_AT} for c in changes]
     placeholders = ensure_categories_exist(conn, (r["category_id"] for r in rows))
     groups = {"updated_at_utc": PRODUCT_FIELDS, "price_updated_at_utc": PRICE_FIELDS}
     changed = _versioned_upsert(conn, Product.__table__, "product_id", groups, rows)
-    return UpsertCounts(received=len(changes), applied=len(changed), placeholders=placeholders, changed_ids=changed)
+    return UpsertCounts(received=len(changes) if received is None else received, applied=len(changed),
+                        placeholders=placeholders, changed_ids=changed)
 
 
-def upsert_products(conn: Connection, records: Sequence[ProductRecord]) -> UpsertCounts:
-    """Products from the Sync API (each with the shop's city price)."""
-    return upsert_product_changes(conn, [ProductChange.from_record(r) for r in records])
+def upsert_products(conn: Connection, records: Sequence[Versioned], city: str) -> UpsertCounts:
+    """Products from the Sync API, each priced for the shop's ``city``."""
+    changes = CatalogueFold.of_synced([], records, city).product_changes_for(city)
+    return upsert_product_changes(conn, changes, received=len(records))
 
 
 def sync_watermark(conn: Connection, entity: str) -> datetime | None:

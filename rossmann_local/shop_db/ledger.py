@@ -216,3 +216,10 @@ def shift_delivery_totals(conn: Connection, shift: ShiftWindow) -> dict[str, int
         .where(Delivery.shift_start == shift.start)
     ).one()
     return {"lines": int(lines), "units": int(units)}
+
+
+def unit_prices_charged(conn: Connection, shift: ShiftWindow, product_id: int) -> list[Decimal]:
+    """The distinct unit prices the shift's receipts charged for a product, lowest first."""
+    return sorted(set(conn.scalars(
+        select(TransactionItem.unit_price).join(Transaction)
+        .where(Transaction.shift_start == shift.start, TransactionItem.product_id == product_id))))

@@ -1,4 +1,4 @@
-"""The shop's local OLTP database: DOMAIN.md's tables plus what a correct shop needs.
+"""The shop's local OLTP database: docs/contracts.md's tables plus what a correct shop needs.
 
 Added to the reference: ``updated_at_utc`` on cache rows (versioned upserts), the shift key and
 sale-time product values on receipts, local deliveries, and sync/shift bookkeeping.
@@ -155,7 +155,7 @@ class ShiftReport(ShopBase):
 
 
 class StockMessage(ShopBase):
-    """A stock message for the chain, queued until the broker confirmed it (DOMAIN.md defect 5):
+    """A stock message for the chain, queued until the broker confirmed it (docs/contracts.md defect 5):
     the absolute levels of the products whose stock changed since the previous checkpoint."""
 
     __tablename__ = "stock_messages"

@@ -1,15 +1,59 @@
-"""What the shop reports: the shift's own rows, with the values they had at sale and delivery time."""
+"""What the shop reports: the shift's own rows, with the values they had at sale and delivery time.
+
+Each report column is named once, beside where its value comes from; the rows come back bound to
+those names (``ReportRows``), which must be exactly the columns of ``reports.schema``, so a column
+added or moved there cannot silently shift values. Float64 columns are cast by the database.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, Float, Select, cast, select
 
 from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.reports.schema import DELIVERY, TABLES, TRANSACTIONS
+from rossmann_local.reports.writer import ReportRows
 from rossmann_local.shop_db.cache import dialect_insert
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, Shift, ShiftReport, Transaction, TransactionItem
+
+# Report column -> where a receipt line's value comes from.
+RECEIPT_LINE_SOURCES: dict[str, ColumnElement[Any]] = {
+    "terminal_id": Transaction.terminal_id, "cashier_id": Transaction.cashier_id,
+    "transaction_id": Transaction.transaction_id, "transaction_time": Transaction.transaction_time,
+    "payment_method": Transaction.payment_method, "product_id": TransactionItem.product_id,
+    "product_name": TransactionItem.product_name, "product_barcode": TransactionItem.product_barcode,
+    "category_id": TransactionItem.category_id, "category_name": TransactionItem.category_name,
+    "product_price": TransactionItem.product_price, "product_discount": TransactionItem.product_discount,
+    "unit_price": TransactionItem.unit_price, "quantity": TransactionItem.quantity,
+    "transaction_amount": Transaction.amount, "loyalty_discount": Transaction.loyalty_discount,
+    "discount_type": Transaction.discount_type, "transaction_total_amount": Transaction.total_amount,
+    "item_id": TransactionItem.item_id, "shift_start": Transaction.shift_start,
+}
+
+# Report column -> where a delivered product's value comes from.
+DELIVERED_PRODUCT_SOURCES: dict[str, ColumnElement[Any]] = {
+    "admin_id": Delivery.admin_id, "courier_id": Delivery.courier_id, "product_id": DeliveryItem.product_id,
+    "product_name": DeliveryItem.product_name, "category_id": DeliveryItem.category_id,
+    "category_name": DeliveryItem.category_name, "quantity": DeliveryItem.quantity,
+    "accepted_time": Delivery.accepted_time, "delivery_id": Delivery.delivery_id, "shift_start": Delivery.shift_start,
+}
+
+
+def _report_select(table: str, sources: Mapping[str, ColumnElement[Any]]) -> Select[Any]:
+    """SELECT each source labelled with its report column, cast to float where the report says Float64."""
+    types = dict(TABLES[table][0])
+    return select(*[(cast(source, Float) if types[name] == "Float64" else source).label(name)
+                    for name, source in sources.items()])
+
+
+def _report_rows(conn: Connection, table: str, query: Select[Any], constants: dict[str, Any]) -> ReportRows:
+    """The query's rows, each followed by the values every row of the shift shares."""
+    result = conn.execute(query)
+    shared = tuple(constants.values())
+    return ReportRows(table, (*result.keys(), *constants), [(*row, *shared) for row in result])
 
 
 def _shift_admin(conn: Connection, shift: ShiftWindow) -> int:
@@ -20,42 +64,21 @@ def _shift_admin(conn: Connection, shift: ShiftWindow) -> int:
 
 
 def transactions_report_rows(conn: Connection, shift: ShiftWindow, shop_id: int, country: str,
-                             city: str) -> list[tuple[Any, ...]]:
-    """One row per receipt line of this shift, in ``shop_reports.transactions`` column order."""
-    admin_id = _shift_admin(conn, shift)
-    lines = conn.execute(
-        select(Transaction, TransactionItem)
-        .join(TransactionItem, TransactionItem.transaction_id == Transaction.transaction_id)
-        .where(Transaction.shift_start == shift.start)
-        .order_by(TransactionItem.item_id)
-    ).all()
-    rows = []
-    for line in lines:
-        r = line._mapping
-        rows.append((
-            shop_id, country, city, r["terminal_id"], admin_id, r["cashier_id"], r["transaction_id"],
-            r["transaction_time"], r["payment_method"], r["product_id"], r["product_name"], r["product_barcode"],
-            r["category_id"], r["category_name"], float(r["product_price"]), float(r["product_discount"]),
-            float(r["unit_price"]), r["quantity"], float(r["amount"]), float(r["loyalty_discount"]),
-            r["discount_type"], float(r["total_amount"]), r["item_id"], shift.start,
-        ))
-    return rows
+                             city: str) -> ReportRows:
+    """One row per receipt line of this shift, for ``shop_reports.transactions``."""
+    constants = {"shop_id": shop_id, "country": country, "city": city, "admin_id": _shift_admin(conn, shift)}
+    query = (_report_select(TRANSACTIONS, RECEIPT_LINE_SOURCES)
+             .join_from(Transaction, TransactionItem, TransactionItem.transaction_id == Transaction.transaction_id)
+             .where(Transaction.shift_start == shift.start).order_by(TransactionItem.item_id))
+    return _report_rows(conn, TRANSACTIONS, query, constants)
 
 
-def delivery_report_rows(conn: Connection, shift: ShiftWindow, shop_id: int, country: str,
-                         city: str) -> list[tuple[Any, ...]]:
-    """One row per delivered product of this shift, in ``shop_reports.delivery`` column order."""
-    lines = conn.execute(
-        select(Delivery, DeliveryItem)
-        .join(DeliveryItem, DeliveryItem.delivery_id == Delivery.delivery_id)
-        .where(Delivery.shift_start == shift.start)
-        .order_by(Delivery.delivery_id, DeliveryItem.product_id)
-    ).all()
-    return [
-        (shop_id, country, city, r["admin_id"], r["courier_id"], r["product_id"], r["product_name"],
-         r["category_id"], r["category_name"], r["quantity"], r["accepted_time"], r["delivery_id"], shift.start)
-        for r in (line._mapping for line in lines)
-    ]
+def delivery_report_rows(conn: Connection, shift: ShiftWindow, shop_id: int, country: str, city: str) -> ReportRows:
+    """One row per delivered product of this shift, for ``shop_reports.delivery``."""
+    query = (_report_select(DELIVERY, DELIVERED_PRODUCT_SOURCES)
+             .join_from(Delivery, DeliveryItem, DeliveryItem.delivery_id == Delivery.delivery_id)
+             .where(Delivery.shift_start == shift.start).order_by(Delivery.delivery_id, DeliveryItem.product_id))
+    return _report_rows(conn, DELIVERY, query, {"shop_id": shop_id, "country": country, "city": city})
 
 
 def record_report(conn: Connection, shift: ShiftWindow, report: str, rows: int, now: datetime) -> None:
@@ -65,4 +88,3 @@ def record_report(conn: Connection, shift: ShiftWindow, report: str, rows: int, 
         set_={"rows": stmt.excluded.rows, "reported_at_utc": stmt.excluded.reported_at_utc},
     )
     conn.execute(stmt, {"shift_start": shift.start, "report": report, "rows": rows, "reported_at_utc": now})
-

@@ -19,9 +19,8 @@ from contextlib import ExitStack
 import httpx
 import uvicorn
 
-from rossmann_local.domain.world import load_world
 from rossmann_local.resources.kafka import KafkaResource
-from rossmann_local.settings import DEFAULT_SYNC_API_URL, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL
+from rossmann_local.settings import DEFAULT_SYNC_API_URL, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, load_world
 from rossmann_local.sync_api.app import create_app
 from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import open_seeded_store, uvicorn_config
@@ -38,8 +37,7 @@ def serve(argv: list[str]) -> int:
         if servers := os.environ.get(KAFKA_BOOTSTRAP_SERVERS):
             kafka = KafkaResource(bootstrap_servers=servers)
             kafka.ensure_topics()
-            relay = OutboxRelay(store, kafka.producer()).start()
-            stack.callback(relay.stop)
+            stack.enter_context(OutboxRelay(store, kafka))
         uvicorn.Server(uvicorn_config(create_app(store), args.host, args.port)).run()
     return 0
 

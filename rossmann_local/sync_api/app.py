@@ -1,4 +1,4 @@
-"""The Sync API of the general OLTP, as DOMAIN.md specifies it (all GET, JSON, same error codes)."""
+"""The Sync API of the general OLTP, as docs/contracts.md specifies it (all GET, JSON, same error codes)."""
 
 from __future__ import annotations
 
@@ -31,17 +31,19 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class CategoryChange(BaseModel):
+class CategoryEdit(BaseModel):
+    """An admin's edit of a category (the body of ``POST /admin/categories/{id}``); unset fields stay."""
+
     name: str | None = Field(None, min_length=1, max_length=255)
     description: str | None = Field(None, max_length=2048)
     is_deleted: bool | None = None
 
 
-class ProductChange(CategoryChange):
-    pass
+class ProductEdit(CategoryEdit):
+    """An admin's edit of a product's name, description or deletion."""
 
 
-class PriceChange(BaseModel):
+class PriceEdit(BaseModel):
     price: Price
     discount: Discount = Decimal("0")
 
@@ -103,16 +105,16 @@ def create_app(store: CatalogueStore) -> FastAPI:
     # The web/admin side of the chain, for demos and tests: each change is committed with its Kafka
     # message in the outbox (published by the relay when Kafka is configured).
     @app.post("/admin/categories/{category_id}")
-    def change_category(category_id: int, change: CategoryChange) -> ChangeApplied:
+    def change_category(category_id: int, change: CategoryEdit) -> ChangeApplied:
         record = store.update_category(category_id, **change.model_dump())
         return ChangeApplied(updated_at_utc=record.updated_at_utc)
 
     @app.post("/admin/products/{product_id}")
-    def change_product(product_id: int, change: ProductChange) -> ChangeApplied:
+    def change_product(product_id: int, change: ProductEdit) -> ChangeApplied:
         return ChangeApplied(updated_at_utc=store.update_product(product_id, **change.model_dump()))
 
     @app.post("/admin/products/{product_id}/prices/{city}")
-    def change_price(product_id: int, city: str, change: PriceChange) -> ChangeApplied:
+    def change_price(product_id: int, city: str, change: PriceEdit) -> ChangeApplied:
         return ChangeApplied(updated_at_utc=store.set_price(product_id, city, change.price, change.discount))
 
     return app

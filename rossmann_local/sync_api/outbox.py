@@ -7,38 +7,30 @@ from __future__ import annotations
 import logging
 import threading
 
-from confluent_kafka import Producer
-
+from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.sync_api.store import CatalogueStore
 
 log = logging.getLogger("rossmann_local.sync_api.outbox")
+# The stand-in is a service of its own: its producer is not the shops' (see KafkaResource.shared_producer).
+OUTBOX_CLIENT = "rossmann-local-sync-api-outbox"
 
 
-def publish_outbox(store: CatalogueStore, producer: Producer, timeout: float = 30.0) -> int:
+def publish_outbox(store: CatalogueStore, kafka: KafkaResource, timeout: float = 30.0) -> int:
     """Send every unpublished change; returns how many the broker confirmed."""
-    rows = store.unpublished()
-    confirmed: list[int] = []
-
-    def on_delivery(error: object, _message: object, message_id: int) -> None:
-        if error is None:
-            confirmed.append(message_id)
-        else:
-            log.warning("outbox message %s not delivered: %s", message_id, error)
-
-    for row in rows:
-        producer.produce(row.topic, value=row.payload.encode(),
-                         on_delivery=lambda err, msg, mid=row.message_id: on_delivery(err, msg, mid))
-        producer.poll(0)
-    producer.flush(timeout)
-    store.mark_published(confirmed)
-    return len(confirmed)
+    outcome = kafka.produce_confirmed(
+        (Outgoing(row.topic, row.payload.encode(), tag=row.message_id) for row in store.unpublished()), timeout,
+        client=OUTBOX_CLIENT)
+    for error in outcome.errors[:3]:
+        log.warning("%s outbox messages not delivered: %s", outcome.unconfirmed, error)
+    store.mark_published(outcome.confirmed)
+    return len(outcome.confirmed)
 
 
 class OutboxRelay:
     """Publishes the outbox every ``interval`` seconds in a daemon thread until stopped."""
 
-    def __init__(self, store: CatalogueStore, producer: Producer, interval: float = 0.5) -> None:
-        self._store, self._producer, self._interval = store, producer, interval
+    def __init__(self, store: CatalogueStore, kafka: KafkaResource, interval: float = 0.5) -> None:
+        self._store, self._kafka, self._interval = store, kafka, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         self.published = 0
@@ -46,7 +38,7 @@ class OutboxRelay:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.published += publish_outbox(self._store, self._producer)
+                self.published += publish_outbox(self._store, self._kafka)
             except Exception:  # the relay must outlive a broker outage; it retries next round
                 log.exception("publishing the outbox failed; retrying")
             self._stop.wait(self._interval)
@@ -58,4 +50,10 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
-        self.published += publish_outbox(self._store, self._producer)
+        self.published += publish_outbox(self._store, self._kafka)
+
+    def __enter__(self) -> OutboxRelay:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

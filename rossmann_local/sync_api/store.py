@@ -23,10 +23,10 @@ from sqlalchemy import Boolean, Engine, ForeignKey, String, Text, create_engine,
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from rossmann_local.domain.catalogue import CategoryRecord, EmployeeIdentity, ProductRecord, ShopIdentity
+from rossmann_local.domain.messages import ProductDescriptionMessage, ProductMessage
+from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_DESCRIPTION_TOPIC, PRODUCT_TOPIC
 from rossmann_local.domain.world import World
 from rossmann_local.sqltypes import FractionColumn, MoneyColumn, UtcDateTime
-from rossmann_local.streaming.messages import ProductDescriptionMessage, ProductMessage
-from rossmann_local.streaming.topics import CATEGORY_TOPIC, PRODUCT_DESCRIPTION_TOPIC, PRODUCT_TOPIC
 
 ONE_MICROSECOND = timedelta(microseconds=1)
 

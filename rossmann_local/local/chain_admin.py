@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from confluent_kafka import Producer
-
+from rossmann_local.domain.topics import PRODUCT_TOPIC
 from rossmann_local.domain.world import World
-from rossmann_local.streaming.topics import PRODUCT_TOPIC
+from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.sync_api.store import CatalogueStore
 
 PROMOTIONS = ((1, "Berlin", Decimal("0.80")), (9, "Nurnberg", Decimal("0.75")))  # product, city, price factor
@@ -45,7 +44,8 @@ def start_the_promotion(store: CatalogueStore, world: World) -> int:
     return len(PROMOTIONS) + 2
 
 
-def inject_malformed_message(producer: Producer) -> None:
+def inject_malformed_message(kafka: KafkaResource) -> None:
     """A message no shop can use, as a broken upstream might send: it must be dead-lettered."""
-    producer.produce(PRODUCT_TOPIC, value=MALFORMED_MESSAGE)
-    producer.flush(30)
+    sent = kafka.produce_confirmed([Outgoing(PRODUCT_TOPIC, MALFORMED_MESSAGE, tag="malformed")])
+    if sent.unconfirmed:
+        raise RuntimeError(f"the malformed demo message was not confirmed: {sent.errors[:3]}")

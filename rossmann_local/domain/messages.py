@@ -1,10 +1,10 @@
-"""The catalogue messages of DOMAIN.md's topics, parsed strictly at the edge.
+"""The catalogue messages of docs/contracts.md's topics, parsed strictly at the edge.
 
 A message that does not parse (bad JSON, wrong types, values out of range, unknown or missing
 fields) is not guessed at: ``parse_catalogue_message`` returns the reason, and the upsert run
 sets it aside as a dead letter.
 
-Prices are per city (DOMAIN.md defect 1): a product message is accepted with a ``city`` naming
+Prices are per city (docs/contracts.md defect 1): a product message is accepted with a ``city`` naming
 whose price it carries, and a shop takes the price only when that is its city. A product message
 without ``city`` still carries valid product fields, so it is applied as a description-only
 change: name, description, category, barcode and deletion go to every shop, the price to none,
@@ -20,8 +20,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from rossmann_local.domain.catalogue import Discount, Price, UtcTimestamp
-from rossmann_local.shop_db.cache import ProductChange
-from rossmann_local.streaming.topics import CATEGORY_TOPIC, PRODUCT_DESCRIPTION_TOPIC, PRODUCT_TOPIC
+from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_DESCRIPTION_TOPIC, PRODUCT_TOPIC
 
 Id = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
 Name = Annotated[str, Field(strict=True, min_length=1, max_length=255)]
@@ -52,10 +51,6 @@ class ProductDescriptionMessage(_Message):
     is_deleted: StrictBool = False
     updated_at_utc: UtcTimestamp
 
-    def change_for(self, city: str) -> tuple[ProductChange, bool]:
-        """(what a shop in ``city`` applies, whether the price is part of it)."""
-        return ProductChange(**self.model_dump(exclude={"price", "discount", "city"})), False
-
 
 class ProductMessage(ProductDescriptionMessage):
     """``local_db_upsert_product``: the product with the price and discount of ``city``."""
@@ -63,11 +58,6 @@ class ProductMessage(ProductDescriptionMessage):
     price: Price
     discount: Discount
     city: Name | None = None
-
-    def change_for(self, city: str) -> tuple[ProductChange, bool]:
-        if self.city != city:
-            return super().change_for(city)
-        return ProductChange(**self.model_dump(exclude={"city"}), price_updated_at_utc=self.updated_at_utc), True
 
 
 CatalogueMessage = CategoryMessage | ProductDescriptionMessage | ProductMessage
@@ -94,8 +84,6 @@ class DeadLetter:
         text = None if self.payload is None else self.payload[:MAX_MESSAGE_BYTES].decode("utf-8", "replace")
         return json.dumps({"source_topic": self.topic, "source_partition": self.partition,
                            "source_offset": self.offset, "reason": self.reason, "payload": text}).encode()
-
-
 
 
 def parse_catalogue_message(topic: str, payload: bytes | None) -> CatalogueMessage | str:

@@ -1,4 +1,4 @@
-"""The topics of DOMAIN.md with the reference partition counts: one list for the code, the tests and
+"""The topics of docs/contracts.md with the reference partition counts: one list for the code, the tests and
 the deployment."""
 
 from __future__ import annotations

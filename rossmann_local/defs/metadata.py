@@ -1,0 +1,62 @@
+"""How the shop's outcomes read in the Dagster UI: tables, a chart, and a many-partition run's totals."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from rossmann_local.domain.simulation import ShiftSales
+
+# Levels, not flows: their sum over several shifts means nothing.
+LEVELS = frozenset({"products_on_shelf", "stock_units_at_close"})
+
+
+def combined_metadata(per_partition: list[dict[str, Any]]) -> dict[str, Any]:
+    """A one-partition run's metadata as it is; a many-partition run's as the totals of its figures."""
+    if len(per_partition) == 1:
+        return per_partition[0]
+    totals: dict[str, Any] = {"partitions": len(per_partition)}
+    for figures in per_partition:
+        for name, value in figures.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and name not in LEVELS:
+                totals[name] = totals.get(name, 0) + value
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in totals.items()}
+
+
+def terminal_table(sales: ShiftSales) -> dg.TableMetadataValue:
+    """Receipts and revenue per terminal, as a table the UI renders."""
+    receipts: Counter[int] = Counter()
+    revenue: dict[int, Decimal] = {}
+    for r in sales.receipts:
+        receipts[r.terminal_id] += 1
+        revenue[r.terminal_id] = revenue.get(r.terminal_id, Decimal("0")) + r.total_amount
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"terminal_id": t, "receipts": receipts[t], "revenue": float(revenue[t])})
+                 for t in sorted(receipts)],
+        schema=dg.TableSchema(columns=[dg.TableColumn("terminal_id", "int"), dg.TableColumn("receipts", "int"),
+                                       dg.TableColumn("revenue", "float")]),
+    )
+
+
+def revenue_by_hour_plot(sales: ShiftSales, timezone: str, width: int = 30) -> dg.MarkdownMetadataValue:
+    """Revenue per hour of the shift as a Markdown bar chart, in the shop's local time: the shape
+    of the shift (rush hours, quiet hours) at a glance in the UI."""
+    zone = ZoneInfo(timezone)
+    receipts: Counter[int] = Counter()
+    revenue: dict[int, Decimal] = {}
+    for r in sales.receipts:
+        hour = r.transaction_time.astimezone(zone).hour
+        receipts[hour] += 1
+        revenue[hour] = revenue.get(hour, Decimal("0")) + r.total_amount
+    if not revenue:
+        return dg.MetadataValue.md("No receipts in this shift.")
+    top = max(revenue.values())
+    rows = ["| hour | receipts | revenue EUR | |", "|---|---:|---:|---|"]
+    for hour in sorted(revenue):
+        bar = "█" * max(1, round(width * revenue[hour] / top)) if top else ""
+        rows.append(f"| {hour:02d}:00 | {receipts[hour]} | {revenue[hour]:,.2f} | `{bar}` |")
+    return dg.MetadataValue.md("\n".join(rows))

@@ -1,0 +1,177 @@
+"""The main command: one simulated day of every shop, run through Dagster on the no-service defaults.
+
+``python -m rossmann_local.local.day [--day YYYY-MM-DD]`` (``make day``) starts the local stack (a
+Kafka broker and the stand-in Sync API on loopback, unless the environment names its own), uses the
+Dagster instance under ``ROSSMANN_DATA_DIR`` (unless ``DAGSTER_HOME`` is set), and runs
+``shop_shift_job`` once per shift over every shop (sync, deliveries, sales, stock messages, reports
+to ClickHouse). Between the shifts the chain changes its catalogue (``chain_admin``); the changes
+travel through Kafka, and the catalogue sensor, ticked here with the cursor the daemon keeps in the
+instance, requests the upsert runs that apply them. It prints a per-shop summary read back from the
+shop databases, ClickHouse's totals beside them, and what streaming did. Re-running a day replaces
+it, never doubles it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
+from rossmann_local.defs.partitions import partition_key
+from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
+from rossmann_local.domain.world import World
+from rossmann_local.local import chain_admin
+from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR, CatalogueSensorDriver
+from rossmann_local.local.instance import InstanceSensorCursor, managed_instance
+from rossmann_local.local.stack import LocalStack, local_stack
+from rossmann_local.local.summary import ShopDay, Streaming, format_summary, read_shop_days
+from rossmann_local.resources.clickhouse import redacted
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.settings import ConfigError, data_dir, load_world
+from rossmann_local.shop_db import ledger
+
+# The summary reports failed runs with their cause; Dagster's console log would repeat each with stack traces.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def preflight(world: World, resources: dict[str, Any]) -> None:
+    """Open every shop database and ClickHouse once before the day: a wrong setting stops the command
+    with its name, instead of failing (and retrying) every run of the day."""
+    shop_databases: ShopDatabases = resources["shop_databases"]
+    for shop in world.shops:
+        shop_databases.engine(shop.shop_id)
+    shop_databases.dispose()
+    with resources["clickhouse"].client():
+        pass
+
+
+def first_failure(result: dg.ExecuteInProcessResult) -> str:
+    """The root cause of the first failed step, as one line."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            return f"{event.step_key}: {error.cls_name}: {error.message.strip().splitlines()[0]}"
+    return "run failed"
+
+
+def run_shifts(job: dg.JobDefinition, instance: dg.DagsterInstance, world: World, first: ShiftWindow,
+               last: ShiftWindow, assets: list[str] | None = None) -> dg.ExecuteInProcessResult:
+    """Every shop's shifts from ``first`` to ``last`` in one run (of the named ``assets`` only, if
+    given): what a backfill launches under the assets' single-run backfill policy, one run for the
+    whole range instead of a process per partition."""
+    tags = {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(first, world.shop_ids[0])),
+            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(last, world.shop_ids[-1]))}
+    selection = [dg.AssetKey(name) for name in assets] if assets else None
+    return job.execute_in_process(instance=instance, tags=tags, run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+                                  asset_selection=selection)
+
+
+def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.DagsterInstance,
+            feed: Callable[[int], None] | None = None) -> list[ShopDay]:
+    """Every shift of the day for every shop: one run of the partitioned job per shift, covering all
+    shops. ``feed(i)`` runs before shift ``i`` (catalogue changes and their upsert runs)."""
+    job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
+    days = {s.shop_id: ShopDay(s.shop_id, s.city) for s in world.shops}
+    shifts = shifts_of_day(world, day)
+    for index, shift in enumerate(shifts):
+        if feed is not None:
+            feed(index)
+        result = run_shifts(job, instance, world, shift, shift)
+        for shop_day in days.values():
+            if result.success:
+                shop_day.runs_ok += 1
+            else:
+                shop_day.runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M}: {first_failure(result)}")
+    read_shop_days(world, resources["shop_databases"], resources["clickhouse"], day, shifts, days)
+    return list(days.values())
+
+
+class CatalogueDemo:
+    """The chain's side during the day: catalogue changes through the stand-in's outbox to Kafka,
+    then a sensor tick and its upsert runs, as the daemon would do them."""
+
+    def __init__(self, stack: LocalStack, instance: dg.DagsterInstance) -> None:
+        self.stack = stack
+        self.sensor = CatalogueSensorDriver(build_definitions(stack.world, stack.resources), instance,
+                                            InstanceSensorCursor(instance, CATALOGUE_SENSOR), QUIET_RUN_CONFIG)
+        self.streaming = Streaming()
+
+    def publish(self, change: Callable[..., int]) -> None:
+        store = self.stack.store
+        if store is None:
+            return  # an external Sync API: its own admin side changes its catalogue
+        self.streaming.changes_published += change(store, self.stack.world)
+        deadline = time.monotonic() + 60
+        while store.unpublished() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def apply(self) -> None:
+        for request, run in self.sensor.tick_and_run():
+            self.streaming.upsert_runs += 1
+            if not run.success:
+                self.streaming.failed_runs.append(f"{request.run_key}: {first_failure(run)}")
+                continue
+            self.streaming.outcome.update(run.output_for_node("apply_catalogue_changes"))
+
+    def before_shift(self, index: int) -> None:
+        if index == 0:
+            self.publish(chain_admin.open_the_day)
+        elif index == 1:
+            self.publish(chain_admin.start_the_promotion)
+            chain_admin.inject_malformed_message(self.stack.kafka)
+        self.apply()
+
+    def promotion_prices(self, day: date) -> list[str]:
+        """For each promoted product, the unit prices its receipts charged in each shift of one shop of its city."""
+        if self.stack.store is None:
+            return []
+        world, shop_databases = self.stack.world, self.stack.shop_databases
+        lines = []
+        for product_id, city, _factor in chain_admin.PROMOTIONS:
+            shop = next(s for s in world.shops if s.city == city)
+            with shop_databases.transaction(shop.shop_id) as conn:
+                prices = [[str(p) for p in ledger.unit_prices_charged(conn, shift, product_id)]
+                          for shift in shifts_of_day(world, day)]
+            lines.append(f"  product {product_id} in {city} (shop {shop.shop_id}): receipts charged "
+                         + " then ".join("/".join(p) or "nothing" for p in prices))
+        shop_databases.dispose()
+        return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Simulate one day of every shop through Dagster.")
+    parser.add_argument("--day", type=date.fromisoformat, help="YYYY-MM-DD (default: the world's first day)")
+    args = parser.parse_args(argv)
+    try:
+        world = load_world()
+        day = args.day or world.start_date
+        if day < world.start_date:
+            raise ConfigError(f"--day {day} is before the world's start date {world.start_date}")
+        started = time.perf_counter()
+        with local_stack(world) as stack:
+            preflight(world, stack.resources)
+            demo = CatalogueDemo(stack, managed_instance())
+            shop_days = run_day(world, day, stack.resources, demo.sensor.instance, demo.before_shift)
+            demo.streaming.promotion_prices = demo.promotion_prices(day)
+        summary = format_summary(day, shop_days, time.perf_counter() - started,
+                                 redacted(stack.clickhouse.resolved_dsn()), demo.streaming)
+        print(summary)
+        print(f"Data: {data_dir()}  (Dagster UI on the same data: make dev)")
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    failed = any(d.runs_failed or not d.reports_match for d in shop_days) or demo.streaming.failed_runs
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""``make dev``: the Dagster UI on the no-service defaults.
+
+Starts the local stack (a Kafka broker unless ``KAFKA_BOOTSTRAP_SERVERS`` names one, and the
+stand-in Sync API on 127.0.0.1:8765 unless ``ROSSMANN_SYNC_API_URL`` names another server,
+publishing its catalogue changes to Kafka); then runs ``dagster dev`` with the instance under
+``ROSSMANN_DATA_DIR``, so the UI sees the same shop databases, runs and sensor cursor as ``make day``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+from rossmann_local.local.instance import WORKSPACE, managed_instance
+from rossmann_local.local.stack import local_stack
+from rossmann_local.settings import DEFAULT_SYNC_API_URL, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, load_world
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def main() -> int:
+    # SIGTERM (a test's teardown, a process manager) stops everything like Ctrl-C does, so the
+    # broker, the stand-in and dagster dev's own processes never outlive this one.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    with local_stack(load_world(), sync_api_port=urlsplit(DEFAULT_SYNC_API_URL).port or 8765) as stack:
+        if stack.broker is not None:
+            os.environ[KAFKA_BOOTSTRAP_SERVERS] = stack.bootstrap_servers  # the code location's runs use it
+            print(f"Kafka (local broker) on {stack.bootstrap_servers}", flush=True)
+        if stack.store is not None:
+            os.environ[SYNC_API_URL] = stack.sync_api.base_url
+            print(f"Sync API stand-in on {stack.sync_api.base_url} (change the catalogue: "
+                  "python -m rossmann_local.sync_api change price --product 1 --city Berlin --price 7.49)", flush=True)
+        managed_instance()  # sets DAGSTER_HOME under the data dir when it is not set
+        # dagster dev stops on SIGINT (and maps SIGTERM to it); a background start would inherit
+        # SIGINT ignored, so the child gets the default back.
+        dagster_dev = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), *sys.argv[1:]],
+                                       preexec_fn=_default_sigint)
+        try:
+            return dagster_dev.wait()
+        except KeyboardInterrupt:
+            dagster_dev.send_signal(signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
+            try:
+                dagster_dev.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                dagster_dev.kill()
+                dagster_dev.wait()
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The main command's summary: what the shop databases hold, what ClickHouse's reports say beside
+them, and what streaming did, read back after the day and printed as plain-text tables."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.domain.world import World
+from rossmann_local.reports.analytics import (
+    naive_revenue_per_shop_per_day,
+    revenue_per_shop_per_day,
+    shifts_delivery_totals,
+)
+from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.shop_db import ledger
+from rossmann_local.shop_db.stock_outbox import sent_count
+
+
+@dataclass
+class ShopDay:
+    shop_id: int
+    city: str
+    runs_ok: int = 0
+    runs_failed: list[str] = field(default_factory=list)
+    receipts: int = 0
+    lines: int = 0
+    units_sold: int = 0
+    revenue: Decimal = Decimal("0")
+    units_delivered: int = 0
+    stock_units: int = 0
+    sold_out: int = 0
+    reported_receipts: int = 0
+    reported_revenue: Decimal = Decimal("0")
+    reported_units_delivered: int = 0
+    naive_revenue: Decimal = Decimal("0")
+    stock_messages_sent: int = 0
+
+    @property
+    def reports_match(self) -> bool:
+        return (self.reported_receipts, self.reported_revenue, self.reported_units_delivered) == (
+            self.receipts, self.revenue, self.units_delivered)
+
+
+@dataclass
+class Streaming:
+    """What the day's catalogue changes and stock messages did."""
+
+    changes_published: int = 0
+    promotion_prices: list[str] = field(default_factory=list)  # what the receipts charged before and after
+    upsert_runs: int = 0
+    failed_runs: list[str] = field(default_factory=list)
+    outcome: Counter[str] = field(default_factory=Counter)
+
+
+def read_shop_days(world: World, shop_databases: ShopDatabases, clickhouse: ClickHouseReports, day: date,
+                   shifts: list[ShiftWindow], days: dict[int, ShopDay]) -> None:
+    """Fill in each shop's day from its database, and from ClickHouse what analytics sees."""
+    for shop_day in days.values():
+        with shop_databases.transaction(shop_day.shop_id) as conn:
+            for shift in shifts:
+                totals = ledger.shift_totals(conn, shift)
+                shop_day.receipts += int(totals["receipts"])
+                shop_day.lines += int(totals["lines"])
+                shop_day.units_sold += int(totals["units"])
+                shop_day.revenue += Decimal(totals["revenue"])
+                shop_day.units_delivered += ledger.shift_delivery_totals(conn, shift)["units"]
+            shop_day.stock_units, shop_day.sold_out = ledger.shelf_stock(conn, shifts[-1].end)
+            shop_day.stock_messages_sent = sent_count(conn, (s.start for s in shifts))
+    shop_databases.dispose()
+    with clickhouse.client() as client:
+        for row in revenue_per_shop_per_day(client, world.timezone, day, day):
+            days[row.shop_id].reported_receipts = row.receipts
+            days[row.shop_id].reported_revenue = row.revenue
+        for row in naive_revenue_per_shop_per_day(client, world.timezone, day, day):
+            days[row.shop_id].naive_revenue = row.revenue
+        delivered = shifts_delivery_totals(client, [(shop_id, s.start) for shop_id in days for s in shifts])
+        for (shop_id, _start), totals in delivered.items():
+            days[shop_id].reported_units_delivered += totals["units"]
+
+
+def render_table(header: tuple[str, ...], rows: list[tuple[str, ...]], total: tuple[str, ...],
+                 text_columns: int = 2) -> list[str]:
+    """A plain-text table: text columns left-aligned, figures right-aligned, a total row under a rule."""
+    widths = [max(len(r[i]) for r in [header, total, *rows]) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = (c.ljust(w) if i < text_columns else c.rjust(w)
+                  for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(padded).rstrip()
+
+    rule = line(tuple("-" * w for w in widths))
+    return [line(header), rule, *map(line, rows), rule, line(total)]
+
+
+def _sum(days: list[ShopDay], name: str) -> Any:
+    return sum(getattr(d, name) for d in days)
+
+
+def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhouse_dsn: str,
+                   streaming: Streaming) -> str:
+    def shop_row(shop: str, city: str, days: list[ShopDay]) -> tuple[str, ...]:
+        runs = _sum(days, "runs_ok")
+        return (shop, city, f"{runs}/{runs + sum(len(d.runs_failed) for d in days)}",
+                *(str(_sum(days, f)) for f in ("receipts", "lines", "units_sold")), f"{_sum(days, 'revenue'):,.2f}",
+                *(str(_sum(days, f)) for f in ("units_delivered", "stock_units", "sold_out")))
+
+    def report_row(shop: str, days: list[ShopDay]) -> tuple[str, ...]:
+        return (shop, str(_sum(days, "receipts")), str(_sum(days, "reported_receipts")),
+                f"{_sum(days, 'revenue'):,.2f}", f"{_sum(days, 'reported_revenue'):,.2f}",
+                str(_sum(days, "units_delivered")), str(_sum(days, "reported_units_delivered")),
+                "yes" if all(d.reports_match for d in days) else "NO", f"{_sum(days, 'naive_revenue'):,.2f}")
+
+    out = [f"Simulated day {day.isoformat()}: {len(shop_days)} shops, {seconds:.1f} s", ""]
+    out += render_table(("shop", "city", "shifts", "receipts", "lines", "units sold", "revenue EUR", "units delivered",
+                         "stock at close", "sold out"),
+                        [shop_row(str(d.shop_id), d.city, [d]) for d in shop_days], shop_row("all", "", shop_days))
+    out += ["", f"Reports in ClickHouse ({clickhouse_dsn}) against the shop databases:", ""]
+    out += render_table(("shop", "receipts db", "receipts ch", "revenue db", "revenue ch", "delivered db",
+                         "delivered ch", "match", "per-line sum (wrong)"),
+                        [report_row(str(d.shop_id), [d]) for d in shop_days], report_row("all", shop_days),
+                        text_columns=1)
+    out.append("(revenue ch counts each receipt once; summing transaction_total_amount per line over-counts)")
+    o = streaming.outcome
+    out += ["", "Streaming (Kafka):",
+            f"  catalogue changes published by the chain: {streaming.changes_published} "
+            f"(+1 malformed message injected by the demo)",
+            f"  upsert runs requested by the sensor: {streaming.upsert_runs}, over {o['messages']} messages",
+            f"  messages applied: {o['applied']}, skipped as stale: {o['skipped_as_stale']}, "
+            f"dead-lettered: {o['dead_lettered']}, price without city: {o['price_without_city']} "
+            f"(shop rows changed: {o['rows_changed']})",
+            f"  stock messages sent (oltp_update_product_quantity): {_sum(shop_days, 'stock_messages_sent')}",
+            *streaming.promotion_prices]
+    out += [f"FAILED upsert run {failure}" for failure in streaming.failed_runs]
+    out += [f"FAILED {failure}" for failure in dict.fromkeys(f for d in shop_days for f in d.runs_failed)]
+    return "\n".join(out)

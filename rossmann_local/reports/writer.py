@@ -1,0 +1,61 @@
+"""Writing a shift's report: exactly one copy per shop x shift, its rows bound to columns by name.
+
+A report replaces its shop x shift: a lightweight DELETE of that key, only when an earlier copy
+exists (a DELETE costs a mutation even when it matches nothing), then one INSERT of the whole
+shift (one block, atomic). See ``reports.schema`` for the alternatives and why they were rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from rossmann_local.reports.analytics import SHIFT_WHERE, ShiftKey, shift_range_parameters
+from rossmann_local.reports.schema import DATABASE, column_names
+
+
+@dataclass(frozen=True)
+class ReportRows:
+    """A shift's rows for one report table, each value in the position of its column's name."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+    def __post_init__(self) -> None:
+        expected = column_names(self.table)
+        if sorted(self.columns) != sorted(expected):
+            missing, extra = set(expected) - set(self.columns), set(self.columns) - set(expected)
+            raise ValueError(f"rows for {DATABASE}.{self.table} do not match its columns: "
+                             f"missing {sorted(missing)}, unknown {sorted(extra)}")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def shifts_present(client: Client, table: str, keys: Sequence[ShiftKey]) -> set[tuple[int, int]]:
+    """Which of these shop x shifts the table holds rows of, as (shop_id, epoch seconds): one query."""
+    if not keys:
+        return set()
+    rows = client.query(f"SELECT DISTINCT shop_id, toUnixTimestamp(shift_start) FROM {DATABASE}.{table} "
+                        f"WHERE {SHIFT_WHERE}", parameters=shift_range_parameters(keys))
+    return {(int(shop), int(epoch)) for shop, epoch in rows.result_rows}
+
+
+def replace_shift_rows(client: Client, shop_id: int, shift_start: datetime, report: ReportRows,
+                       present: bool | None = None) -> None:
+    """Make the report hold exactly these rows for the shop x shift. ``present`` says whether earlier
+    rows exist, when the caller asked ``shifts_present`` for a whole run."""
+    table = report.table
+    if present is None:
+        present = (shop_id, int(shift_start.timestamp())) in shifts_present(client, table, [(shop_id, shift_start)])
+    if present:
+        client.command(f"DELETE FROM {DATABASE}.{table} "
+                       "WHERE shop_id = {shop_id:UInt32} AND shift_start = {shift_start:DateTime('UTC')}",
+                       parameters={"shop_id": shop_id, "shift_start": shift_start})
+    if report.rows:  # one INSERT; a shift is far below max_insert_block_size (1,048,576 rows), so one block
+        client.insert(f"{DATABASE}.{table}", report.rows, column_names=list(report.columns))

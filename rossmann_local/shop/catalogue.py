@@ -1,0 +1,146 @@
+"""Apply a range of catalogue messages to every shop: parse strictly, set bad ones aside, fold the
+rest to what can still change anything, and upsert per shop in one versioned, set-based statement
+per table.
+
+Folding first (``domain.catalogue_fold``): of all messages for a product, only the newest
+descriptive state, and per city the newest price, can change a row; older ones are stale whatever
+the shops hold. So the fan-out to the shops handles a few rows, not every message. A message counts
+as applied when it is the newest for its key and changed some shop's row, else as skipped as stale
+(older than what the shops hold, or superseded within the range).
+
+Effects are idempotent, so applying a range again (at-least-once delivery) changes nothing. A
+message that parses but that a shop's database refuses (e.g. a barcode another product holds) is
+isolated by applying the batch message by message, and dead-lettered with the database's reason;
+the others still apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import IntegrityError
+
+from rossmann_local.domain.catalogue_fold import CatalogueFold
+from rossmann_local.domain.messages import CatalogueMessage, DeadLetter, ProductMessage, parse_catalogue_message
+from rossmann_local.domain.topics import DEAD_LETTER_TOPIC
+from rossmann_local.domain.world import Shop, World
+from rossmann_local.resources.kafka import KafkaResource, Outgoing, RawMessage
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.shop_db.cache import upsert_categories, upsert_product_changes
+
+
+class DeadLettersNotDelivered(RuntimeError):
+    """The broker did not confirm every dead letter: the run fails and its range is read again."""
+
+
+@dataclass
+class ApplyOutcome:
+    messages: int = 0
+    applied: int = 0  # messages that were the newest for their key and changed some shop's row
+    stale: int = 0  # messages that changed nothing: older than the shops' rows, or superseded
+    rows_changed: int = 0  # shop rows changed, summed over the shops
+    price_without_city: int = 0  # product messages applied as description-only (no city)
+    placeholder_categories: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def as_metadata(self) -> dict[str, int]:
+        return {"messages": self.messages, "applied": self.applied, "skipped_as_stale": self.stale,
+                "rows_changed": self.rows_changed, "price_without_city": self.price_without_city,
+                "dead_lettered": len(self.dead_letters), "placeholder_categories": self.placeholder_categories}
+
+
+Coordinates = tuple[str, int, int]  # topic, partition, offset: a message's identity
+Parsed = tuple[Coordinates, CatalogueMessage]
+
+
+@dataclass(frozen=True)
+class _ShopResult:
+    changed_by: set[Coordinates]  # the messages whose change landed in this shop
+    rows_changed: int
+    placeholders: int
+
+
+def _fold(batch: Sequence[Parsed]) -> CatalogueFold[Coordinates]:
+    fold: CatalogueFold[Coordinates] = CatalogueFold()
+    for coordinates, message in batch:
+        fold.add_message(message, coordinates)
+    return fold
+
+
+def _apply_to_shop(shops: ShopDatabases, shop: Shop, fold: CatalogueFold[Coordinates]) -> _ShopResult:
+    with shops.transaction(shop.shop_id) as conn:
+        categories = upsert_categories(conn, [c.version for c in fold.categories.values()])
+        products = upsert_product_changes(conn, fold.product_changes_for(shop.city))
+    changed_by = {fold.categories[c].source for c in categories.changed_ids}
+    for product_id in products.changed_ids:
+        changed_by.update(fold.sources_of_product(product_id, shop.city))
+    return _ShopResult(changed_by, categories.applied + products.applied, products.placeholders)
+
+
+def _parse(raw: Sequence[RawMessage], outcome: ApplyOutcome) -> Iterator[Parsed]:
+    """The messages that parse; the others become dead letters in ``outcome``."""
+    for message in raw:
+        result = parse_catalogue_message(message.topic, message.value)
+        if isinstance(result, str):
+            outcome.dead_letters.append(DeadLetter(message.topic, message.partition, message.offset, result,
+                                                   message.value))
+        else:
+            yield (message.topic, message.partition, message.offset), result
+
+
+def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[RawMessage]) -> ApplyOutcome:
+    outcome = ApplyOutcome(messages=len(raw))
+    # Fold while parsing: only the newest message per key stays alive, not every parsed message.
+    fold: CatalogueFold[Coordinates] = CatalogueFold()
+    parsed_count = 0
+    for coordinates, message in _parse(raw, outcome):
+        parsed_count += 1
+        outcome.price_without_city += isinstance(message, ProductMessage) and not message.city
+        fold.add_message(message, coordinates)
+    refused: dict[Coordinates, str] = {}
+    applied: set[Coordinates] = set()
+
+    def record(result: _ShopResult) -> None:
+        applied.update(result.changed_by)
+        outcome.rows_changed += result.rows_changed
+        outcome.placeholder_categories += result.placeholders
+
+    for shop in world.shops:
+        try:
+            record(_apply_to_shop(shops, shop, fold))
+        except IntegrityError:
+            # The rare path: find the message(s) this shop's database refuses, apply each other one alone,
+            # and leave the refused ones out for the shops after it.
+            survivors = [p for p in _parse(raw, ApplyOutcome()) if p[0] not in refused]
+            for one in survivors:
+                try:
+                    record(_apply_to_shop(shops, shop, _fold([one])))
+                except IntegrityError as exc:
+                    refused[one[0]] = f"shop {shop.shop_id} refused it: {str(exc.orig).splitlines()[0]}"
+            fold = _fold([p for p in survivors if p[0] not in refused])
+    by_coordinates = {(m.topic, m.partition, m.offset): m for m in raw if (m.topic, m.partition, m.offset) in refused}
+    outcome.dead_letters += [DeadLetter(*key, reason, by_coordinates[key].value) for key, reason in refused.items()]
+    outcome.applied = len(applied)
+    outcome.stale = parsed_count - len(refused) - outcome.applied
+    return outcome
+
+
+def send_dead_letters(kafka: KafkaResource, dead_letters: Sequence[DeadLetter]) -> None:
+    """Set bad messages aside on the dead-letter topic, confirmed before the run succeeds."""
+    if not dead_letters:
+        return
+    sent = kafka.produce_confirmed(Outgoing(DEAD_LETTER_TOPIC, letter.to_json(), tag=letter.key,
+                                            key=letter.key.encode()) for letter in dead_letters)
+    if sent.unconfirmed:
+        raise DeadLettersNotDelivered(f"{sent.unconfirmed} dead letters were not confirmed by the broker: "
+                                      f"{sent.errors[:3]}")
+
+
+def apply_catalogue_range(world: World, shop_databases: ShopDatabases, kafka: KafkaResource, topic: str,
+                          partition: int, start: int, end: int) -> ApplyOutcome:
+    """Re-read exactly the messages at offsets [start, end) of one topic partition, apply them to
+    every shop they concern, and set the bad ones aside."""
+    outcome = apply_catalogue_messages(world, shop_databases, kafka.read_range(topic, partition, start, end))
+    send_dead_letters(kafka, outcome.dead_letters)
+    return outcome

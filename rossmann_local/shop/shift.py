@@ -1,0 +1,66 @@
+"""A shift in the shop: the courier's deliveries, then the terminals' sales."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.domain.simulation import Delivery, ShiftSales, plan_deliveries, simulate_terminal_sales
+from rossmann_local.domain.world import Shop, World
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.shop_db import ledger
+
+
+class ShiftOutOfOrder(RuntimeError):
+    """An earlier shift of the shop has its deliveries but not its sales: selling now would sell
+    the stock that shift has yet to sell. Nothing was written."""
+
+
+@dataclass(frozen=True)
+class DeliveriesTaken:
+    deliveries: list[Delivery]
+
+    @property
+    def products_delivered(self) -> int:
+        return sum(len(d.lines) for d in self.deliveries)
+
+    @property
+    def units_delivered(self) -> int:
+        return sum(line.quantity for d in self.deliveries for line in d.lines)
+
+
+@dataclass(frozen=True)
+class ShiftSold:
+    sales: ShiftSales
+    negative_stock: dict[int, int]  # product -> stock, for any product below zero after the shift
+
+
+def take_deliveries(world: World, shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> DeliveriesTaken:
+    """The courier's deliveries of the shift, accepted by the shop's admin and recorded locally
+    (they restock the shelf at their accepted time); a re-run replaces them with the same ones."""
+    with shop_databases.transaction(shop.shop_id) as conn:
+        deliveries = plan_deliveries(world, shop, shift, ledger.shelf(conn))
+        ledger.replace_shift_deliveries(conn, shift, deliveries)
+        ledger.record_shift_deliveries(conn, shift, shop.admin_id, deliveries, datetime.now(UTC))
+    return DeliveriesTaken(deliveries)
+
+
+def sell_shift(world: World, shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> ShiftSold:
+    """Every receipt of the shop's terminals during the shift, simulated from a seed of the shop and
+    shift; a re-run replaces the shift's receipts with the same ones, in one transaction."""
+    with shop_databases.transaction(shop.shop_id) as conn:
+        if waiting := ledger.earlier_shifts_without_sales(conn, shift.start):
+            raise ShiftOutOfOrder(
+                f"shop {shop.shop_id}: shift {shift.start:%Y-%m-%d %H:%M} UTC comes after "
+                f"{', '.join(f'{w:%Y-%m-%d %H:%M}' for w in waiting)} UTC, whose deliveries are in but whose "
+                "sales are not; run that shift first (re-executing this one afterwards gives the right "
+                "receipts). Nothing was written.")
+        ledger.delete_shift_receipts(conn, shift)
+        sales = simulate_terminal_sales(world, shop, shift, ledger.shelf(conn), ledger.stock_at(conn, shift.start),
+                                        ledger.shift_deliveries(conn, shift))
+        ledger.insert_receipts(conn, shift, sales.receipts)
+        ledger.recompute_stock(conn)
+        ledger.record_shift_sales(conn, shift, shop.admin_id, sales, datetime.now(UTC))
+        negative = ledger.negative_stock(conn)
+    return ShiftSold(sales, negative)
