@@ -5,7 +5,6 @@ report counts as confirmed, and is recorded in the shop database, only when Clic
 exactly the shop's numbers. One op per report keeps the run short and opens ClickHouse once.
 """
 
-
 import dagster as dg
 
 from rossmann_local.defs.metadata import combined_metadata

@@ -1,6 +1,5 @@
 """The shop's assets per shop x shift: the synced cache, the shift's deliveries and its transactions."""
 
-
 import dagster as dg
 
 from rossmann_local.defs.metadata import combined_metadata, revenue_by_hour_plot, terminal_table

@@ -9,7 +9,6 @@ suffixed ``#attempt``), so nothing is lost, and the versioned upserts make a sec
 change nothing.
 """
 
-
 import json
 from dataclasses import asdict, dataclass, field
 
