@@ -220,9 +220,10 @@ def test_sale_time_values_survive_a_later_price_change(world: World, sqlite_shop
                                                        store: CatalogueStore) -> None:
     run(world, sqlite_shops, sync_api, clickhouse)
     morning = query(clickhouse, "SELECT item_id, product_name, unit_price FROM shop_reports.transactions")
+    evening_start = shift_of(world, index=1).start  # the changes take effect at the evening's start
     for product in world.products:
-        store.update_product(product.product_id, name=f"{product.name} (new)")
-        store.set_price(product.product_id, "Berlin", Decimal("50.00"), Decimal("0"))
+        store.update_product(product.product_id, name=f"{product.name} (new)", at=evening_start)
+        store.set_price(product.product_id, "Berlin", Decimal("50.00"), Decimal("0"), at=evening_start)
     run(world, sqlite_shops, sync_api, clickhouse, index=1)
     run(world, sqlite_shops, sync_api, clickhouse, assets=REPORTS)  # the morning's report, sent again
     shift = shift_of(world)

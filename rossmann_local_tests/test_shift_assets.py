@@ -150,9 +150,10 @@ def test_receipt_lines_keep_sale_time_names_and_prices_after_the_catalogue_chang
     morning = receipts_of(shop_databases, 1)
     with shop_databases.transaction(1) as conn:
         sold = set(conn.scalars(select(TransactionItem.product_id)))
+    evening_start = shift_of(world, index=1).start  # the changes take effect at the evening's start
     for pid in sold:
-        store.update_product(pid, name=f"product {pid} v2")
-        store.set_price(pid, "Berlin", Decimal("99.00"), Decimal("0"))
+        store.update_product(pid, name=f"product {pid} v2", at=evening_start)
+        store.set_price(pid, "Berlin", Decimal("99.00"), Decimal("0"), at=evening_start)
     run_shift(world, shop_databases, sync_api, shop_id=1, index=1)
     assert set(morning) <= set(receipts_of(shop_databases, 1)), "morning rows are untouched"
     evening = shift_of(world, index=1)

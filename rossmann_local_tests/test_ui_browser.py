@@ -32,6 +32,7 @@ from rossmann_local.shop_db.models import Transaction
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.conftest import TEST_PASSWORD
+from rossmann_local_tests.helpers import receipts_of
 
 pytestmark = pytest.mark.browser
 
@@ -224,7 +225,7 @@ def finished_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[Any]:
 
 
 def test_a_backfill_runs_per_shift_for_every_shop_and_never_sells_a_shift_out_of_order(
-        dagster_ui: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        dagster_ui: tuple[str, Path], stand_in: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The UI's backfill (its GraphQL mutation), through the daemon. Under the assets' single-run
     backfill policy Dagster makes runs per shift over every shop, not a process per partition.
     The afternoon's sales depend on the morning's; when the shift before the backfill was never
@@ -254,5 +255,17 @@ def test_a_backfill_runs_per_shift_for_every_shop_and_never_sells_a_shift_out_of
         checks = [e.dagster_event.event_specific_data for r in records for e in instance.all_logs(r.dagster_run.run_id)
                   if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert checks and all(c.passed for c in checks), "stock never negative, reports reconciled"
+
+        # The same backfill again, after the chain changed a price from a later day on: every
+        # receipt and delivery of the day is written again exactly as it was (one simulated clock).
+        shops = ShopDatabases(sqlite_dir=str(data / "shops"))
+        before = {shop: receipts_of(shops, shop) for shop in range(1, 6)}
+        later = httpx.post(f"{stand_in.url}/admin/products/1/prices/Berlin", timeout=10,
+                           json={"price": 1.99, "effective_at_utc": "2026-06-05T07:00:00Z"})
+        assert later.status_code == 200, later.text
+        again = finished_runs(instance, launch_backfill(url, keys))
+        assert again and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in again)
+        assert {shop: receipts_of(shops, shop) for shop in range(1, 6)} == before
+        shops.dispose()
     finally:
         instance.dispose()

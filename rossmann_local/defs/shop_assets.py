@@ -26,6 +26,8 @@ def cache_figures(synced: CacheSynced) -> dict[str, object]:
         "products_applied": synced.products.applied,
         "stale_rows_skipped": synced.categories.stale + synced.products.stale,
         "placeholder_categories": synced.products.placeholders,
+        "versions_added": synced.history.added,
+        "late_for_sold_shifts": len(synced.history.shifts_touched),
         "products_on_shelf": synced.products_on_shelf,
         "synced_since": dg.MetadataValue.text(synced.synced_since.isoformat()),
     }

@@ -41,6 +41,31 @@ class ShelfProduct:
 
 
 @dataclass(frozen=True)
+class ShelfTimeline:
+    """The shelf as the shop's catalogue history has it during a shift: the shelf in effect at the
+    shift's start, and a new one at each moment a catalogue version takes effect within the shift.
+    A receipt is sold at the shelf in effect at its own time."""
+
+    changes: tuple[tuple[datetime, tuple[ShelfProduct, ...]], ...]  # (from, shelf), in time order
+
+    @classmethod
+    def constant(cls, shelf: Sequence[ShelfProduct], since: datetime) -> ShelfTimeline:
+        return cls(((since, tuple(shelf)),))
+
+    def at(self, moment: datetime) -> tuple[ShelfProduct, ...]:
+        current = self.changes[0][1]
+        for since, shelf in self.changes:
+            if since > moment:
+                break
+            current = shelf
+        return current
+
+    @property
+    def products(self) -> set[int]:
+        return {p.product_id for _, shelf in self.changes for p in shelf}
+
+
+@dataclass(frozen=True)
 class DeliveryLine:
     product_id: int
     quantity: int
@@ -161,13 +186,16 @@ def _customer_arrivals(world: World, shop: Shop, shift: ShiftWindow, rng: Random
     return [a for a in arrivals if a[0] < shift.end]
 
 
-def simulate_terminal_sales(world: World, shop: Shop, shift: ShiftWindow, shelf: Sequence[ShelfProduct],
-                            opening_stock: dict[int, int], deliveries: Sequence[Delivery]) -> ShiftSales:
-    """Every receipt of the shop's terminals during the shift, stock never below zero.
+def simulate_terminal_sales(world: World, shop: Shop, shift: ShiftWindow,
+                            shelf: Sequence[ShelfProduct] | ShelfTimeline, opening_stock: dict[int, int],
+                            deliveries: Sequence[Delivery]) -> ShiftSales:
+    """Every receipt of the shop's terminals during the shift, stock never below zero, each sold at
+    the shelf (names, prices, discounts) in effect at its own time.
 
     Deliveries restock the shelf at their accepted time; a customer who finds nothing in stock
     leaves without a receipt (counted as turned away).
     """
+    timeline = shelf if isinstance(shelf, ShelfTimeline) else ShelfTimeline.constant(shelf, shift.start)
     rng = seeded_rng(world.seed, "sales", shop.shop_id, shift.code)
     model = world.sales
     inflation = inflation_factor(world, shift.local_date)
@@ -177,10 +205,18 @@ def simulate_terminal_sales(world: World, shop: Shop, shift: ShiftWindow, shelf:
     loyalty_values = [Decimal(v) for v in model.loyalty_discounts]
     loyalty_weights = list(model.loyalty_discounts.values())
     methods, method_weights = list(model.payment_methods), list(model.payment_methods.values())
-    shelf = sorted(shelf, key=lambda p: p.product_id)
-    list_price = {p.product_id: round_money(p.price * inflation) for p in shelf}
-    unit_price = {p.product_id: round_money(p.price * inflation * (1 - p.discount)) for p in shelf}
-    stock = {p.product_id: 0 for p in shelf} | dict(opening_stock)
+    priced: dict[tuple[ShelfProduct, ...], tuple[list[ShelfProduct], dict[int, Decimal], dict[int, Decimal]]] = {}
+
+    def shelf_at(moment: datetime) -> tuple[list[ShelfProduct], dict[int, Decimal], dict[int, Decimal]]:
+        """The shelf in effect, sorted, with its list and unit prices (worked out once per shelf)."""
+        products = timeline.at(moment)
+        if products not in priced:
+            priced[products] = (sorted(products, key=lambda p: p.product_id),
+                                {p.product_id: round_money(p.price * inflation) for p in products},
+                                {p.product_id: round_money(p.price * inflation * (1 - p.discount)) for p in products})
+        return priced[products]
+
+    stock = dict.fromkeys(sorted(timeline.products), 0) | dict(opening_stock)
     pending = sorted(deliveries, key=lambda d: d.accepted_time)
     sales = ShiftSales()
 
@@ -191,7 +227,8 @@ def simulate_terminal_sales(world: World, shop: Shop, shift: ShiftWindow, shelf:
 
     for arrived, terminal_id in _customer_arrivals(world, shop, shift, rng):
         restock_until(arrived)
-        in_stock = [p for p in shelf if stock[p.product_id] > 0]
+        on_shelf, list_price, unit_price = shelf_at(arrived)
+        in_stock = [p for p in on_shelf if stock.get(p.product_id, 0) > 0]
         if not in_stock:
             sales.customers_turned_away += 1
             continue

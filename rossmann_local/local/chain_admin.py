@@ -1,15 +1,19 @@
 """What the chain's web/admin side does to the catalogue during the main command's day.
 
-An afternoon promotion, the same every day so that re-running a day reproduces it: at opening the
-regular prices and names are (re)published; at midday Berlin and Nurnberg get cheaper prices on
-two products, a product gets a new description and a category a new name. Every change is a
-Sync API stand-in change, so it travels through its outbox to Kafka (and to the next sync).
+An afternoon promotion, the same every day: from the day's second shift Berlin and Nurnberg get
+cheaper prices on two products, a product gets a new description and a category a new name; the
+next morning the regular ones are back. Each change carries the simulated time it takes effect, so
+it is part of that day's history: re-running any day, in any order, sells at the same prices. Every
+change is a Sync API stand-in change, so it travels through its outbox to Kafka (and to the next
+sync).
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.topics import PRODUCT_TOPIC
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource, Outgoing
@@ -21,27 +25,29 @@ RENAMED_CATEGORY = (4, "Decor & Home")
 MALFORMED_MESSAGE = b'{"product_id": "seven", "price": -1}'
 
 
-def open_the_day(store: CatalogueStore, world: World) -> int:
-    """Regular prices, description and category name; returns how many changes were published."""
-    products = {p.product_id: p for p in world.products}
-    for product_id, city, _factor in PROMOTIONS:
-        regular = products[product_id].prices[city]
-        store.set_price(product_id, city, regular.price, regular.discount)
-    store.update_product(DESCRIBED_PRODUCT, description=products[DESCRIBED_PRODUCT].description)
-    category_id, _name = RENAMED_CATEGORY
-    store.update_category(category_id, name=next(c.name for c in world.categories if c.category_id == category_id))
-    return len(PROMOTIONS) + 2
-
-
-def start_the_promotion(store: CatalogueStore, world: World) -> int:
+def _publish(store: CatalogueStore, world: World, at: datetime, promoted: bool) -> int:
+    """The promotion's prices, description and category name (or the regular ones), in effect from
+    ``at``; returns how many changes were published."""
     products = {p.product_id: p for p in world.products}
     for product_id, city, factor in PROMOTIONS:
         regular = products[product_id].prices[city]
-        store.set_price(product_id, city, (regular.price * factor).quantize(Decimal("0.01")), regular.discount)
-    store.update_product(DESCRIBED_PRODUCT, description=f"{products[DESCRIBED_PRODUCT].name}: now in a larger pack")
+        price = (regular.price * factor).quantize(Decimal("0.01")) if promoted else regular.price
+        store.set_price(product_id, city, price, regular.discount, at=at)
+    described = products[DESCRIBED_PRODUCT]
+    store.update_product(DESCRIBED_PRODUCT, at=at, description=f"{described.name}: now in a larger pack"
+                         if promoted else described.description)
     category_id, name = RENAMED_CATEGORY
-    store.update_category(category_id, name=name)
+    store.update_category(category_id, at=at, name=name if promoted else next(
+        c.name for c in world.categories if c.category_id == category_id))
     return len(PROMOTIONS) + 2
+
+
+def afternoon_promotion(store: CatalogueStore, world: World, day: date) -> int:
+    """The day's promotion, in effect from its second shift's start until the next day opens: part of
+    that day's catalogue history, so the day can be run (and re-run) in any order."""
+    afternoon = shifts_of_day(world, day)[1].start
+    next_morning = shifts_of_day(world, day + timedelta(days=1))[0].start
+    return _publish(store, world, afternoon, promoted=True) + _publish(store, world, next_morning, promoted=False)
 
 
 def inject_malformed_message(kafka: KafkaResource) -> None:

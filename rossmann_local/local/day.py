@@ -105,11 +105,11 @@ class CatalogueDemo:
                                             InstanceSensorCursor(instance, CATALOGUE_SENSOR), QUIET_RUN_CONFIG)
         self.streaming = Streaming()
 
-    def publish(self, change: Callable[..., int]) -> None:
+    def publish(self, day: date) -> None:
         store = self.stack.store
         if store is None:
             return  # an external Sync API: its own admin side changes its catalogue
-        self.streaming.changes_published += change(store, self.stack.world)
+        self.streaming.changes_published += chain_admin.afternoon_promotion(store, self.stack.world, day)
         deadline = time.monotonic() + 60
         while store.unpublished() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -122,11 +122,11 @@ class CatalogueDemo:
                 continue
             self.streaming.outcome.update(run.output_for_node("apply_catalogue_changes"))
 
-    def before_shift(self, index: int) -> None:
-        if index == 0:
-            self.publish(chain_admin.open_the_day)
-        elif index == 1:
-            self.publish(chain_admin.start_the_promotion)
+    def before_shift(self, day: date, index: int) -> None:
+        """Before the afternoon, the chain publishes the day's promotion (and a malformed message);
+        before every shift, the sensor ticks and its upsert runs apply what arrived."""
+        if index == 1:
+            self.publish(day)
             chain_admin.inject_malformed_message(self.stack.kafka)
         self.apply()
 
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         with local_stack(world) as stack:
             preflight(world, stack.resources)
             demo = CatalogueDemo(stack, managed_instance())
-            shop_days = run_day(world, day, stack.resources, demo.sensor.instance, demo.before_shift)
+            shop_days = run_day(world, day, stack.resources, demo.sensor.instance,
+                                lambda index: demo.before_shift(day, index))
             demo.streaming.promotion_prices = demo.promotion_prices(day)
         summary = format_summary(day, shop_days, time.perf_counter() - started,
                                  redacted(stack.clickhouse.resolved_dsn()), demo.streaming)

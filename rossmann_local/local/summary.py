@@ -19,6 +19,7 @@ from rossmann_local.reports.analytics import (
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db import ledger
+from rossmann_local.shop_db.history import shelf_at
 from rossmann_local.shop_db.stock_outbox import sent_count
 
 
@@ -70,7 +71,8 @@ def read_shop_days(world: World, shop_databases: ShopDatabases, clickhouse: Clic
                 shop_day.units_sold += int(totals["units"])
                 shop_day.revenue += Decimal(totals["revenue"])
                 shop_day.units_delivered += ledger.shift_delivery_totals(conn, shift)["units"]
-            shop_day.stock_units, shop_day.sold_out = ledger.shelf_stock(conn, shifts[-1].end)
+            on_sale = [p.product_id for p in shelf_at(conn, shifts[-1].end)]
+            shop_day.stock_units, shop_day.sold_out = ledger.shelf_stock(conn, shifts[-1].end, on_sale)
             shop_day.stock_messages_sent = sent_count(conn, (s.start for s in shifts))
     shop_databases.dispose()
     with clickhouse.client() as client:
@@ -134,6 +136,8 @@ def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhou
             f"  messages applied: {o['applied']}, skipped as stale: {o['skipped_as_stale']}, "
             f"dead-lettered: {o['dead_lettered']}, price without city: {o['price_without_city']} "
             f"(shop rows changed: {o['rows_changed']})",
+            f"  catalogue versions added to the shops' history: {o['versions_added']}, late for shifts already "
+            f"sold: {o['late_for_sold_shifts']}",
             f"  stock messages sent (oltp_update_product_quantity): {_sum(shop_days, 'stock_messages_sent')}",
             *streaming.promotion_prices]
     out += [f"FAILED upsert run {failure}" for failure in streaming.failed_runs]

@@ -17,13 +17,15 @@ from rossmann_local.shop_db.cache import (
     upsert_categories,
     upsert_products,
 )
+from rossmann_local.shop_db.history import VersionsRecorded, record_versions
 
 
 @dataclass(frozen=True)
 class CacheSynced:
     categories: UpsertCounts
     products: UpsertCounts
-    products_on_shelf: int
+    history: VersionsRecorded  # versions new to the shop's history, and sold shifts a late one falls into
+    products_on_shelf: int  # in the current view
     synced_since: datetime
 
 
@@ -36,12 +38,13 @@ def sync_cache(shop: Shop, shop_databases: ShopDatabases, sync_api: SyncApiClien
         products_since = sync_watermark(conn, "products") or BEGINNING_OF_TIME
     categories = sync_api.categories_since(categories_since)
     products = sync_api.products_since(shop.shop_id, products_since)
-    now = datetime.now(UTC)
+    now = datetime.now(UTC)  # bookkeeping only: when the sync ran, on the wall clock
     with shop_databases.transaction(shop.shop_id) as conn:
         category_counts = upsert_categories(conn, categories)
         product_counts = upsert_products(conn, products, shop.city)
+        history = record_versions(conn, categories, products, products)  # a record carries the shop's city price
         for entity, records in (("categories", categories), ("products", products)):
             if records:
                 advance_sync_watermark(conn, entity, max(r.updated_at_utc for r in records), now)
         on_shelf = len(ledger.shelf(conn))
-    return CacheSynced(category_counts, product_counts, on_shelf, products_since)
+    return CacheSynced(category_counts, product_counts, history, on_shelf, products_since)

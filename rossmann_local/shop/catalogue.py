@@ -16,18 +16,26 @@ the others still apply.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
 from rossmann_local.domain.catalogue_fold import CatalogueFold
-from rossmann_local.domain.messages import CatalogueMessage, DeadLetter, ProductMessage, parse_catalogue_message
+from rossmann_local.domain.messages import (
+    CatalogueMessage,
+    CategoryMessage,
+    DeadLetter,
+    ProductMessage,
+    parse_catalogue_message,
+)
 from rossmann_local.domain.topics import DEAD_LETTER_TOPIC
 from rossmann_local.domain.world import Shop, World
 from rossmann_local.resources.kafka import KafkaResource, Outgoing, RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db.cache import upsert_categories, upsert_product_changes
+from rossmann_local.shop_db.history import VersionsRecorded, record_versions
 
 
 class DeadLettersNotDelivered(RuntimeError):
@@ -42,12 +50,39 @@ class ApplyOutcome:
     rows_changed: int = 0  # shop rows changed, summed over the shops
     price_without_city: int = 0  # product messages applied as description-only (no city)
     placeholder_categories: int = 0
+    versions_added: int = 0  # catalogue versions new to a shop's history, summed over the shops
+    shifts_touched: set[tuple[int, datetime]] = field(default_factory=set)  # (shop, shift start) sold already
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def as_metadata(self) -> dict[str, int]:
         return {"messages": self.messages, "applied": self.applied, "skipped_as_stale": self.stale,
                 "rows_changed": self.rows_changed, "price_without_city": self.price_without_city,
-                "dead_lettered": len(self.dead_letters), "placeholder_categories": self.placeholder_categories}
+                "dead_lettered": len(self.dead_letters), "placeholder_categories": self.placeholder_categories,
+                "versions_added": self.versions_added, "late_for_sold_shifts": len(self.shifts_touched)}
+
+
+@dataclass
+class _Versions:
+    """Every version a batch carries, for the shops' history (the fold keeps only the newest)."""
+
+    categories: list[CatalogueMessage] = field(default_factory=list)
+    products: list[CatalogueMessage] = field(default_factory=list)
+    prices: dict[str, list[CatalogueMessage]] = field(default_factory=dict)  # by the city they price
+
+    def add(self, message: CatalogueMessage) -> None:
+        if isinstance(message, CategoryMessage):
+            self.categories.append(message)
+            return
+        self.products.append(message)
+        if isinstance(message, ProductMessage) and message.city:
+            self.prices.setdefault(message.city, []).append(message)
+
+    @classmethod
+    def of(cls, messages: Iterable[CatalogueMessage]) -> _Versions:
+        versions = cls()
+        for message in messages:
+            versions.add(message)
+        return versions
 
 
 Coordinates = tuple[str, int, int]  # topic, partition, offset: a message's identity
@@ -59,6 +94,7 @@ class _ShopResult:
     changed_by: set[Coordinates]  # the messages whose change landed in this shop
     rows_changed: int
     placeholders: int
+    history: VersionsRecorded
 
 
 def _fold(batch: Sequence[Parsed]) -> CatalogueFold[Coordinates]:
@@ -68,14 +104,16 @@ def _fold(batch: Sequence[Parsed]) -> CatalogueFold[Coordinates]:
     return fold
 
 
-def _apply_to_shop(shops: ShopDatabases, shop: Shop, fold: CatalogueFold[Coordinates]) -> _ShopResult:
+def _apply_to_shop(shops: ShopDatabases, shop: Shop, fold: CatalogueFold[Coordinates],
+                   versions: _Versions) -> _ShopResult:
     with shops.transaction(shop.shop_id) as conn:
         categories = upsert_categories(conn, [c.version for c in fold.categories.values()])
         products = upsert_product_changes(conn, fold.product_changes_for(shop.city))
+        history = record_versions(conn, versions.categories, versions.products, versions.prices.get(shop.city, ()))
     changed_by = {fold.categories[c].source for c in categories.changed_ids}
     for product_id in products.changed_ids:
         changed_by.update(fold.sources_of_product(product_id, shop.city))
-    return _ShopResult(changed_by, categories.applied + products.applied, products.placeholders)
+    return _ShopResult(changed_by, categories.applied + products.applied, products.placeholders, history)
 
 
 def _parse(raw: Sequence[RawMessage], outcome: ApplyOutcome) -> Iterator[Parsed]:
@@ -93,32 +131,37 @@ def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[R
     outcome = ApplyOutcome(messages=len(raw))
     # Fold while parsing: only the newest message per key stays alive, not every parsed message.
     fold: CatalogueFold[Coordinates] = CatalogueFold()
+    versions = _Versions()
     parsed_count = 0
     for coordinates, message in _parse(raw, outcome):
         parsed_count += 1
         outcome.price_without_city += isinstance(message, ProductMessage) and not message.city
         fold.add_message(message, coordinates)
+        versions.add(message)
     refused: dict[Coordinates, str] = {}
     applied: set[Coordinates] = set()
 
-    def record(result: _ShopResult) -> None:
+    def record(shop: Shop, result: _ShopResult) -> None:
         applied.update(result.changed_by)
         outcome.rows_changed += result.rows_changed
         outcome.placeholder_categories += result.placeholders
+        outcome.versions_added += result.history.added
+        outcome.shifts_touched.update((shop.shop_id, start) for start in result.history.shifts_touched)
 
     for shop in world.shops:
         try:
-            record(_apply_to_shop(shops, shop, fold))
+            record(shop, _apply_to_shop(shops, shop, fold, versions))
         except IntegrityError:
             # The rare path: find the message(s) this shop's database refuses, apply each other one alone,
             # and leave the refused ones out for the shops after it.
             survivors = [p for p in _parse(raw, ApplyOutcome()) if p[0] not in refused]
             for one in survivors:
                 try:
-                    record(_apply_to_shop(shops, shop, _fold([one])))
+                    record(shop, _apply_to_shop(shops, shop, _fold([one]), _Versions.of([one[1]])))
                 except IntegrityError as exc:
                     refused[one[0]] = f"shop {shop.shop_id} refused it: {str(exc.orig).splitlines()[0]}"
-            fold = _fold([p for p in survivors if p[0] not in refused])
+            kept = [p for p in survivors if p[0] not in refused]
+            fold, versions = _fold(kept), _Versions.of(m for _, m in kept)
     by_coordinates = {(m.topic, m.partition, m.offset): m for m in raw if (m.topic, m.partition, m.offset) in refused}
     outcome.dead_letters += [DeadLetter(*key, reason, by_coordinates[key].value) for key, reason in refused.items()]
     outcome.applied = len(applied)

@@ -10,6 +10,7 @@ from rossmann_local.domain.simulation import Delivery, ShiftSales, plan_deliveri
 from rossmann_local.domain.world import Shop, World
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db import ledger
+from rossmann_local.shop_db.history import shelf_at, shelf_timeline
 
 
 class ShiftOutOfOrder(RuntimeError):
@@ -40,7 +41,7 @@ def take_deliveries(world: World, shop: Shop, shift: ShiftWindow, shop_databases
     """The courier's deliveries of the shift, accepted by the shop's admin and recorded locally
     (they restock the shelf at their accepted time); a re-run replaces them with the same ones."""
     with shop_databases.transaction(shop.shop_id) as conn:
-        deliveries = plan_deliveries(world, shop, shift, ledger.shelf(conn))
+        deliveries = plan_deliveries(world, shop, shift, shelf_at(conn, shift.start))
         ledger.replace_shift_deliveries(conn, shift, deliveries)
         ledger.record_shift_deliveries(conn, shift, shop.admin_id, deliveries, datetime.now(UTC))
     return DeliveriesTaken(deliveries)
@@ -48,7 +49,8 @@ def take_deliveries(world: World, shop: Shop, shift: ShiftWindow, shop_databases
 
 def sell_shift(world: World, shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> ShiftSold:
     """Every receipt of the shop's terminals during the shift, simulated from a seed of the shop and
-    shift; a re-run replaces the shift's receipts with the same ones, in one transaction."""
+    shift at the catalogue versions in effect at each receipt's time; a re-run replaces the shift's
+    receipts with the same ones, in one transaction."""
     with shop_databases.transaction(shop.shop_id) as conn:
         if waiting := ledger.earlier_shifts_without_sales(conn, shift.start):
             raise ShiftOutOfOrder(
@@ -57,8 +59,8 @@ def sell_shift(world: World, shop: Shop, shift: ShiftWindow, shop_databases: Sho
                 "sales are not; run that shift first (re-executing this one afterwards gives the right "
                 "receipts). Nothing was written.")
         ledger.delete_shift_receipts(conn, shift)
-        sales = simulate_terminal_sales(world, shop, shift, ledger.shelf(conn), ledger.stock_at(conn, shift.start),
-                                        ledger.shift_deliveries(conn, shift))
+        sales = simulate_terminal_sales(world, shop, shift, shelf_timeline(conn, shift),
+                                        ledger.stock_at(conn, shift.start), ledger.shift_deliveries(conn, shift))
         ledger.insert_receipts(conn, shift, sales.receipts)
         ledger.recompute_stock(conn)
         ledger.record_shift_sales(conn, shift, shop.admin_id, sales, datetime.now(UTC))

@@ -201,10 +201,9 @@ def shift_totals(conn: Connection, shift: ShiftWindow) -> dict[str, Decimal | in
     return {"receipts": receipts, "lines": lines, "units": int(units), "revenue": Decimal(revenue)}
 
 
-def shelf_stock(conn: Connection, at: datetime) -> tuple[int, int]:
+def shelf_stock(conn: Connection, at: datetime, on_sale: Sequence[int]) -> tuple[int, int]:
     """(units on the shelf, products on sale with none left) at a moment, from the ledger."""
     stock = stock_at(conn, at)
-    on_sale = [p.product_id for p in shelf(conn)]
     return sum(stock.get(p, 0) for p in on_sale), sum(1 for p in on_sale if stock.get(p, 0) <= 0)
 
 

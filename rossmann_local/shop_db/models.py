@@ -1,7 +1,9 @@
 """The shop's local OLTP database: docs/contracts.md's tables plus what a correct shop needs.
 
-Added to the reference: ``updated_at_utc`` on cache rows (versioned upserts), the shift key and
-sale-time product values on receipts, local deliveries, and sync/shift bookkeeping.
+Added to the reference: ``updated_at_utc`` on cache rows (versioned upserts), the catalogue's
+history (every version of a category, product and city price from the time it took effect, in
+simulated time), the shift key and sale-time product values on receipts, local deliveries, and
+sync/shift bookkeeping.
 Timestamps are stored as naive UTC and come back timezone-aware, the same on SQLite and Postgres.
 """
 
@@ -114,6 +116,45 @@ class DeliveryItem(ShopBase):
     category_name: Mapped[str] = mapped_column(String(255))
 
 
+class CategoryVersion(ShopBase):
+    """Every version of a category, from the time it took effect (simulated time): the history
+    ``categories`` (the current view) is folded from. A version is its key and its time, so the same
+    change twice is one version, and a late one goes in at its place."""
+
+    __tablename__ = "category_versions"
+
+    category_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    valid_from_utc: Mapped[datetime] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(2048))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ProductVersion(ShopBase):
+    """Every version of a product's descriptive fields, from the time it took effect."""
+
+    __tablename__ = "product_versions"
+
+    product_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    valid_from_utc: Mapped[datetime] = mapped_column(primary_key=True)
+    category_id: Mapped[int]
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(2048))
+    barcode: Mapped[str] = mapped_column(String(12))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PriceVersion(ShopBase):
+    """Every version of a product's price and discount in the shop's city, from the time it took effect."""
+
+    __tablename__ = "price_versions"
+
+    product_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    valid_from_utc: Mapped[datetime] = mapped_column(primary_key=True)
+    price: Mapped[Decimal]
+    discount: Mapped[Decimal] = mapped_column(FractionColumn)
+
+
 class SyncState(ShopBase):
     """How far the cache has synced from the Sync API: the newest upstream ``updated_at_utc`` seen."""
 
@@ -139,7 +180,6 @@ class Shift(ShopBase):
     units_delivered: Mapped[int] = mapped_column(default=0)
     sales_recorded_at_utc: Mapped[datetime | None]
     deliveries_recorded_at_utc: Mapped[datetime | None]
-
 
 
 class ShiftReport(ShopBase):

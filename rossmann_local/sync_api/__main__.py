@@ -56,16 +56,21 @@ def change(argv: list[str]) -> int:
         sub.add_argument("--name")
         sub.add_argument("--description")
         sub.add_argument("--deleted", choices=["true", "false"])
+    for sub in kinds.choices.values():
+        sub.add_argument("--at", help="when it takes effect, in simulated time, e.g. 2026-06-01T15:00:00+02:00 "
+                                      "(default: now)")
     args = parser.parse_args(argv)
     base = os.environ.get(SYNC_API_URL) or DEFAULT_SYNC_API_URL
     if args.kind == "price":
         path = f"/admin/products/{args.product}/prices/{args.city}"
-        body = {"price": args.price, "discount": args.discount}
+        body: dict[str, object] = {"price": args.price, "discount": args.discount}
     else:
         path = (f"/admin/products/{args.product}" if args.kind == "product"
                 else f"/admin/categories/{args.category}")
         body = {"name": args.name, "description": args.description,
                 "is_deleted": None if args.deleted is None else args.deleted == "true"}
+    if args.at:
+        body["effective_at_utc"] = args.at
     response = httpx.post(base + path, json=body, timeout=10)
     print(response.status_code, response.text)
     return 0 if response.status_code == 200 else 1

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from rossmann_local.domain.catalogue import (
     CategoryRecord,
@@ -31,7 +31,13 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class CategoryEdit(BaseModel):
+class Edit(BaseModel):
+    # When the change takes effect, in simulated time (e.g. 2026-06-01T13:00:00Z for an afternoon
+    # promotion of that day); unset, now on the wall clock.
+    effective_at_utc: AwareDatetime | None = None
+
+
+class CategoryEdit(Edit):
     """An admin's edit of a category (the body of ``POST /admin/categories/{id}``); unset fields stay."""
 
     name: str | None = Field(None, min_length=1, max_length=255)
@@ -43,7 +49,7 @@ class ProductEdit(CategoryEdit):
     """An admin's edit of a product's name, description or deletion."""
 
 
-class PriceEdit(BaseModel):
+class PriceEdit(Edit):
     price: Price
     discount: Discount = Decimal("0")
 
@@ -106,15 +112,18 @@ def create_app(store: CatalogueStore) -> FastAPI:
     # message in the outbox (published by the relay when Kafka is configured).
     @app.post("/admin/categories/{category_id}")
     def change_category(category_id: int, change: CategoryEdit) -> ChangeApplied:
-        record = store.update_category(category_id, **change.model_dump())
+        record = store.update_category(category_id, **change.model_dump(exclude={"effective_at_utc"}),
+                                       at=change.effective_at_utc)
         return ChangeApplied(updated_at_utc=record.updated_at_utc)
 
     @app.post("/admin/products/{product_id}")
     def change_product(product_id: int, change: ProductEdit) -> ChangeApplied:
-        return ChangeApplied(updated_at_utc=store.update_product(product_id, **change.model_dump()))
+        return ChangeApplied(updated_at_utc=store.update_product(
+            product_id, **change.model_dump(exclude={"effective_at_utc"}), at=change.effective_at_utc))
 
     @app.post("/admin/products/{product_id}/prices/{city}")
     def change_price(product_id: int, city: str, change: PriceEdit) -> ChangeApplied:
-        return ChangeApplied(updated_at_utc=store.set_price(product_id, city, change.price, change.discount))
+        return ChangeApplied(updated_at_utc=store.set_price(product_id, city, change.price, change.discount,
+                                                            at=change.effective_at_utc))
 
     return app

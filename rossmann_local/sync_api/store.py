@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar, TypeVar
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Boolean, Engine, ForeignKey, String, Text, create_engine, event, func, or_, select, update
+from sqlalchemy import Boolean, Engine, ForeignKey, String, Text, create_engine, event, func, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from rossmann_local.domain.catalogue import CategoryRecord, EmployeeIdentity, ProductRecord, ShopIdentity
@@ -97,7 +98,53 @@ class ProductPriceRow(StoreBase):
     updated_at_utc: Mapped[datetime] = mapped_column(index=True)
 
 
-_Versioned = TypeVar("_Versioned", CategoryRow, ProductRow)
+_Versioned = TypeVar("_Versioned", CategoryRow, ProductRow, ProductPriceRow)
+
+
+def catalogue_epoch(world: World) -> datetime:
+    """When the seeded catalogue takes effect: midnight of the world's first day, in its zone."""
+    return datetime.combine(world.start_date, time(0), tzinfo=ZoneInfo(world.timezone)).astimezone(UTC)
+
+
+class CategoryHistoryRow(StoreBase):
+    """Every version of a category from the (simulated) time it takes effect: what the sync serves."""
+
+    __tablename__ = "category_history"
+    category_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    updated_at_utc: Mapped[datetime] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(2048))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ProductHistoryRow(StoreBase):
+    __tablename__ = "product_history"
+    product_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    updated_at_utc: Mapped[datetime] = mapped_column(primary_key=True)
+    category_id: Mapped[int]
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(2048))
+    barcode: Mapped[str] = mapped_column(String(12))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PriceHistoryRow(StoreBase):
+    __tablename__ = "product_price_history"
+    product_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    city_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    updated_at_utc: Mapped[datetime] = mapped_column(primary_key=True)
+    price: Mapped[Decimal]
+    discount: Mapped[Decimal] = mapped_column(FractionColumn)
+
+
+HISTORY: dict[type, type] = {CategoryRow: CategoryHistoryRow, ProductRow: ProductHistoryRow,
+                             ProductPriceRow: PriceHistoryRow}
+
+
+def _history_of(row: CategoryRow | ProductRow | ProductPriceRow) -> StoreBase:
+    """The version a (current or older) row states, for the history."""
+    history = HISTORY[type(row)]
+    return history(**{c.key: getattr(row, c.key) for c in history.__table__.columns})
 
 
 class OutboxRow(StoreBase):
@@ -134,6 +181,26 @@ def password_matches(password: str, stored: str | None) -> bool:
         return False
     salt_hex, _ = stored.split("$", 1)
     return hmac.compare_digest(hash_password(password, bytes.fromhex(salt_hex)), stored)
+
+
+_Version = TypeVar("_Version", ProductHistoryRow, PriceHistoryRow)
+
+
+def _by_key(rows: Iterable[_Version]) -> dict[int, list[_Version]]:
+    versions: dict[int, list[_Version]] = {}
+    for row in rows:
+        versions.setdefault(row.product_id, []).append(row)
+    return versions
+
+
+def _in_effect(versions: list[_Version], moment: datetime) -> _Version | None:
+    """The version (of a time-ordered list) in effect at ``moment``."""
+    current = None
+    for version in versions:
+        if version.updated_at_utc > moment:
+            break
+        current = version
+    return current
 
 
 class CatalogueStore:
@@ -185,7 +252,9 @@ class CatalogueStore:
             s.add_all(EmployeeRow(employee_id=e.employee_id, first_name=e.first_name, last_name=e.last_name,
                                   email=e.email, role=e.role, password_hash=pw) for e in world.employees)
             s.flush()
-            now = self._next_change_time(s)
+            # The seeded catalogue is in effect from the world's first day (simulated time): every
+            # shift sells at it until a change takes effect.
+            now = catalogue_epoch(world)
             s.add_all(CategoryRow(category_id=c.category_id, name=c.name, description=c.description,
                                   updated_at_utc=now) for c in world.categories)
             s.add_all(ProductRow(product_id=p.product_id, category_id=p.category_id, name=p.name,
@@ -195,6 +264,9 @@ class CatalogueStore:
             s.add_all(ProductPriceRow(product_id=p.product_id, city_id=city_ids[city], price=cp.price,
                                       discount=cp.discount, updated_at_utc=now)
                       for p in world.products for city, cp in p.prices.items())
+            s.flush()
+            for model in HISTORY:
+                s.add_all(_history_of(row) for row in s.scalars(select(model)))
         return True
 
     # --- reads ----------------------------------------------------------------------------------
@@ -242,29 +314,33 @@ class CatalogueStore:
             return True
 
     def categories_changed_since(self, since: datetime) -> list[CategoryRecord]:
+        """Every category version that takes effect after ``since``, oldest first."""
         with self._session() as s:
-            rows = s.scalars(select(CategoryRow).where(CategoryRow.updated_at_utc > since)
-                             .order_by(CategoryRow.updated_at_utc, CategoryRow.category_id))
+            rows = s.scalars(select(CategoryHistoryRow).where(CategoryHistoryRow.updated_at_utc > since)
+                             .order_by(CategoryHistoryRow.updated_at_utc, CategoryHistoryRow.category_id))
             return [CategoryRecord.model_validate(r, from_attributes=True) for r in rows]
 
     def products_changed_since(self, shop_id: int, since: datetime) -> list[ProductRecord]:
-        """Products whose own row or whose price in the shop's city changed after ``since``."""
+        """Every version of a product, with the price of the shop's city, that takes effect after
+        ``since`` (its own fields or its price changed then), oldest first: the shop's history."""
         with self._session() as s:
             city_id = self._shop(s, shop_id).city_id
-            rows = s.execute(
-                select(ProductRow, ProductPriceRow)
-                .join(ProductPriceRow, (ProductPriceRow.product_id == ProductRow.product_id)
-                      & (ProductPriceRow.city_id == city_id))
-                .where(or_(ProductRow.updated_at_utc > since, ProductPriceRow.updated_at_utc > since))
-                .order_by(ProductRow.product_id)
-            ).all()
-            records = [
-                ProductRecord(product_id=p.product_id, name=p.name, description=p.description, barcode=p.barcode,
-                              category_id=p.category_id, price=pp.price, discount=pp.discount,
-                              is_deleted=p.is_deleted, updated_at_utc=max(p.updated_at_utc, pp.updated_at_utc))
-                for p, pp in rows
-            ]
-            return sorted(records, key=lambda r: (r.updated_at_utc, r.product_id))
+            products = _by_key(s.scalars(select(ProductHistoryRow).order_by(ProductHistoryRow.updated_at_utc)))
+            prices = _by_key(s.scalars(select(PriceHistoryRow).where(PriceHistoryRow.city_id == city_id)
+                                       .order_by(PriceHistoryRow.updated_at_utc)))
+        records = []
+        for product_id, versions in products.items():
+            moments = sorted({v.updated_at_utc for v in (*versions, *prices.get(product_id, ()))
+                              if v.updated_at_utc > since})
+            for moment in moments:
+                product, price = _in_effect(versions, moment), _in_effect(prices.get(product_id, []), moment)
+                if product is None or price is None:
+                    continue
+                records.append(ProductRecord(
+                    product_id=product_id, name=product.name, description=product.description,
+                    barcode=product.barcode, category_id=product.category_id, price=price.price,
+                    discount=price.discount, is_deleted=product.is_deleted, updated_at_utc=moment))
+        return sorted(records, key=lambda r: (r.updated_at_utc, r.product_id))
 
     # --- changes (the web/admin side of the chain) ------------------------------------------------
 
@@ -283,46 +359,56 @@ class CatalogueStore:
                 s.execute(update(OutboxRow).where(OutboxRow.message_id.in_(message_ids))
                           .values(published_at_utc=datetime.now(UTC)))
 
-    def _changed(self, s: Session, model: type[_Versioned], key: int, **changes: object) -> _Versioned:
-        """Apply the given (non-None) changes to one row and stamp it with a fresh change time."""
+    def _changed(self, s: Session, model: type[_Versioned], key: int, at: datetime | None,
+                 **changes: object) -> tuple[_Versioned, datetime]:
+        """The row with the given (non-None) changes, and the time they take effect: ``at`` (simulated
+        time), or a fresh change time on the wall clock when none is given. The stored row is the
+        newest version: a change that takes effect before it is published, not stored."""
         row = s.get(model, key)
         if row is None:
             raise UnknownEntity(f"{model.__tablename__.removesuffix('s')} {key} not found")
+        effective = self._next_change_time(s) if at is None else at.astimezone(UTC)
+        changed = row if effective >= row.updated_at_utc else model(**{
+            c.key: getattr(row, c.key) for c in model.__table__.columns})  # type: ignore[arg-type]
         for attr, value in changes.items():
             if value is not None:
-                setattr(row, attr, value)
-        row.updated_at_utc = self._next_change_time(s)
-        return row
+                setattr(changed, attr, value)
+        changed.updated_at_utc = effective
+        s.merge(_history_of(changed))  # the same change at the same time is one version
+        return changed, effective
 
     def update_category(self, category_id: int, *, name: str | None = None, description: str | None = None,
-                        is_deleted: bool | None = None) -> CategoryRecord:
+                        is_deleted: bool | None = None, at: datetime | None = None) -> CategoryRecord:
+        """Change a category, in effect from ``at`` (simulated time; default now on the wall clock)."""
         with self._session() as s:
-            row = self._changed(s, CategoryRow, category_id, name=name, description=description,
-                                is_deleted=is_deleted)
+            row, effective = self._changed(s, CategoryRow, category_id, at, name=name, description=description,
+                                           is_deleted=is_deleted)
             record = CategoryRecord.model_validate(row, from_attributes=True)
-            self._publish(s, CATEGORY_TOPIC, record.model_dump_json(), row.updated_at_utc)
+            self._publish(s, CATEGORY_TOPIC, record.model_dump_json(), effective)
             return record
 
     def update_product(self, product_id: int, *, name: str | None = None, description: str | None = None,
-                       is_deleted: bool | None = None) -> datetime:
+                       is_deleted: bool | None = None, at: datetime | None = None) -> datetime:
+        """Change a product's descriptive fields, in effect from ``at``; returns that time."""
         with self._session() as s:
-            row = self._changed(s, ProductRow, product_id, name=name, description=description, is_deleted=is_deleted)
+            row, effective = self._changed(s, ProductRow, product_id, at, name=name, description=description,
+                                           is_deleted=is_deleted)
             message = ProductDescriptionMessage.model_validate(row, from_attributes=True)
-            self._publish(s, PRODUCT_DESCRIPTION_TOPIC, message.model_dump_json(), row.updated_at_utc)
-            return row.updated_at_utc
+            self._publish(s, PRODUCT_DESCRIPTION_TOPIC, message.model_dump_json(), effective)
+            return effective
 
-    def set_price(self, product_id: int, city: str, price: Decimal, discount: Decimal) -> datetime:
-        """Change the product's price in one city; returns the change's ``updated_at_utc``."""
+    def set_price(self, product_id: int, city: str, price: Decimal, discount: Decimal,
+                  at: datetime | None = None) -> datetime:
+        """Change the product's price in one city, in effect from ``at``; returns that time."""
         with self._session() as s:
             city_id = s.scalar(select(CityRow.city_id).where(CityRow.name == city))
-            row = s.get(ProductPriceRow, (product_id, city_id)) if city_id is not None else None
-            if row is None:
+            if city_id is None or s.get(ProductPriceRow, (product_id, city_id)) is None:
                 raise UnknownEntity(f"no price of product {product_id} in city {city!r}")
-            row.price, row.discount = price, discount
-            row.updated_at_utc = self._next_change_time(s)
+            _row, effective = self._changed(s, ProductPriceRow, (product_id, city_id), at,  # type: ignore[arg-type]
+                                            price=price, discount=discount)
             product = s.get_one(ProductRow, product_id)
             message = ProductMessage(**ProductDescriptionMessage.model_validate(product, from_attributes=True)
                                      .model_dump(exclude={"updated_at_utc"}),
-                                     price=price, discount=discount, city=city, updated_at_utc=row.updated_at_utc)
-            self._publish(s, PRODUCT_TOPIC, message.model_dump_json(), row.updated_at_utc)
-            return row.updated_at_utc
+                                     price=price, discount=discount, city=city, updated_at_utc=effective)
+            self._publish(s, PRODUCT_TOPIC, message.model_dump_json(), effective)
+            return effective

@@ -1,0 +1,114 @@
+"""The shop's catalogue history (slowly changing dimension, type 2): every version of a category,
+a product's descriptive fields and its city price, from the simulated time it took effect.
+
+Versions are inserted, never updated: the same version twice is one row, a late one goes in at its
+place, an older one never overwrites a newer. A shift sells at the versions in effect at each
+receipt's time (``shelf_timeline``), so re-running a shift gives the same receipts whatever was
+published afterwards. A version that arrives after shifts it would have changed were sold is
+reported (``VersionsRecorded.shifts_touched``); those shifts keep their rows until re-materialized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, select
+
+from rossmann_local.domain.catalogue_fold import PRODUCT_FIELDS, Versioned
+from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.domain.simulation import ShelfProduct, ShelfTimeline
+from rossmann_local.shop_db.cache import dialect_insert
+from rossmann_local.shop_db.models import CategoryVersion, PriceVersion, ProductVersion, Shift
+
+CATEGORY_VERSION_FIELDS = ("name", "description", "is_deleted")
+
+
+def placeholder_category_name(category_id: int) -> str:
+    """The name a product's category has while none of its versions is in effect yet."""
+    return f"category {category_id} (awaiting sync)"
+
+
+@dataclass
+class VersionsRecorded:
+    added: int = 0  # new versions (the rest were known already)
+    shifts_touched: set[datetime] = field(default_factory=set)  # sold shifts a late version falls into
+
+
+def _rows(versions: Iterable[Versioned], key: str, fields: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (key, time): the same version twice in a batch is one."""
+    rows = {(getattr(v, key), v.updated_at_utc): v for v in versions}
+    return [{key: k, "valid_from_utc": at, **{f: getattr(v, f) for f in fields}} for (k, at), v in rows.items()]
+
+
+def _insert(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> list[tuple[int, datetime]]:
+    """Insert the versions not known yet; returns (key, time) of those added."""
+    if not rows:
+        return []
+    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[key, "valid_from_utc"])
+    return [tuple(r) for r in conn.execute(stmt.returning(table.c[key], table.c.valid_from_utc), rows)]
+
+
+def _touched(conn: Connection, table: Table, key: str, added: list[tuple[int, datetime]]) -> set[datetime]:
+    """Sold shifts during which one of the added versions is in effect (before the key's next one)."""
+    last_sold = conn.scalar(select(func.max(Shift.shift_end)).where(Shift.sales_recorded_at_utc.is_not(None)))
+    late = [(k, at) for k, at in added if last_sold is not None and at < last_sold]
+    touched: set[datetime] = set()
+    for k, at in late:
+        until = conn.scalar(select(func.min(table.c.valid_from_utc)).where(table.c[key] == k,
+                                                                            table.c.valid_from_utc > at))
+        window = [Shift.sales_recorded_at_utc.is_not(None), Shift.shift_end > at]
+        if until is not None:
+            window.append(Shift.shift_start < until)
+        touched.update(conn.scalars(select(Shift.shift_start).where(*window)))
+    return touched
+
+
+def record_versions(conn: Connection, categories: Iterable[Versioned] = (), products: Iterable[Versioned] = (),
+                    prices: Iterable[Versioned] = ()) -> VersionsRecorded:
+    """Add category, product and (this shop's city) price versions to the history."""
+    recorded = VersionsRecorded()
+    for table, key, fields, versions in (
+            (CategoryVersion.__table__, "category_id", CATEGORY_VERSION_FIELDS, categories),
+            (ProductVersion.__table__, "product_id", PRODUCT_FIELDS, products),
+            (PriceVersion.__table__, "product_id", ("price", "discount"), prices)):
+        added = _insert(conn, table, key, _rows(versions, key, fields))
+        recorded.added += len(added)
+        recorded.shifts_touched |= _touched(conn, table, key, added)
+    return recorded
+
+
+def _in_effect(table: Table, key: str, moment: datetime) -> Any:
+    """Each key's version in effect at ``moment``: its latest from at or before it."""
+    latest = (select(table.c[key].label("key"), func.max(table.c.valid_from_utc).label("since"))
+              .where(table.c.valid_from_utc <= moment).group_by(table.c[key]).subquery())
+    return select(table).join(latest, (table.c[key] == latest.c.key) & (table.c.valid_from_utc == latest.c.since))
+
+
+def shelf_at(conn: Connection, moment: datetime) -> list[ShelfProduct]:
+    """The products on sale at ``moment`` by the history: not deleted, priced, with their category's
+    name then."""
+    categories = {r.category_id: r.name for r in conn.execute(_in_effect(CategoryVersion.__table__, "category_id",
+                                                                         moment))}
+    prices = {r.product_id: r for r in conn.execute(_in_effect(PriceVersion.__table__, "product_id", moment))}
+    shelf = []
+    for p in conn.execute(_in_effect(ProductVersion.__table__, "product_id", moment)):
+        priced = prices.get(p.product_id)
+        if p.is_deleted or priced is None:
+            continue
+        shelf.append(ShelfProduct(product_id=p.product_id, name=p.name, barcode=p.barcode, category_id=p.category_id,
+                                  category_name=categories.get(p.category_id,
+                                                               placeholder_category_name(p.category_id)),
+                                  price=priced.price, discount=priced.discount))
+    return sorted(shelf, key=lambda p: p.product_id)
+
+
+def shelf_timeline(conn: Connection, shift: ShiftWindow) -> ShelfTimeline:
+    """The shelf at the shift's start and at every moment within it when a version takes effect."""
+    moments: set[datetime] = set()
+    for table in (CategoryVersion, ProductVersion, PriceVersion):
+        moments.update(conn.scalars(select(table.valid_from_utc).distinct().where(
+            table.valid_from_utc > shift.start, table.valid_from_utc < shift.end)))
+    return ShelfTimeline(tuple((at, tuple(shelf_at(conn, at))) for at in [shift.start, *sorted(moments)]))
