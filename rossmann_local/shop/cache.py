@@ -42,7 +42,8 @@ def sync_cache(shop: Shop, shop_databases: ShopDatabases, sync_api: SyncApiClien
     with shop_databases.transaction(shop.shop_id) as conn:
         category_counts = upsert_categories(conn, categories)
         product_counts = upsert_products(conn, products, shop.city)
-        history = record_versions(conn, categories, products, products)  # a record carries the shop's city price
+        # A Sync API record carries the price of the shop's city.
+        history = record_versions(conn, shop.city, categories, products, products)
         for entity, records in (("categories", categories), ("products", products)):
             if records:
                 advance_sync_watermark(conn, entity, max(r.updated_at_utc for r in records), now)

@@ -35,7 +35,7 @@ from rossmann_local.domain.world import Shop, World
 from rossmann_local.resources.kafka import KafkaResource, Outgoing, RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db.cache import upsert_categories, upsert_product_changes
-from rossmann_local.shop_db.history import VersionsRecorded, record_versions
+from rossmann_local.shop_db.history import VersionBatch, VersionsRecorded
 
 
 class DeadLettersNotDelivered(RuntimeError):
@@ -61,28 +61,19 @@ class ApplyOutcome:
                 "versions_added": self.versions_added, "late_for_sold_shifts": len(self.shifts_touched)}
 
 
-@dataclass
-class _Versions:
-    """Every version a batch carries, for the shops' history (the fold keeps only the newest)."""
-
-    categories: list[CatalogueMessage] = field(default_factory=list)
-    products: list[CatalogueMessage] = field(default_factory=list)
-    prices: dict[str, list[CatalogueMessage]] = field(default_factory=dict)  # by the city they price
-
-    def add(self, message: CatalogueMessage) -> None:
+def _versions(messages: Iterable[CatalogueMessage]) -> VersionBatch:
+    """Every version the messages carry, for the shops' history (the fold keeps only the newest)."""
+    categories: list[CatalogueMessage] = []
+    products: list[CatalogueMessage] = []
+    prices: dict[str, list[CatalogueMessage]] = {}  # by the city they price
+    for message in messages:
         if isinstance(message, CategoryMessage):
-            self.categories.append(message)
-            return
-        self.products.append(message)
+            categories.append(message)
+            continue
+        products.append(message)
         if isinstance(message, ProductMessage) and message.city:
-            self.prices.setdefault(message.city, []).append(message)
-
-    @classmethod
-    def of(cls, messages: Iterable[CatalogueMessage]) -> _Versions:
-        versions = cls()
-        for message in messages:
-            versions.add(message)
-        return versions
+            prices.setdefault(message.city, []).append(message)
+    return VersionBatch(categories, products, prices)
 
 
 Coordinates = tuple[str, int, int]  # topic, partition, offset: a message's identity
@@ -105,11 +96,11 @@ def _fold(batch: Sequence[Parsed]) -> CatalogueFold[Coordinates]:
 
 
 def _apply_to_shop(shops: ShopDatabases, shop: Shop, fold: CatalogueFold[Coordinates],
-                   versions: _Versions) -> _ShopResult:
+                   versions: VersionBatch) -> _ShopResult:
     with shops.transaction(shop.shop_id) as conn:
         categories = upsert_categories(conn, [c.version for c in fold.categories.values()])
         products = upsert_product_changes(conn, fold.product_changes_for(shop.city))
-        history = record_versions(conn, versions.categories, versions.products, versions.prices.get(shop.city, ()))
+        history = versions.record(conn, shop.city)
     changed_by = {fold.categories[c].source for c in categories.changed_ids}
     for product_id in products.changed_ids:
         changed_by.update(fold.sources_of_product(product_id, shop.city))
@@ -129,15 +120,16 @@ def _parse(raw: Sequence[RawMessage], outcome: ApplyOutcome) -> Iterator[Parsed]
 
 def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[RawMessage]) -> ApplyOutcome:
     outcome = ApplyOutcome(messages=len(raw))
-    # Fold while parsing: only the newest message per key stays alive, not every parsed message.
+    # Fold while parsing; every version also goes to the shops' history.
     fold: CatalogueFold[Coordinates] = CatalogueFold()
-    versions = _Versions()
-    parsed_count = 0
+    parsed: list[CatalogueMessage] = []
     for coordinates, message in _parse(raw, outcome):
-        parsed_count += 1
+        parsed.append(message)
         outcome.price_without_city += isinstance(message, ProductMessage) and not message.city
         fold.add_message(message, coordinates)
-        versions.add(message)
+    versions = _versions(parsed)
+    parsed_count = len(parsed)
+    del parsed
     refused: dict[Coordinates, str] = {}
     applied: set[Coordinates] = set()
 
@@ -157,11 +149,11 @@ def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[R
             survivors = [p for p in _parse(raw, ApplyOutcome()) if p[0] not in refused]
             for one in survivors:
                 try:
-                    record(shop, _apply_to_shop(shops, shop, _fold([one]), _Versions.of([one[1]])))
+                    record(shop, _apply_to_shop(shops, shop, _fold([one]), _versions([one[1]])))
                 except IntegrityError as exc:
                     refused[one[0]] = f"shop {shop.shop_id} refused it: {str(exc.orig).splitlines()[0]}"
             kept = [p for p in survivors if p[0] not in refused]
-            fold, versions = _fold(kept), _Versions.of(m for _, m in kept)
+            fold, versions = _fold(kept), _versions(m for _, m in kept)
     by_coordinates = {(m.topic, m.partition, m.offset): m for m in raw if (m.topic, m.partition, m.offset) in refused}
     outcome.dead_letters += [DeadLetter(*key, reason, by_coordinates[key].value) for key, reason in refused.items()]
     outcome.applied = len(applied)

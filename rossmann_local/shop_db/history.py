@@ -20,7 +20,6 @@ from sqlalchemy import Connection, Table, func, select
 from rossmann_local.domain.catalogue_fold import PRODUCT_FIELDS, Versioned
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.simulation import ShelfProduct, ShelfTimeline
-from rossmann_local.shop_db.cache import dialect_insert
 from rossmann_local.shop_db.models import CategoryVersion, PriceVersion, ProductVersion, Shift
 
 CATEGORY_VERSION_FIELDS = ("name", "description", "is_deleted")
@@ -43,18 +42,68 @@ def _rows(versions: Iterable[Versioned], key: str, fields: Sequence[str]) -> lis
     return [{key: k, "valid_from_utc": at, **{f: getattr(v, f) for f in fields}} for (k, at), v in rows.items()]
 
 
-def _insert(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> list[tuple[int, datetime]]:
-    """Insert the versions not known yet; returns (key, time) of those added."""
-    if not rows:
-        return []
-    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[key, "valid_from_utc"])
-    return [tuple(r) for r in conn.execute(stmt.returning(table.c[key], table.c.valid_from_utc), rows)]
+HISTORY_TABLES: tuple[tuple[Table, str, Sequence[str]], ...] = (
+    (CategoryVersion.__table__, "category_id", CATEGORY_VERSION_FIELDS),
+    (ProductVersion.__table__, "product_id", PRODUCT_FIELDS),
+    (PriceVersion.__table__, "product_id", ("price", "discount")),
+)
 
 
-def _touched(conn: Connection, table: Table, key: str, added: list[tuple[int, datetime]]) -> set[datetime]:
-    """Sold shifts during which one of the added versions is in effect (before the key's next one)."""
+class VersionBatch:
+    """A batch's versions (a Sync API answer, a range of Kafka messages) as history rows: made
+    once, and inserted into every shop's database, each shop taking the prices of its city."""
+
+    def __init__(self, categories: Iterable[Versioned], products: Iterable[Versioned],
+                 prices: dict[str, list[Versioned]]) -> None:
+        self._rows = {(CategoryVersion.__table__.name, None): _rows(categories, *HISTORY_TABLES[0][1:]),
+                      (ProductVersion.__table__.name, None): _rows(products, *HISTORY_TABLES[1][1:])}
+        self._rows |= {(PriceVersion.__table__.name, city): _rows(versions, *HISTORY_TABLES[2][1:])
+                       for city, versions in prices.items()}
+        self._prepared: dict[tuple[str, str | None, str], list[tuple[Any, ...]]] = {}
+
+    def record(self, conn: Connection, city: str) -> VersionsRecorded:
+        """Add the versions (prices: of ``city``) the shop's history does not have yet."""
+        recorded = VersionsRecorded()
+        for table, key, _fields in HISTORY_TABLES:
+            part = (table.name, city if table is PriceVersion.__table__ else None)
+            rows = self._rows.get(part, [])
+            late = _late(conn, table, key, rows)
+            recorded.added += self._insert(conn, table, key, part, rows)
+            recorded.shifts_touched |= _touched(conn, table, key, late)
+        return recorded
+
+    def _insert(self, conn: Connection, table: Table, key: str, part: tuple[str, str | None],
+                rows: list[dict[str, Any]]) -> int:
+        """INSERT ... ON CONFLICT DO NOTHING of every row, through the driver with the values typed
+        once per dialect by the columns' own bind processors; returns how many rows were added."""
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        prepared = self._prepared.get((*part, conn.dialect.name))
+        if prepared is None:
+            processors = [table.c[c].type._cached_bind_processor(conn.dialect) for c in columns]
+            prepared = [tuple(p(row[c]) if p else row[c] for c, p in zip(columns, processors, strict=True))
+                        for row in rows]
+            self._prepared[(*part, conn.dialect.name)] = prepared
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        before = conn.scalar(select(func.count()).select_from(table))
+        conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                             f"VALUES ({', '.join([marker] * len(columns))}) "
+                             f"ON CONFLICT ({key}, valid_from_utc) DO NOTHING", prepared)
+        return conn.scalar(select(func.count()).select_from(table)) - before
+
+
+def _late(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> list[tuple[int, datetime]]:
+    """The versions, not known yet, that take effect before the end of a shift already sold. Most
+    batches have none (all later than anything sold), and cost one query."""
     last_sold = conn.scalar(select(func.max(Shift.shift_end)).where(Shift.sales_recorded_at_utc.is_not(None)))
-    late = [(k, at) for k, at in added if last_sold is not None and at < last_sold]
+    early = [(r[key], r["valid_from_utc"]) for r in rows if last_sold is not None and r["valid_from_utc"] < last_sold]
+    return [(k, at) for k, at in early if conn.scalar(select(func.count()).select_from(table).where(
+        table.c[key] == k, table.c.valid_from_utc == at)) == 0]
+
+
+def _touched(conn: Connection, table: Table, key: str, late: list[tuple[int, datetime]]) -> set[datetime]:
+    """Sold shifts during which one of the late versions is in effect (before the key's next one)."""
     touched: set[datetime] = set()
     for k, at in late:
         until = conn.scalar(select(func.min(table.c.valid_from_utc)).where(table.c[key] == k,
@@ -66,18 +115,10 @@ def _touched(conn: Connection, table: Table, key: str, added: list[tuple[int, da
     return touched
 
 
-def record_versions(conn: Connection, categories: Iterable[Versioned] = (), products: Iterable[Versioned] = (),
-                    prices: Iterable[Versioned] = ()) -> VersionsRecorded:
-    """Add category, product and (this shop's city) price versions to the history."""
-    recorded = VersionsRecorded()
-    for table, key, fields, versions in (
-            (CategoryVersion.__table__, "category_id", CATEGORY_VERSION_FIELDS, categories),
-            (ProductVersion.__table__, "product_id", PRODUCT_FIELDS, products),
-            (PriceVersion.__table__, "product_id", ("price", "discount"), prices)):
-        added = _insert(conn, table, key, _rows(versions, key, fields))
-        recorded.added += len(added)
-        recorded.shifts_touched |= _touched(conn, table, key, added)
-    return recorded
+def record_versions(conn: Connection, city: str, categories: Iterable[Versioned] = (),
+                    products: Iterable[Versioned] = (), prices: Iterable[Versioned] = ()) -> VersionsRecorded:
+    """Add category, product and price versions (of the shop's ``city``) to one shop's history."""
+    return VersionBatch(categories, products, {city: list(prices)}).record(conn, city)
 
 
 def _in_effect(table: Table, key: str, moment: datetime) -> Any:
