@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Table, func, select
 from rossmann_local.domain.catalogue_fold import PRODUCT_FIELDS, Versioned
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.simulation import ShelfProduct, ShelfTimeline
+from rossmann_local.shop_db.cache import dialect_insert
 from rossmann_local.shop_db.models import CategoryVersion, PriceVersion, ProductVersion, Shift
 
 CATEGORY_VERSION_FIELDS = ("name", "description", "is_deleted")
@@ -85,11 +86,16 @@ class VersionBatch:
             prepared = [tuple(p(row[c]) if p else row[c] for c, p in zip(columns, processors, strict=True))
                         for row in rows]
             self._prepared[(*part, conn.dialect.name)] = prepared
-        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        # The dialect's own INSERT ... ON CONFLICT DO NOTHING, compiled once, run as one executemany.
+        statement = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[key, "valid_from_utc"])
+        compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
+        if compiled.positional:
+            order = [columns.index(name) for name in compiled.positiontup or ()]
+            parameters: list[Any] = [tuple(row[i] for i in order) for row in prepared]
+        else:
+            parameters = [dict(zip(columns, row, strict=True)) for row in prepared]
         before = conn.scalar(select(func.count()).select_from(table))
-        conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                             f"VALUES ({', '.join([marker] * len(columns))}) "
-                             f"ON CONFLICT ({key}, valid_from_utc) DO NOTHING", prepared)
+        conn.exec_driver_sql(str(compiled), parameters)
         return conn.scalar(select(func.count()).select_from(table)) - before
 
 
