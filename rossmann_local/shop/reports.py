@@ -80,5 +80,6 @@ def send_report(world: World, report: Report, shifts: Sequence[tuple[Shop, Shift
     for outcome in outcomes:
         if outcome.reconciles:
             with shop_databases.transaction(outcome.shop.shop_id) as conn:
+                # Bookkeeping on the wall clock: when ClickHouse confirmed the report.
                 record_report(conn, outcome.shift, report.table, outcome.rows, datetime.now(UTC))
     return outcomes

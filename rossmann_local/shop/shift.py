@@ -43,6 +43,7 @@ def take_deliveries(world: World, shop: Shop, shift: ShiftWindow, shop_databases
     with shop_databases.transaction(shop.shop_id) as conn:
         deliveries = plan_deliveries(world, shop, shift, shelf_at(conn, shift.start))
         ledger.replace_shift_deliveries(conn, shift, deliveries)
+        # Bookkeeping on the wall clock (when it was recorded), not a fact of the simulated world.
         ledger.record_shift_deliveries(conn, shift, shop.admin_id, deliveries, datetime.now(UTC))
     return DeliveriesTaken(deliveries)
 
@@ -63,6 +64,6 @@ def sell_shift(world: World, shop: Shop, shift: ShiftWindow, shop_databases: Sho
                                         ledger.stock_at(conn, shift.start), ledger.shift_deliveries(conn, shift))
         ledger.insert_receipts(conn, shift, sales.receipts)
         ledger.recompute_stock(conn)
-        ledger.record_shift_sales(conn, shift, shop.admin_id, sales, datetime.now(UTC))
+        ledger.record_shift_sales(conn, shift, shop.admin_id, sales, datetime.now(UTC))  # bookkeeping, wall clock
         negative = ledger.negative_stock(conn)
     return ShiftSold(sales, negative)

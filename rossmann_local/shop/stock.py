@@ -62,7 +62,7 @@ def send_stock_levels(world: World, shifts: Sequence[tuple[Shop, ShiftWindow]], 
         confirmed[shop_id].append(key)
     for shop_id, keys in confirmed.items():
         with shop_databases.transaction(shop_id) as conn:
-            mark_sent(conn, keys, datetime.now(UTC))
+            mark_sent(conn, keys, datetime.now(UTC))  # bookkeeping, wall clock: when the broker confirmed
     missing = {shop_id: len(queued[shop_id]) - len(keys) for shop_id, keys in confirmed.items()
                if len(keys) < len(queued[shop_id])}
     if missing:
