@@ -223,7 +223,9 @@ class CatalogueStore:
             yield session
 
     def _next_change_time(self, session: Session) -> datetime:
-        """Now, or just after the newest change recorded so far if the clock is behind it."""
+        """Now, or just after the newest change recorded so far if the clock is behind it: the time a
+        change made by hand without a simulated time (``at``) takes effect, i.e. the live mapping of
+        the simulated clock onto the wall clock; every change the chain's demo makes passes ``at``."""
         newest = [
             session.scalar(select(func.max(table.updated_at_utc)))
             for table in (CategoryRow, ProductRow, ProductPriceRow)
