@@ -4,21 +4,31 @@ while the broker is down."""
 from __future__ import annotations
 
 import json
+import shutil
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from rossmann_local.domain.stock_levels import checkpoints
+from rossmann_local.domain.stock_levels import (
+    MAX_STOCK_MESSAGE_BYTES,
+    PART_SEPARATOR,
+    checkpoints,
+    stock_message_parts,
+    stock_sequence,
+)
 from rossmann_local.domain.topics import STOCK_TOPIC
 from rossmann_local.domain.world import World
 from rossmann_local.local.broker import LocalBroker
-from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
-from rossmann_local.shop.stock import StockNotDelivered
+from rossmann_local.shop.stock import StockNotDelivered, queue_stock_levels, settle_and_verify
 from rossmann_local.shop_db.ledger import stock_at
 from rossmann_local.shop_db.models import StockMessage
+from rossmann_local.shop_db.stock_outbox import unsent_parts, verified_count
 from rossmann_local_tests.helpers import ASSET_NAMES, materialize_shift, metadata, shift_of
 
 WITH_STOCK = (*ASSET_NAMES, "shift_stock_levels")
@@ -51,7 +61,10 @@ def test_stock_messages_round_trip_with_the_shop_key_and_the_reference_json(
     assert {m.key for m in messages} == {b"3"}
     assert len({m.partition for m in messages}) == 1, "one key, one partition: the chain reads them in order"
     bodies = [json.loads(m.value) for m in messages]
-    assert all(set(b) == {"shop_id", "updated_products"} and b["shop_id"] == "3" for b in bodies)
+    assert all(set(b) == {"shop_id", "checkpoint_utc", "sequence", "part", "parts", "updated_products"}
+               and b["shop_id"] == "3" and b["part"] == b["parts"] == 1 for b in bodies)
+    sequences = [b["sequence"] for b in bodies]
+    assert sequences == sorted(set(sequences)), "one sequence per checkpoint, increasing: a consumer drops repeats"
     shift = shift_of(world)
     moments = checkpoints(shift, 50)
     assert (moments[1] - moments[0]).total_seconds() == 50 * 60 and moments[-1] == shift.end
@@ -92,3 +105,82 @@ def test_the_producer_keeps_unsent_changes_while_the_broker_is_down_and_sends_th
     assert meta["sent_from_earlier_shifts"] == waiting, "the morning's queued messages go first"
     assert queued(sqlite_shops, 1, sent=False) == 0
     assert len(new_stock_messages(kafka, before)) == meta["messages_sent"]
+
+
+def test_a_checkpoint_too_big_for_one_message_goes_in_parts_under_the_broker_limit() -> None:
+    """100k products changed at one checkpoint: about 1.4 MB as one message, more than Kafka's 1 MB."""
+    moment = datetime(2026, 6, 1, 7, 50, tzinfo=UTC)
+    levels = {product_id: 1000 + product_id % 7 for product_id in range(1, 100_001)}
+    parts = stock_message_parts(4, levels, moment)
+    assert len(parts) > 1 and all(len(p.encode()) <= MAX_STOCK_MESSAGE_BYTES for p in parts)
+    bodies = [json.loads(p) for p in parts]
+    assert [b["part"] for b in bodies] == list(range(1, len(parts) + 1))
+    assert {b["parts"] for b in bodies} == {len(parts)} and {b["sequence"] for b in bodies} == {stock_sequence(moment)}
+    ids = [int(pid) for b in bodies for pid in b["updated_products"]]
+    assert ids == sorted(levels), "consecutive product id ranges, in order, every product once"
+    assert {int(k): v for b in bodies for k, v in b["updated_products"].items()} == levels
+
+
+def topic_copies(kafka: KafkaResource, shop_id: int) -> Counter:
+    """(sequence, part, value) of the shop's stock messages on the topic, with how often each is there."""
+    with kafka.consumer() as consumer:
+        ends = [kafka.watermarks(consumer, STOCK_TOPIC, p) for p in range(3)]
+    return Counter((json.loads(m.value)["sequence"], json.loads(m.value)["part"], m.value.decode())
+                   for p, (low, high) in enumerate(ends) for m in kafka.read_range(STOCK_TOPIC, p, low, high)
+                   if m.key == str(shop_id).encode())
+
+
+def queued_parts(shops: ShopDatabases, shop_id: int) -> Counter:
+    with shops.transaction(shop_id) as conn:
+        payloads = conn.scalars(select(StockMessage.payload)).all()
+    return Counter((json.loads(p)["sequence"], json.loads(p)["part"], p)
+                   for payload in payloads for p in payload.split(PART_SEPARATOR))
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("loss", ["sigkill", "sigkill-and-data-gone"])
+def test_a_broker_killed_right_after_confirming_loses_nothing_and_doubles_nothing(
+        world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient, own_broker: LocalBroker,
+        loss: str) -> None:
+    """noida-db acknowledges before its data is durable: SIGKILL at once after the confirmation may
+    lose what it confirmed (with its data directory gone, it surely does). The next stock step reads
+    back each confirmed part at its offset and sends again what is missing; nothing is sent twice."""
+    kafka = KafkaResource(bootstrap_servers=own_broker.bootstrap_servers, delivery_timeout_seconds=5)
+    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api, "kafka": kafka}
+    materialize_shift(world, shift_of(world), 2, resources, assets=WITH_STOCK)
+    own_broker.kill()  # SIGKILL, the moment the step has its confirmations
+    if loss == "sigkill-and-data-gone":
+        shutil.rmtree(own_broker.data_dir)
+    own_broker.start()
+    kafka.ensure_topics()
+    second = metadata(materialize_shift(world, shift_of(world, index=1), 2, resources, assets=WITH_STOCK),
+                      "shift_stock_levels")
+    settle_and_verify([2], sqlite_shops, kafka, settle_seconds=1.0)
+    expected = queued_parts(sqlite_shops, 2)
+    assert expected and topic_copies(kafka, 2) == expected, "every part on the topic, exactly once"
+    if loss == "sigkill-and-data-gone":
+        morning = sum(1 for sequence, _, _ in expected if sequence < stock_sequence(shift_of(world).end) + 1)
+        assert second["parts_lost_and_resent"] == morning > 0
+    starts = [shift_of(world).start, shift_of(world, index=1).start]
+    with sqlite_shops.transaction(2) as conn:
+        assert verified_count(conn, starts) == queued(sqlite_shops, 2, sent=True) == len(expected), \
+            "each message read back where the broker put it"
+
+
+def test_a_crash_between_the_confirmation_and_its_record_sends_nothing_twice(
+        world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient, own_broker: LocalBroker) -> None:
+    """The step dies after the broker confirmed its messages and before the shop recorded them: the
+    next step finds them on the topic (same shop, sequence, part and bytes) and records them there."""
+    kafka = KafkaResource(bootstrap_servers=own_broker.bootstrap_servers, delivery_timeout_seconds=5)
+    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api, "kafka": kafka}
+    materialize_shift(world, shift_of(world), 5, resources, assets=ASSET_NAMES)
+    queue_stock_levels(world, world.shop(5), shift_of(world), sqlite_shops)
+    with sqlite_shops.transaction(5) as conn:
+        parts = unsent_parts(conn)
+    sent = kafka.produce_confirmed(Outgoing(STOCK_TOPIC, text.encode(), tag=key, key=b"5") for key, text in parts)
+    assert len(sent.confirmed) == len(parts) > 0  # ... and here the process died
+    result = materialize_shift(world, shift_of(world), 5, resources, assets=("shift_stock_levels",))
+    meta = metadata(result, "shift_stock_levels")
+    assert meta["parts_found_already_sent"] == len(parts) and meta["messages_sent"] == 0
+    assert set(topic_copies(kafka, 5).values()) == {1}
+    assert queued(sqlite_shops, 5, sent=False) == 0

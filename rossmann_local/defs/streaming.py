@@ -138,12 +138,15 @@ def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> lis
         """The shop's stock levels sent to the chain (``oltp_update_product_quantity``, key the shop id):
         every 50 simulated minutes of the shift, the absolute stock of the products that changed.
         Messages are queued in the shop database and leave the queue only once the broker confirmed
-        them, so a broker outage delays them and loses none. A run over many shifts queues them all,
-        then sends every shop's queue and waits for the broker once."""
+        them, so a broker outage delays them and loses none; each is later read back where the broker
+        put it, and sent again if a broker lost it after confirming. A run over many shifts queues
+        them all, then sends every shop's queue and waits for the broker once."""
         shifts = shifts_in_order(world, context.partition_keys)
         sent = send_stock_levels(world, shifts, shop_databases, kafka)
         metadata = {"messages_planned": sent.planned, "messages_sent": sent.sent,
-                    "sent_from_earlier_shifts": sent.sent_from_earlier_shifts, "broker_errors": sent.broker_errors}
+                    "sent_from_earlier_shifts": sent.sent_from_earlier_shifts, "broker_errors": sent.broker_errors,
+                    "parts_verified_on_topic": sent.verified, "parts_lost_and_resent": sent.lost_and_resent,
+                    "parts_found_already_sent": sent.found_on_topic}
         return dg.MaterializeResult(metadata={"partitions": len(shifts), **metadata} if len(shifts) > 1 else metadata)
 
     return [shift_stock_levels]

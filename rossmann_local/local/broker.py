@@ -77,6 +77,13 @@ class LocalBroker:
                 self._process.wait()
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed (the fault tests use it)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
     def __enter__(self) -> LocalBroker:
         return self.start()
 

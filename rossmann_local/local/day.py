@@ -35,6 +35,7 @@ from rossmann_local.local.summary import ShopDay, Streaming, format_summary, rea
 from rossmann_local.resources.clickhouse import redacted
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import ConfigError, data_dir, load_world
+from rossmann_local.shop.stock import settle_and_verify
 from rossmann_local.shop_db import ledger
 
 # The summary reports failed runs with their cause; Dagster's console log would repeat each with stack traces.
@@ -163,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             shop_days = run_day(world, day, stack.resources, demo.sensor.instance,
                                 lambda index: demo.before_shift(day, index))
             demo.streaming.promotion_prices = demo.promotion_prices(day)
+            # The summary counts what the topic holds: read every stock message back once the broker
+            # had time to keep it, and send again what it lost.
+            checked = settle_and_verify(world.shop_ids, stack.shop_databases, stack.kafka)
+            demo.streaming.stock_lost_and_resent = checked.lost
         summary = format_summary(day, shop_days, time.perf_counter() - started,
                                  redacted(stack.clickhouse.resolved_dsn()), demo.streaming)
         print(summary)

@@ -61,7 +61,8 @@ def local_stack(world: World, sync_api_port: int = 0, data: Path | None = None) 
             kafka = kafka_from_env()
         else:
             broker = stack.enter_context(LocalBroker(data / "kafka"))
-            kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
+            kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers,
+                                  source=f"the local broker this command started, {KAFKA_BOOTSTRAP_SERVERS} unset")
         kafka.ensure_topics()
         sync_api = sync_api_client_from_env()
         store = relay = None

@@ -20,7 +20,7 @@ from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.history import shelf_at
-from rossmann_local.shop_db.stock_outbox import sent_count
+from rossmann_local.shop_db.stock_outbox import sent_count, verified_count
 
 
 @dataclass
@@ -41,6 +41,7 @@ class ShopDay:
     reported_units_delivered: int = 0
     naive_revenue: Decimal = Decimal("0")
     stock_messages_sent: int = 0
+    stock_messages_on_topic: int = 0  # read back where the broker put them, every part
 
     @property
     def reports_match(self) -> bool:
@@ -57,6 +58,7 @@ class Streaming:
     upsert_runs: int = 0
     failed_runs: list[str] = field(default_factory=list)
     outcome: Counter[str] = field(default_factory=Counter)
+    stock_lost_and_resent: int = 0
 
 
 def read_shop_days(world: World, shop_databases: ShopDatabases, clickhouse: ClickHouseReports, day: date,
@@ -74,6 +76,7 @@ def read_shop_days(world: World, shop_databases: ShopDatabases, clickhouse: Clic
             on_sale = [p.product_id for p in shelf_at(conn, shifts[-1].end)]
             shop_day.stock_units, shop_day.sold_out = ledger.shelf_stock(conn, shifts[-1].end, on_sale)
             shop_day.stock_messages_sent = sent_count(conn, (s.start for s in shifts))
+            shop_day.stock_messages_on_topic = verified_count(conn, (s.start for s in shifts))
     shop_databases.dispose()
     with clickhouse.client() as client:
         for row in revenue_per_shop_per_day(client, world.timezone, day, day):
@@ -138,7 +141,10 @@ def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhou
             f"(shop rows changed: {o['rows_changed']})",
             f"  catalogue versions added to the shops' history: {o['versions_added']}, late for shifts already "
             f"sold: {o['late_for_sold_shifts']}",
-            f"  stock messages sent (oltp_update_product_quantity): {_sum(shop_days, 'stock_messages_sent')}",
+            f"  stock messages (oltp_update_product_quantity): {_sum(shop_days, 'stock_messages_sent')} confirmed, "
+            f"{_sum(shop_days, 'stock_messages_on_topic')} read back on the topic where the broker put them"
+            + (f", {streaming.stock_lost_and_resent} lost by the broker after confirming and sent again"
+               if streaming.stock_lost_and_resent else ""),
             *streaming.promotion_prices]
     out += [f"FAILED upsert run {failure}" for failure in streaming.failed_runs]
     out += [f"FAILED {failure}" for failure in dict.fromkeys(f for d in shop_days for f in d.runs_failed)]

@@ -53,6 +53,7 @@ class Confirmations(Generic[T]):
 
     sent: int = 0
     confirmed: list[T] = field(default_factory=list)
+    placed: dict[T, tuple[int, int]] = field(default_factory=dict)  # tag -> (partition, offset) the broker gave
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -77,12 +78,18 @@ class KafkaResource(dg.ConfigurableResource):
     # How long the producer keeps retrying (through the client's own reconnects) before it reports
     # a message as not delivered.
     delivery_timeout_seconds: float = 30.0
+    # Where the servers come from, for error messages: the setting, or the broker a command started.
+    source: str = f"check {KAFKA_BOOTSTRAP_SERVERS}"
 
     def _servers(self) -> str:
         servers = resolved(self.bootstrap_servers)
         if not servers:
             raise ConfigError(f"{KAFKA_BOOTSTRAP_SERVERS} is empty")
         return servers
+
+    def describe(self) -> str:
+        """The brokers and where they come from, e.g. ``127.0.0.1:40123 (the local broker ...)``."""
+        return f"{self._servers()} ({self.source})"
 
     def admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self._servers(), "logger": CLIENT_LOG})
@@ -106,7 +113,7 @@ class KafkaResource(dg.ConfigurableResource):
         try:
             metadata = admin.list_topics(timeout=self.request_timeout_seconds)
         except KafkaException as exc:
-            raise ConfigError(f"Kafka at {self._servers()} is not reachable (check {KAFKA_BOOTSTRAP_SERVERS}): "
+            raise ConfigError(f"Kafka at {self.describe()} is not reachable: "
                               f"{exc.args[0].str() if exc.args else exc}") from None
         return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 
@@ -147,29 +154,51 @@ class KafkaResource(dg.ConfigurableResource):
         """Send the messages in order with the process's idempotent producer for ``client`` and wait
         once for the broker's confirmations (at most ``timeout``, default the delivery timeout plus
         5 s). The caller marks as sent only what comes back confirmed; the rest it sends again."""
+        outcome: Confirmations[T] = Confirmations()
+        pending = list(messages)
+        outcome.sent = len(pending)
+        for _attempt in range(2):
+            try:
+                self._produce(pending, outcome, timeout, client)
+                break
+            except KafkaException as exc:
+                # A fatal producer error (e.g. the broker lost what it had confirmed, so the idempotent
+                # sequence no longer matches): drop the producer, send what is unconfirmed with a new one.
+                error = exc.args[0] if exc.args else None
+                if not (isinstance(error, KafkaError) and error.fatal()):
+                    raise
+                outcome.errors.append(str(error))
+                with _SHARED_LOCK:
+                    _SHARED_PRODUCERS.pop((self._servers(), int(self.delivery_timeout_seconds * 1000), client), None)
+                done = set(outcome.confirmed)
+                pending = [m for m in pending if m.tag not in done]
+        return outcome
+
+    def _produce(self, messages: list[Outgoing[T]], outcome: Confirmations[T], timeout: float | None,
+                 client: str) -> None:
         producer, broker_errors = self.shared_producer(client)
         seen = len(broker_errors)
-        outcome: Confirmations[T] = Confirmations()
 
-        def on_delivery(error: KafkaError | None, tag: T) -> None:
+        def on_delivery(error: KafkaError | None, message: Message, tag: T) -> None:
             if error is None:
                 outcome.confirmed.append(tag)
+                outcome.placed[tag] = (message.partition(), message.offset())
             else:
                 outcome.errors.append(str(error))
 
-        for message in messages:
-            while True:
-                try:
-                    producer.produce(message.topic, key=message.key, value=message.value,
-                                     on_delivery=lambda err, _msg, tag=message.tag: on_delivery(err, tag))
-                    break
-                except BufferError:  # the client's queue is full: let it deliver, then go on
-                    producer.poll(0.1)
-            outcome.sent += 1
-            producer.poll(0)
-        producer.flush(self.delivery_timeout_seconds + 5 if timeout is None else timeout)
-        outcome.errors[:0] = broker_errors[seen:]
-        return outcome
+        try:
+            for message in messages:
+                while True:
+                    try:
+                        producer.produce(message.topic, key=message.key, value=message.value,
+                                         on_delivery=lambda err, msg, tag=message.tag: on_delivery(err, msg, tag))
+                        break
+                    except BufferError:  # the client's queue is full: let it deliver, then go on
+                        producer.poll(0.1)
+                producer.poll(0)
+            producer.flush(self.delivery_timeout_seconds + 5 if timeout is None else timeout)
+        finally:
+            outcome.errors[:0] = broker_errors[seen:]
 
     @contextmanager
     def consumer(self) -> Iterator[Consumer]:
@@ -188,8 +217,8 @@ class KafkaResource(dg.ConfigurableResource):
             return consumer.get_watermark_offsets(TopicPartition(topic, partition),
                                                   timeout=self.request_timeout_seconds)
         except KafkaException as exc:
-            raise ConfigError(f"Kafka at {self._servers()} did not give the offsets of {topic}[{partition}] "
-                              f"(check {KAFKA_BOOTSTRAP_SERVERS}): {exc}") from None
+            raise ConfigError(f"Kafka at {self.describe()} did not give the offsets of "
+                              f"{topic}[{partition}]: {exc}") from None
 
     def read_range(self, topic: str, partition: int, start: int, end: int, timeout: float = 60.0) -> list[RawMessage]:
         """Exactly the messages at offsets [start, end) of one partition, or an error after ``timeout``."""

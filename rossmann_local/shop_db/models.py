@@ -204,3 +204,19 @@ class StockMessage(ShopBase):
     checkpoint: Mapped[datetime] = mapped_column(primary_key=True)
     payload: Mapped[str] = mapped_column(Text)
     sent_at_utc: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class StockMessageOffset(ShopBase):
+    """Where the broker put one part of a stock message, and whether it was read back there after the
+    broker had time to make it durable: a confirmed part that later went missing (a broker that
+    acknowledged before writing, then died) is found by reading its offset again, and sent again."""
+
+    __tablename__ = "stock_message_offsets"
+
+    shift_start: Mapped[datetime] = mapped_column(primary_key=True)
+    checkpoint: Mapped[datetime] = mapped_column(primary_key=True)
+    part: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    topic_partition: Mapped[int]
+    topic_offset: Mapped[int] = mapped_column(BigInteger)
+    confirmed_at_utc: Mapped[datetime]
+    verified_at_utc: Mapped[datetime | None] = mapped_column(index=True)
