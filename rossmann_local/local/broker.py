@@ -1,11 +1,14 @@
 """The no-service Kafka: the broker binary shipped in the PyPI package ``noida-db``, on loopback.
 
 Only its binary is used (not its Python wrapper): started on a free port with its data in a
-directory of ours, ready when ``AdminClient.list_topics()`` answers, stopped by SIGTERM.
+directory of ours, ready when ``AdminClient.list_topics()`` answers, stopped by SIGTERM. It dies
+with the process that started it (parent-death signal), and a broker left on the same data
+directory by a process that died anyway (no parent-death signal off Linux) is stopped first.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -16,6 +19,8 @@ from types import TracebackType
 import noida_db
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+
+from rossmann_local.local.processes import die_with_parent
 
 BINARY = Path(noida_db.__file__).parent / "noida-db"
 
@@ -42,15 +47,39 @@ class LocalBroker:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    def stop_stale(self) -> int | None:
+        """Stop a broker that a dead run left on this data directory; returns its pid, if there was one."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        if pid == self.pid or BINARY.name.encode() not in b" ".join(cmdline) or \
+                str(self.data_dir).encode() not in cmdline:
+            return None  # gone, ours, or another program that reuses the pid
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+        return pid
+
     def start(self, timeout: float = 30.0) -> LocalBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.stop_stale()
         log = (self.data_dir / "broker.log").open("ab")
         self._process = subprocess.Popen(
             [str(BINARY), "start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port", str(self.port),
              "--data-dir", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
         log.close()
+        self.pid_file.write_text(f"{self._process.pid}\n")
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         deadline = time.monotonic() + timeout
         while True:

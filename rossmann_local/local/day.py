@@ -30,6 +30,7 @@ from rossmann_local.domain.world import World
 from rossmann_local.local import chain_admin
 from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR, CatalogueSensorDriver
 from rossmann_local.local.instance import InstanceSensorCursor, managed_instance
+from rossmann_local.local.processes import GracefulStop, StopRequested
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.local.summary import ShopDay, Streaming, format_summary, read_shop_days
 from rossmann_local.resources.clickhouse import redacted
@@ -77,21 +78,32 @@ def run_shifts(job: dg.JobDefinition, instance: dg.DagsterInstance, world: World
 
 
 def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.DagsterInstance,
-            feed: Callable[[int], None] | None = None) -> list[ShopDay]:
+            feed: Callable[[int], None] | None = None, stop: GracefulStop | None = None) -> list[ShopDay]:
     """Every shift of the day for every shop: one run of the partitioned job per shift, covering all
-    shops. ``feed(i)`` runs before shift ``i`` (catalogue changes and their upsert runs)."""
+    shops. ``feed(i)`` runs before shift ``i`` (catalogue changes and their upsert runs). With
+    ``stop``, the work runs where a signal cannot interrupt it, and a stop request ends the day
+    between shifts (``StopRequested``)."""
     job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
     days = {s.shop_id: ShopDay(s.shop_id, s.city) for s in world.shops}
     shifts = shifts_of_day(world, day)
+    guard = stop or GracefulStop()
     for index, shift in enumerate(shifts):
+        if stop is not None:
+            stop.check(f"before the shift of {shift.start:%Y-%m-%d %H:%M} (the shifts before it are complete)")
         if feed is not None:
-            feed(index)
-        result = run_shifts(job, instance, world, shift, shift)
+            guard.call(lambda index=index: feed(index)) if stop is not None else feed(index)
+        result = (guard.call(lambda shift=shift: run_shifts(job, instance, world, shift, shift)) if stop is not None
+                  else run_shifts(job, instance, world, shift, shift))
         for shop_day in days.values():
             if result.success:
                 shop_day.runs_ok += 1
             else:
                 shop_day.runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M}: {first_failure(result)}")
+    # The summary counts what the topic holds: every stock message is read back once the broker had
+    # time to keep it, and what it lost is sent again.
+    checked = settle_and_verify(world.shop_ids, resources["shop_databases"], resources["kafka"])
+    for shop_id, lost in checked.lost_by_shop.items():
+        days[shop_id].stock_parts_resent = lost
     read_shop_days(world, resources["shop_databases"], resources["clickhouse"], day, shifts, days)
     return list(days.values())
 
@@ -158,16 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         if day < world.start_date:
             raise ConfigError(f"--day {day} is before the world's start date {world.start_date}")
         started = time.perf_counter()
-        with local_stack(world) as stack:
+        with GracefulStop() as stop, local_stack(world, command="make day") as stack:
             preflight(world, stack.resources)
             demo = CatalogueDemo(stack, managed_instance())
             shop_days = run_day(world, day, stack.resources, demo.sensor.instance,
-                                lambda index: demo.before_shift(day, index))
+                                lambda index: demo.before_shift(day, index), stop)
             demo.streaming.promotion_prices = demo.promotion_prices(day)
-            # The summary counts what the topic holds: read every stock message back once the broker
-            # had time to keep it, and send again what it lost.
-            checked = settle_and_verify(world.shop_ids, stack.shop_databases, stack.kafka)
-            demo.streaming.stock_lost_and_resent = checked.lost
         summary = format_summary(day, shop_days, time.perf_counter() - started,
                                  redacted(stack.clickhouse.resolved_dsn()), demo.streaming)
         print(summary)
@@ -175,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except StopRequested as exc:
+        print(f"{exc}; run the same command again to finish the day", file=sys.stderr)
+        return 143
     failed = any(d.runs_failed or not d.reports_match for d in shop_days) or demo.streaming.failed_runs
     return 1 if failed else 0
 

@@ -15,6 +15,7 @@ import sys
 from urllib.parse import urlsplit
 
 from rossmann_local.local.instance import WORKSPACE, managed_instance
+from rossmann_local.local.processes import die_with_parent
 from rossmann_local.local.stack import local_stack
 from rossmann_local.settings import DEFAULT_SYNC_API_URL, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, load_world
 
@@ -23,16 +24,13 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def main() -> int:
     # SIGTERM (a test's teardown, a process manager) stops everything like Ctrl-C does, so the
     # broker, the stand-in and dagster dev's own processes never outlive this one.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
-    with local_stack(load_world(), sync_api_port=urlsplit(DEFAULT_SYNC_API_URL).port or 8765) as stack:
+    with local_stack(load_world(), sync_api_port=urlsplit(DEFAULT_SYNC_API_URL).port or 8765,
+                     command="make dev") as stack:
         if stack.broker is not None:
             os.environ[KAFKA_BOOTSTRAP_SERVERS] = stack.bootstrap_servers  # the code location's runs use it
             print(f"Kafka (local broker) on {stack.bootstrap_servers}", flush=True)
@@ -44,7 +42,7 @@ def main() -> int:
         # dagster dev stops on SIGINT (and maps SIGTERM to it); a background start would inherit
         # SIGINT ignored, so the child gets the default back.
         dagster_dev = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), *sys.argv[1:]],
-                                       preexec_fn=_default_sigint)
+                                       preexec_fn=die_with_parent)
         try:
             return dagster_dev.wait()
         except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from typing import Any
 
 from rossmann_local.domain.world import World
 from rossmann_local.local.broker import LocalBroker
+from rossmann_local.local.processes import data_dir_lock
 from rossmann_local.resources.clickhouse import ClickHouseReports, clickhouse_from_env
 from rossmann_local.resources.kafka import KafkaResource, kafka_from_env
 from rossmann_local.resources.shop_databases import ShopDatabases, shop_databases_from_env
@@ -51,11 +52,14 @@ class LocalStack:
 
 
 @contextmanager
-def local_stack(world: World, sync_api_port: int = 0, data: Path | None = None) -> Iterator[LocalStack]:
+def local_stack(world: World, sync_api_port: int = 0, data: Path | None = None,
+                command: str = "a rossmann_local command") -> Iterator[LocalStack]:
     """Start the missing parts (the stand-in on ``sync_api_port``, 0 for any free one; the broker's
-    data under ``data``, default the data dir) and stop them, in reverse order, on the way out."""
+    data under ``data``, default the data dir) and stop them, in reverse order, on the way out. The
+    data dir is held for ``command`` meanwhile: a second command on it stops, naming this one."""
     data = data or data_dir()
     with ExitStack() as stack:
+        stack.enter_context(data_dir_lock(data, command))
         broker = None
         if os.environ.get(KAFKA_BOOTSTRAP_SERVERS):
             kafka = kafka_from_env()

@@ -42,6 +42,7 @@ class ShopDay:
     naive_revenue: Decimal = Decimal("0")
     stock_messages_sent: int = 0
     stock_messages_on_topic: int = 0  # read back where the broker put them, every part
+    stock_parts_resent: int = 0  # lost by the broker after it confirmed them, sent again
 
     @property
     def reports_match(self) -> bool:
@@ -58,7 +59,6 @@ class Streaming:
     upsert_runs: int = 0
     failed_runs: list[str] = field(default_factory=list)
     outcome: Counter[str] = field(default_factory=Counter)
-    stock_lost_and_resent: int = 0
 
 
 def read_shop_days(world: World, shop_databases: ShopDatabases, clickhouse: ClickHouseReports, day: date,
@@ -143,8 +143,8 @@ def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhou
             f"sold: {o['late_for_sold_shifts']}",
             f"  stock messages (oltp_update_product_quantity): {_sum(shop_days, 'stock_messages_sent')} confirmed, "
             f"{_sum(shop_days, 'stock_messages_on_topic')} read back on the topic where the broker put them"
-            + (f", {streaming.stock_lost_and_resent} lost by the broker after confirming and sent again"
-               if streaming.stock_lost_and_resent else ""),
+            + (f", {_sum(shop_days, 'stock_parts_resent')} lost by the broker after confirming and sent again"
+               if _sum(shop_days, 'stock_parts_resent') else ""),
             *streaming.promotion_prices]
     out += [f"FAILED upsert run {failure}" for failure in streaming.failed_runs]
     out += [f"FAILED {failure}" for failure in dict.fromkeys(f for d in shop_days for f in d.runs_failed)]

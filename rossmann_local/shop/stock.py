@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rossmann_local.domain.shifts import ShiftWindow
@@ -29,6 +29,7 @@ from rossmann_local.shop_db.stock_outbox import (
     forget_lost,
     last_verified_offsets,
     mark_verified,
+    newest_unverified_confirmation,
     payloads,
     queue_shift_messages,
     record_placed,
@@ -64,6 +65,7 @@ class Reconciled:
     verified: int
     lost: int
     found: int
+    lost_by_shop: dict[int, int] = field(default_factory=dict)
 
 
 def queue_stock_levels(world: World, shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> int:
@@ -121,6 +123,7 @@ def reconcile(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka: Kaf
             if identity is not None:
                 by_identity.setdefault(identity, (partition, message.offset, message.value))
     verified_total = lost_total = found_total = 0
+    lost_by_shop = {}
     for shop_id, (placed, pending, _) in states.items():
         with shop_databases.transaction(shop_id) as conn:
             messages = payloads(conn, [(p.part[0], p.part[1]) for p in placed])
@@ -142,8 +145,9 @@ def reconcile(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka: Kaf
             record_placed(conn, found, now)
         verified_total += len(kept)
         lost_total += len(lost)
+        lost_by_shop[shop_id] = len(lost)
         found_total += len(found)
-    return Reconciled(verified_total, lost_total, found_total)
+    return Reconciled(verified_total, lost_total, found_total, lost_by_shop)
 
 
 def deliver_queued(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka: KafkaResource,
@@ -194,11 +198,19 @@ def settle_and_verify(shop_ids: Iterable[int], shop_databases: ShopDatabases, ka
                       settle_seconds: float = SETTLE_SECONDS) -> Reconciled:
     """Wait until the last confirmation is ``settle_seconds`` old, then reconcile and re-send what was
     lost (the main command's last step, so its summary counts what the topic holds)."""
-    time.sleep(settle_seconds)
     shop_ids = list(shop_ids)
+    newest = []
+    for shop_id in shop_ids:
+        with shop_databases.transaction(shop_id) as conn:
+            newest.append(newest_unverified_confirmation(conn))
+    if any(newest):
+        # bookkeeping, wall clock: how long ago the broker confirmed the newest unverified part
+        time.sleep(max(0.0, settle_seconds - (datetime.now(UTC) - max(filter(None, newest))).total_seconds()))
     checked, outcome, _ = deliver_queued(shop_ids, shop_databases, kafka, settle_seconds)
     if outcome.sent:
         time.sleep(settle_seconds)
         again = reconcile(shop_ids, shop_databases, kafka, settle_seconds)
-        return Reconciled(checked.verified + again.verified, checked.lost + again.lost, checked.found + again.found)
+        lost = {shop: checked.lost_by_shop.get(shop, 0) + again.lost_by_shop.get(shop, 0) for shop in shop_ids}
+        return Reconciled(checked.verified + again.verified, checked.lost + again.lost, checked.found + again.found,
+                          lost)
     return checked

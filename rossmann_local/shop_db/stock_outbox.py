@@ -93,6 +93,11 @@ def unverified(conn: Connection) -> list[Placed]:
             for r in rows]
 
 
+def newest_unverified_confirmation(conn: Connection) -> datetime | None:
+    return conn.scalar(select(func.max(StockMessageOffset.confirmed_at_utc))
+                       .where(StockMessageOffset.verified_at_utc.is_(None)))
+
+
 def last_verified_offsets(conn: Connection) -> dict[int, int]:
     """Per topic partition, the highest offset read back for this shop (where the next check starts)."""
     rows = conn.execute(select(StockMessageOffset.topic_partition, func.max(StockMessageOffset.topic_offset))
