@@ -293,3 +293,11 @@ def test_the_admin_endpoint_changes_the_catalogue(sync_server, store: CatalogueS
     assert httpx.post(f"{sync_server.url}/admin/products/6/prices/Paris", json={"price": 2.5}).status_code == 404
     assert httpx.post(f"{sync_server.url}/admin/products/6/prices/Berlin", json={"price": -1}).status_code == 422
 
+
+
+@pytest.mark.parametrize("stored", ['{"next_offsets": {"local_db_category:0": 1', "[]", '{"pending": [{"x": 1}]}',
+                                    '{"next_offsets": {"t:0": "nine"}}'])
+def test_a_cursor_that_does_not_parse_starts_the_topics_again_instead_of_breaking_every_tick(stored: str) -> None:
+    cursor = SensorCursor.parse(stored)
+    assert cursor.unreadable and cursor.next_offsets == {} and cursor.pending == []
+    assert SensorCursor.parse(cursor.dump()) == SensorCursor()

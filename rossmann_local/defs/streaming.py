@@ -62,12 +62,19 @@ class PendingRange:
 class SensorCursor:
     next_offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> first offset not requested
     pending: list[PendingRange] = field(default_factory=list)
+    unreadable: bool = False  # the stored cursor did not parse; reading starts again from the beginning
 
     @classmethod
     def parse(cls, text: str | None) -> "SensorCursor":
-        data = json.loads(text) if text else {}
-        return cls(next_offsets=data.get("next_offsets", {}),
-                   pending=[PendingRange(**p) for p in data.get("pending", [])])
+        """The cursor, or an empty one when it does not parse (e.g. edited by hand): the topics are
+        then read again from their start, which changes nothing, since upserts keep the newest
+        version and the history keeps each version once."""
+        try:
+            data = json.loads(text) if text else {}
+            return cls(next_offsets={str(k): int(v) for k, v in data.get("next_offsets", {}).items()},
+                       pending=[PendingRange(**p) for p in data.get("pending", [])])
+        except (ValueError, TypeError, AttributeError):
+            return cls(unreadable=True)
 
     def dump(self) -> str:
         return json.dumps({"next_offsets": self.next_offsets, "pending": [asdict(p) for p in self.pending]},
@@ -96,6 +103,9 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
     def catalogue_changes_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
         """Requests an upsert run for each new offset range of the three catalogue topics."""
         cursor = SensorCursor.parse(context.cursor)
+        if cursor.unreadable:
+            context.log.warning("the sensor's cursor did not parse; the catalogue topics are read again from "
+                                "their start (applying a message twice changes nothing)")
         requests = []
         still_pending = []
         for pending in cursor.pending:

@@ -63,7 +63,9 @@ def managed_instance() -> dg.DagsterInstance:
         home.mkdir(parents=True, exist_ok=True)
         config, wanted = home / "dagster.yaml", managed_instance_yaml()
         if not config.exists() or config.read_text() != wanted:
-            config.write_text(wanted)
+            partial = config.with_suffix(".yaml.partial")
+            partial.write_text(wanted)
+            partial.replace(config)  # atomic: a crash leaves the old file or the new one, never half
         os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 

@@ -1,0 +1,104 @@
+"""The local stack is one process tree: killed, it leaves nothing running; stopped, it stops between
+shifts; a second command on the same data directory stops at once, naming the first."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rossmann_local.local.broker import BINARY, LocalBroker, free_port
+from rossmann_local.local.processes import DataDirInUse, data_dir_lock
+
+pytestmark = pytest.mark.faults
+
+
+def start_day(data: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "ROSSMANN_DATA_DIR": str(data), "TZ": "UTC"}
+    return subprocess.Popen([sys.executable, "-m", "rossmann_local.local.day"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:  # noqa: ANN001 - a zero-argument predicate
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def shifts_sold(data: Path) -> int:
+    try:
+        with sqlite3.connect(data / "shops" / "shop_1.sqlite") as conn:
+            return conn.execute("select count(*) from shifts where sales_recorded_at_utc is not null").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_the_day_between_shifts_and_sigkill_leaves_no_broker_behind(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    day = start_day(data)
+    wait_for(lambda: shifts_sold(data) >= 1)
+    day.send_signal(signal.SIGTERM)
+    out, err = day.communicate(timeout=120)
+    assert day.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("stopped by SIGTERM before the shift of 2026-06-01 15:00"), err
+    assert shifts_sold(data) == 1, "the morning finished, the afternoon never started"
+    assert "Reports in ClickHouse" not in out
+
+    day = start_day(data)
+    pid_file = data / "kafka" / "broker.pid"
+    wait_for(lambda: pid_file.exists() and alive(int(pid_file.read_text())) and shifts_sold(data) >= 1)
+    broker_pid = int(pid_file.read_text())
+    day.kill()
+    day.communicate(timeout=30)
+    wait_for(lambda: not alive(broker_pid), timeout=30)  # the parent-death signal stopped it
+
+    day = start_day(data)
+    out, err = day.communicate(timeout=300)
+    assert day.returncode == 0, err
+    assert "all              10/10      1989" in out and "75 confirmed, 75 read back on the topic" in out, out
+
+
+def test_a_second_command_on_the_same_data_dir_stops_naming_the_first(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with data_dir_lock(data, "make dev"):
+        with pytest.raises(DataDirInUse, match=r"in use by make dev \(pid \d+, since "):
+            with data_dir_lock(data, "make day"):
+                pass
+        day = start_day(data)
+        _out, err = day.communicate(timeout=120)
+    assert day.returncode == 2
+    assert err.strip().splitlines()[-1].startswith(f"configuration error: the data directory {data} is in use by "
+                                                   "make dev"), err
+    with data_dir_lock(data, "make day"):
+        pass  # released with its holder
+
+
+def test_a_broker_a_dead_run_left_on_the_data_dir_is_replaced(tmp_path: Path) -> None:
+    data = tmp_path / "kafka"
+    data.mkdir()
+    stale = subprocess.Popen([str(BINARY), "start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port",
+                              str(free_port()), "--data-dir", str(data)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        (data / "broker.pid").write_text(f"{stale.pid}\n")
+        time.sleep(0.5)
+        with LocalBroker(data) as broker:
+            assert stale.wait(timeout=15) is not None, "the stale broker was stopped"
+            assert broker.pid != stale.pid and alive(broker.pid)
+    finally:
+        if stale.poll() is None:
+            stale.kill()
