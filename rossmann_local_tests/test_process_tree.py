@@ -25,7 +25,7 @@ def start_day(data: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for(condition, timeout: float = 60.0) -> None:  # noqa: ANN001 - a zero-argument predicate
+def wait_for(condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
