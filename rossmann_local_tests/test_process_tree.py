@@ -75,9 +75,9 @@ def test_sigterm_stops_the_day_between_shifts_and_sigkill_leaves_no_broker_behin
 def test_a_second_command_on_the_same_data_dir_stops_naming_the_first(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with data_dir_lock(data, "make dev"):
-        with pytest.raises(DataDirInUse, match=r"in use by make dev \(pid \d+, since "):
-            with data_dir_lock(data, "make day"):
-                pass
+        with pytest.raises(DataDirInUse, match=r"in use by make dev \(pid \d+, since "), \
+                data_dir_lock(data, "make day"):
+            pass
         day = start_day(data)
         _out, err = day.communicate(timeout=120)
     assert day.returncode == 2
