@@ -27,6 +27,8 @@ os.environ["TZ"] = "UTC"
 time.tzset()
 
 TEST_PASSWORD = "test-only-password"
+TEST_ADMIN_TOKEN = "test-only-admin-token"
+ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
@@ -54,7 +56,7 @@ def store(tmp_path: Path, world: World) -> CatalogueStore:
 
 @pytest.fixture
 def sync_server(store: CatalogueStore) -> Iterator[LoopbackServer]:
-    with sync_api_server(store) as server:
+    with sync_api_server(store, admin_token=TEST_ADMIN_TOKEN) as server:
         yield server
 
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from rossmann_local.domain.catalogue import CategoryRecord
 from rossmann_local.domain.messages import parse_catalogue_message
 from rossmann_local.domain.topics import CATALOGUE_TOPICS, CATEGORY_TOPIC
 from rossmann_local.domain.world import World, reference_world
@@ -22,6 +23,7 @@ from rossmann_local.resources.kafka import RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient, SyncApiError
 from rossmann_local.shop.catalogue import apply_catalogue_messages
+from rossmann_local.shop_db.cache import upsert_categories
 from rossmann_local.shop_db.models import Category
 from rossmann_local.sync_api.server import LoopbackServer
 
@@ -72,13 +74,20 @@ def category(category_id: int, name: str, minute: int) -> bytes:
 garbage = (st.binary(max_size=80).filter(lambda b: not b.strip().startswith(b"{"))
            | json_values.filter(lambda v: not isinstance(v, dict)).map(lambda v: json.dumps(v).encode())
            | st.builds(lambda extra: json.dumps({"category_id": 1, "unexpected": extra}).encode(), json_values))
-good = st.builds(category, st.integers(1000, 1010), st.text(st.characters(codec="utf-8"), min_size=1, max_size=30),
+# Known categories (the shops synced them), any storable name: text with a NUL or a lone surrogate is garbage.
+good = st.builds(category, st.integers(1, 5),
+                 st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=30),
                  st.integers(0, 600))
 
 
 @pytest.fixture(scope="module")
 def shops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopDatabases]:
     databases = ShopDatabases(sqlite_dir=str(tmp_path_factory.mktemp("hostile-shops")))
+    synced = [CategoryRecord(category_id=c.category_id, name=c.name, updated_at_utc=datetime(2026, 5, 31, tzinfo=UTC))
+              for c in reference_world(2).categories]
+    for shop_id in reference_world(2).shop_ids:
+        with databases.transaction(shop_id) as conn:
+            upsert_categories(conn, synced)  # what the shops' first sync would have brought
     yield databases
     databases.dispose()
 

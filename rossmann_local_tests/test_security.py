@@ -4,6 +4,10 @@ metadata; the stand-in never returns a password or its hash; SQL takes values as
 from __future__ import annotations
 
 import ast
+import asyncio
+import json
+import statistics
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -13,8 +17,9 @@ from dagster._serdes import serialize_value
 
 from rossmann_local.defs import default_resources
 from rossmann_local.domain.world import World
-from rossmann_local.sync_api.server import LoopbackServer
-from rossmann_local_tests.conftest import PG_ADMIN_URL, TEST_PASSWORD
+from rossmann_local.sync_api.app import FAILED_LOGINS_PER_MINUTE
+from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
+from rossmann_local_tests.conftest import ADMIN, PG_ADMIN_URL, TEST_PASSWORD
 from rossmann_local_tests.helpers import materialize_shift, shift_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,3 +119,112 @@ def test_passwords_are_read_from_the_environment_only() -> None:
                 assert node.value.value is None, f"{path.name}:{node.lineno} has a literal password"
     assert "@" not in PG_ADMIN_URL.split("//", 1)[1].split("@")[0] or ":" not in PG_ADMIN_URL.split("//")[1].split(
         "@")[0], "the tests' own Postgres URL carries no password either"
+
+
+# --- the stand-in's doors ----------------------------------------------------------------------
+
+
+def test_the_admin_endpoints_need_the_token(sync_server: LoopbackServer, store) -> None:
+    url = f"{sync_server.url}/admin/products/1/prices/Berlin"
+    body = {"price": 0.01}
+    assert httpx.post(url, json=body).status_code == 401
+    assert httpx.post(url, json=body, headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert httpx.post(f"{sync_server.url}/admin/categories/3", json={"name": "<script>"}).status_code == 401
+    assert store.unpublished() == [], "nothing changed without the token"
+    assert httpx.post(url, json=body, headers=ADMIN).status_code == 200
+
+
+def test_without_a_configured_token_the_admin_endpoints_are_closed(store) -> None:
+    with sync_api_server(store) as closed:
+        answer = httpx.post(f"{closed.url}/admin/categories/3", json={"name": "x"}, headers=ADMIN)
+    assert answer.status_code == 401 and "ROSSMANN_SYNC_API_ADMIN_TOKEN" in answer.json()["detail"]
+
+
+HOSTILE_EDITS = {
+    "NUL in a name": ("/admin/categories/3", {"name": "Baby\u0000Care"}),
+    "lone surrogate in a name": ("/admin/categories/3", b'{"name": "\\ud800"}'),
+    "a price the shops cannot sum": ("/admin/products/1/prices/Berlin", {"price": 9999999999.99}),
+    "dated after the world's end": ("/admin/products/1/prices/Berlin",
+                                    {"price": 0.01, "effective_at_utc": "2099-01-01T00:00:00Z"}),
+    "huge id": ("/admin/categories/99999999999999999999", {"name": "x"}),
+    "odd time zone": ("/admin/categories/3", {"name": "x", "effective_at_utc": "0001-01-01T00:00:00+23:59"}),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_EDITS)
+def test_a_bad_edit_answers_422_stores_nothing_and_echoes_nothing(sync_server: LoopbackServer, store,
+                                                                 case: str) -> None:
+    path, body = HOSTILE_EDITS[case]
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer = httpx.post(sync_server.url + path, content=content,
+                        headers={**ADMIN, "content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert "Traceback" not in answer.text and "\\u0000" not in answer.text and "input" not in answer.json()
+    assert store.unpublished() == []
+
+
+@pytest.mark.parametrize("query", [
+    {"path": "/categories/sync", "sync_utc_time": "0001-01-01T00:00:00+23:59"},
+    {"path": "/products/sync", "shop_id": 10**30, "sync_utc_time": "0001-01-01T00:00:00Z"},
+    {"path": "/terminals/get_available", "shop_id": -1},
+    {"path": "/employees/authorize", "email": "a@b", "password": "x" * 1000},
+])
+def test_bad_query_values_answer_422(sync_server: LoopbackServer, query: dict) -> None:
+    path = query.pop("path")
+    answer = httpx.get(sync_server.url + path, params=query)
+    assert answer.status_code == 422 and "Traceback" not in answer.text
+
+
+def test_a_lone_surrogate_anywhere_is_no_500(sync_server: LoopbackServer) -> None:
+    for target in ("/employees/authorize?email=%ED%A0%80&password=x",
+                   "/terminals/get_available?shop_id=%ED%A0%80"):
+        assert httpx.get(sync_server.url + target).status_code in (401, 422)
+
+
+def test_a_big_body_is_refused_before_it_is_read(sync_server: LoopbackServer) -> None:
+    url = f"{sync_server.url}/admin/categories/3"
+    declared = httpx.post(url, content=b"x" * (1024 * 1024), headers=ADMIN)
+    assert declared.status_code == 413
+
+    def chunks():
+        for _ in range(64):
+            yield b"x" * 16384
+
+    assert httpx.post(url, content=chunks(), headers=ADMIN).status_code == 413
+
+
+def test_an_unknown_user_and_a_wrong_password_answer_the_same_in_similar_time(
+        sync_server: LoopbackServer, world: World) -> None:
+    employee = world.employees[0]
+    url = f"{sync_server.url}/employees/authorize"
+
+    def timed(email: str) -> tuple[float, httpx.Response]:
+        started = time.perf_counter()
+        answer = httpx.get(url, params={"email": email, "password": "wrong"})
+        return time.perf_counter() - started, answer
+
+    unknown = [timed("nobody@example.org") for _ in range(4)]
+    wrong = [timed(employee.email) for _ in range(4)]
+    assert {(a.status_code, a.text) for _, a in unknown + wrong} == {(401, '{"detail":"wrong e-mail or password"}')}
+    ratio = statistics.median(t for t, _ in unknown) / statistics.median(t for t, _ in wrong)
+    assert 0.5 < ratio < 2, f"both run one PBKDF2; an unknown user answered {ratio:.2f}x as long"
+
+
+def test_failed_password_checks_are_bounded_per_client_and_never_lock_the_store(
+        sync_server: LoopbackServer, world: World) -> None:
+    """50 concurrent wrong passwords beside concurrent shop syncs: no 500 ("database is locked" once),
+    at most FAILED_LOGINS_PER_MINUTE answered 401, the rest 429; every sync succeeds."""
+    async def storm() -> tuple[list[int], list[int]]:
+        async with httpx.AsyncClient(base_url=sync_server.url, timeout=30) as client:
+            logins = [client.get("/employees/authorize", params={"email": world.employees[0].email,
+                                                                 "password": f"guess{i}"}) for i in range(50)]
+            syncs = [client.get("/products/sync", params={"shop_id": 1 + i % 5,
+                                                          "sync_utc_time": "0001-01-01T00:00:00Z"}) for i in range(20)]
+            answers = await asyncio.gather(*logins, *syncs)
+        return [a.status_code for a in answers[:50]], [a.status_code for a in answers[50:]]
+
+    logins, syncs = asyncio.run(storm())
+    assert set(syncs) == {200}
+    assert set(logins) <= {401, 429} and logins.count(401) <= FAILED_LOGINS_PER_MINUTE and 429 in logins
+    blocked = httpx.get(f"{sync_server.url}/employees/authorize", params={"email": "x@y", "password": "z"})
+    assert blocked.status_code == 429 and blocked.headers["retry-after"] == "60"

@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from sqlalchemy import func, select
 
 from rossmann_local.defs import build_definitions
 from rossmann_local.defs.streaming import SensorCursor
@@ -31,9 +32,10 @@ from rossmann_local.settings import ConfigError
 from rossmann_local.shop_db.models import Category
 from rossmann_local.sync_api.outbox import publish_outbox
 from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.conftest import ADMIN
 from rossmann_local_tests.helpers import materialize_shift, products_of, shift_of
 
-T0 = datetime(2030, 1, 1, tzinfo=UTC)  # newer than anything the stand-in seeded
+T0 = datetime(2027, 1, 1, tzinfo=UTC)  # newer than anything the stand-in seeded, before the world ends
 
 
 def current_cursor(kafka: KafkaResource) -> str:
@@ -103,7 +105,7 @@ def test_topics_are_created_once_with_the_reference_partitions(kafka: KafkaResou
 def test_the_sensor_requests_offset_ranges_with_unique_run_keys(chain: Chain, kafka: KafkaResource) -> None:
     before = json.loads(chain.cursor)["next_offsets"]
     send(kafka, PRODUCT_TOPIC, product(1, T0), product(2, T0))
-    send(kafka, CATEGORY_TOPIC, {"category_id": 1, "name": "Baby", "updated_at_utc": "2030-01-01T00:00:00Z"})
+    send(kafka, CATEGORY_TOPIC, {"category_id": 1, "name": "Baby", "updated_at_utc": "2027-01-01T00:00:00Z"})
     result = chain.tick()
     ranges = {r.run_key: r.run_config["ops"]["apply_catalogue_changes"]["config"] for r in result.run_requests}
     start = before[f"{PRODUCT_TOPIC}:0"]
@@ -185,15 +187,37 @@ def test_a_newer_description_does_not_shadow_an_older_price_from_another_topic(
     assert (la_nucia.price, la_nucia.description) == (Decimal("2.22"), "new text")
 
 
-def test_a_product_before_its_category_is_not_lost(chain: Chain, kafka: KafkaResource,
-                                                   sqlite_shops: ShopDatabases) -> None:
-    send(kafka, PRODUCT_TOPIC, product(30, T0, category_id=60, barcode="999999999930", city="Berlin"))
-    assert chain.apply_all()["placeholder_categories"] == 5
-    assert products_of(sqlite_shops, 3)[30].category_id == 60
-    send(kafka, CATEGORY_TOPIC, {"category_id": 60, "name": "Garden", "updated_at_utc": "2029-01-01T00:00:00Z"})
-    chain.apply_all()
-    with sqlite_shops.transaction(3) as conn:
-        assert conn.execute(Category.__table__.select().where(Category.category_id == 60)).one().name == "Garden"
+def test_kafka_changes_what_a_shop_knows_and_never_creates_a_product_or_category(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
+    """A product id no one defined (777777) must never be sold: the chain creates products through the
+    Sync API; on Kafka, a message about an id no shop synced is dead-lettered, naming the shops."""
+    send(kafka, PRODUCT_TOPIC, product(777777, T0, barcode="999999777777", city="Berlin"),
+         product(30, T0, category_id=60, barcode="999999999930", city="Berlin"),
+         product(3, T0, category_id=60, city="Berlin"),  # a known product moved into an unknown category
+         product(4, T0, name="Still applies", barcode=products_of(sqlite_shops, 1)[4].barcode, city="Berlin"))
+    send(kafka, CATEGORY_TOPIC, {"category_id": 60, "name": "Garden", "updated_at_utc": "2027-01-01T00:00:00Z"})
+    outcome = chain.apply_all()
+    assert outcome["dead_lettered"] == 4 and outcome["applied"] == 1
+    for shop in range(1, 6):
+        known = products_of(sqlite_shops, shop)
+        assert 777777 not in known and 30 not in known and known[3].category_id != 60
+        with sqlite_shops.transaction(shop) as conn:
+            assert conn.scalar(select(func.count()).where(Category.category_id == 60)) == 0
+    assert products_of(sqlite_shops, 1)[4].name == "Still applies"
+
+
+def test_a_message_dated_after_the_worlds_end_is_dead_lettered_and_cannot_freeze_a_product(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases, world: World) -> None:
+    barcode = products_of(sqlite_shops, 1)[4].barcode
+    far = datetime(2099, 1, 1, tzinfo=UTC)
+    send(kafka, PRODUCT_TOPIC, product(4, far, price=0.01, barcode=barcode, city="Berlin"))
+    outcome = chain.apply_all()
+    assert outcome["dead_lettered"] == 1 and outcome["applied"] == 0
+    send(kafka, PRODUCT_TOPIC, product(4, T0, price=3.21, barcode=barcode, city="Berlin"))
+    assert chain.apply_all()["applied"] == 1, "the later legitimate change is not skipped as stale"
+    assert products_of(sqlite_shops, 1)[4].price == Decimal("3.21")
+    assert world.dated_too_late(world.latest_effective_time) is None
+    assert "after the world's end" in world.dated_too_late(world.latest_effective_time + timedelta(seconds=1))
 
 
 HOSTILE = {
@@ -206,6 +230,9 @@ HOSTILE = {
     "negative price": json.dumps(product(1, T0) | {"price": -5}).encode(),
     "naive time": json.dumps(product(1, T0) | {"updated_at_utc": "2030-01-01T00:00:00"}).encode(),
     "huge payload": json.dumps(product(1, T0) | {"description": "x" * 70_000}).encode(),
+    "NUL in a name": json.dumps(product(1, T0) | {"name": "Baby\u0000Care"}).encode(),
+    "lone surrogate": json.dumps(product(1, T0) | {"description": "\ud800"}).encode(),
+    "price over the shops' bound": json.dumps(product(1, T0) | {"price": 9999999999.99}).encode(),
     "empty": None,
 }
 
@@ -232,12 +259,13 @@ def test_malformed_and_hostile_messages_are_dead_lettered_and_never_block_the_re
 
 def test_a_message_a_shop_database_refuses_is_dead_lettered_and_the_others_apply(
         chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
-    taken = products_of(sqlite_shops, 1)[2].barcode  # product 2's barcode, claimed by product 40
-    send(kafka, PRODUCT_TOPIC, product(40, T0, barcode=taken, city="Berlin"),
-         product(41, T0, barcode="999999999941", city="Berlin"))
+    taken = products_of(sqlite_shops, 1)[2].barcode  # product 2's barcode, claimed by product 14
+    send(kafka, PRODUCT_TOPIC, product(14, T0, name="Claims a barcode", barcode=taken, city="Berlin"),
+         product(13, T0, name="Fine", barcode="999999999913", city="Berlin"))
     outcome = chain.apply_all()
     assert outcome["dead_lettered"] == 1
-    assert 41 in products_of(sqlite_shops, 5) and 40 not in products_of(sqlite_shops, 5)
+    assert products_of(sqlite_shops, 5)[13].name == "Fine" and products_of(sqlite_shops, 5)[14].name != \
+        "Claims a barcode"
 
 
 def test_a_failed_run_loses_nothing_and_its_range_is_requested_again(
@@ -287,11 +315,13 @@ def test_an_unconfirmed_outbox_message_stays_unpublished(store: CatalogueStore) 
 def test_the_admin_endpoint_changes_the_catalogue(sync_server, store: CatalogueStore) -> None:
     import httpx
 
-    response = httpx.post(f"{sync_server.url}/admin/products/6/prices/Berlin", json={"price": 2.5, "discount": 0})
+    url = f"{sync_server.url}/admin/products/6/prices/Berlin"
+    response = httpx.post(url, json={"price": 2.5, "discount": 0}, headers=ADMIN)
     assert response.status_code == 200
     assert store.unpublished()[-1].topic == PRODUCT_TOPIC
-    assert httpx.post(f"{sync_server.url}/admin/products/6/prices/Paris", json={"price": 2.5}).status_code == 404
-    assert httpx.post(f"{sync_server.url}/admin/products/6/prices/Berlin", json={"price": -1}).status_code == 422
+    assert httpx.post(f"{sync_server.url}/admin/products/6/prices/Paris", json={"price": 2.5},
+                      headers=ADMIN).status_code == 404
+    assert httpx.post(url, json={"price": -1}, headers=ADMIN).status_code == 422
 
 
 

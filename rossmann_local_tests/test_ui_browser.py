@@ -31,7 +31,7 @@ from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db.models import Transaction
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.conftest import TEST_PASSWORD
+from rossmann_local_tests.conftest import ADMIN, TEST_ADMIN_TOKEN, TEST_PASSWORD
 from rossmann_local_tests.helpers import receipts_of
 
 pytestmark = pytest.mark.browser
@@ -61,7 +61,7 @@ def free_port() -> int:
 def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackServer]:
     store = CatalogueStore(f"sqlite:///{tmp_path_factory.mktemp('ui-sync-api') / 'sync_api.sqlite'}")
     store.seed(reference_world(), password=TEST_PASSWORD)
-    with sync_api_server(store) as server:
+    with sync_api_server(store, admin_token=TEST_ADMIN_TOKEN) as server:
         yield server
 
 
@@ -260,7 +260,7 @@ def test_a_backfill_runs_per_shift_for_every_shop_and_never_sells_a_shift_out_of
         # receipt and delivery of the day is written again exactly as it was (one simulated clock).
         shops = ShopDatabases(sqlite_dir=str(data / "shops"))
         before = {shop: receipts_of(shops, shop) for shop in range(1, 6)}
-        later = httpx.post(f"{stand_in.url}/admin/products/1/prices/Berlin", timeout=10,
+        later = httpx.post(f"{stand_in.url}/admin/products/1/prices/Berlin", timeout=10, headers=ADMIN,
                            json={"price": 1.99, "effective_at_utc": "2026-06-05T07:00:00Z"})
         assert later.status_code == 200, later.text
         again = finished_runs(instance, launch_backfill(url, keys))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
 # The first sync of a shop asks for everything changed since the beginning of time.
 BEGINNING_OF_TIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -16,9 +16,13 @@ BEGINNING_OF_TIME = datetime(1, 1, 1, tzinfo=UTC)
 # Must carry a zone (checked by pydantic itself); stored as UTC by the database column type, and
 # written as UTC by ``iso_z`` and pydantic's JSON, so no per-message conversion is needed here.
 UtcTimestamp = AwareDatetime
+# The highest price a shop takes: a receipt holds at most 8 x 5 units, so a shift's revenue stays far
+# inside the shop database's numeric(12, 2) even after years of price drift (9,999,999,999.99 once
+# overflowed every shop's shift).
+MAX_PRICE = Decimal("10000.00")
 Price = Annotated[
     Decimal,
-    Field(ge=0, le=Decimal("9999999999.99"), decimal_places=2),
+    Field(ge=0, le=MAX_PRICE, decimal_places=2),
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
 Discount = Annotated[
@@ -26,6 +30,21 @@ Discount = Annotated[
     Field(ge=0, le=1, decimal_places=4),
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
+
+
+def storable_text(value: str) -> str:
+    """Text every shop database can store: Postgres refuses NUL in text, and a lone surrogate is no
+    character at all (it cannot be encoded as UTF-8)."""
+    if "\x00" in value:
+        raise ValueError("text must not contain a NUL (0x00) character")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("text must not contain a lone surrogate")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(storable_text)]
+Description = Annotated[str | None, Field(max_length=2048), AfterValidator(lambda v: v and storable_text(v))]
+Id = Annotated[int, Field(ge=1, le=2**31 - 1)]  # the shop database's integer column
 
 
 def iso_z(value: datetime) -> str:
@@ -39,9 +58,9 @@ class _Record(BaseModel):
 
 
 class CategoryRecord(_Record):
-    category_id: int = Field(ge=1, le=2**31 - 1)
-    name: str = Field(min_length=1, max_length=255)
-    description: str | None = Field(None, max_length=2048)
+    category_id: Id
+    name: Name
+    description: Description = None
     is_deleted: bool = False
     updated_at_utc: UtcTimestamp
 
@@ -49,11 +68,11 @@ class CategoryRecord(_Record):
 class ProductRecord(_Record):
     """A product with the price and discount of one city (the city of the shop that asked)."""
 
-    product_id: int = Field(ge=1, le=2**31 - 1)
-    name: str = Field(min_length=1, max_length=255)
-    description: str | None = Field(None, max_length=2048)
+    product_id: Id
+    name: Name
+    description: Description = None
     barcode: str = Field(pattern=r"^\d{12}$")
-    category_id: int = Field(ge=1, le=2**31 - 1)
+    category_id: Id
     price: Price
     discount: Discount
     is_deleted: bool = False

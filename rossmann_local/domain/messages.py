@@ -17,14 +17,15 @@ import json
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from rossmann_local.domain.catalogue import Discount, Price, UtcTimestamp
+from rossmann_local.domain.catalogue import Discount, Price, UtcTimestamp, storable_text
 from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_DESCRIPTION_TOPIC, PRODUCT_TOPIC
 
 Id = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
-Name = Annotated[str, Field(strict=True, min_length=1, max_length=255)]
-Description = Annotated[str | None, Field(strict=True, max_length=2048)]
+Name = Annotated[str, Field(strict=True, min_length=1, max_length=255), AfterValidator(storable_text)]
+Description = Annotated[str | None, Field(strict=True, max_length=2048),
+                        AfterValidator(lambda v: v and storable_text(v))]
 MAX_MESSAGE_BYTES = 64 * 1024
 
 

@@ -7,10 +7,11 @@ a setting (``settings.load_world``).
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -119,9 +120,15 @@ class SalesModel(_Frozen):
     inflation_period_days: int = Field(20, ge=1)
 
 
+# How far after the world's last moment a catalogue change may still be dated (clocks of real
+# senders drift); anything later is refused at the edge, so no message can freeze a row for ever.
+MAX_CLOCK_SKEW = timedelta(hours=1)
+
+
 class World(_Frozen):
     timezone: str = "Europe/Berlin"
     start_date: date = date(2026, 6, 1)
+    days: int = Field(365, ge=1, le=36_500)  # how long the simulated world runs, from start_date
     seed: int = 42
     cities: tuple[City, ...]
     courier_id: int
@@ -168,6 +175,24 @@ class World(_Frozen):
     @cached_property
     def _cities_by_name(self) -> dict[str, City]:
         return {c.name: c for c in self.cities}
+
+    @property
+    def end_date(self) -> date:
+        """The world's last simulated day."""
+        return self.start_date + timedelta(days=self.days - 1)
+
+    @property
+    def latest_effective_time(self) -> datetime:
+        """The latest time a catalogue change may take effect: the world's end plus ``MAX_CLOCK_SKEW``."""
+        after_last_day = datetime.combine(self.end_date + timedelta(days=1), time(0), tzinfo=ZoneInfo(self.timezone))
+        return after_last_day.astimezone(UTC) + MAX_CLOCK_SKEW
+
+    def dated_too_late(self, moment: datetime) -> str | None:
+        """Why a change dated ``moment`` is refused, or None."""
+        if moment > self.latest_effective_time:
+            return (f"dated {moment.isoformat()}, after the world's end ({self.end_date}) plus "
+                    f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes of clock skew")
+        return None
 
     @property
     def shop_ids(self) -> list[int]:

@@ -25,7 +25,7 @@ from rossmann_local.resources.shop_databases import ShopDatabases, shop_database
 from rossmann_local.resources.sync_api_client import SyncApiClient, sync_api_client_from_env
 from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, data_dir
 from rossmann_local.sync_api.outbox import OutboxRelay
-from rossmann_local.sync_api.server import open_seeded_store, sync_api_server
+from rossmann_local.sync_api.server import local_admin_token, open_seeded_store, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
 
 
@@ -39,6 +39,7 @@ class LocalStack:
     store: CatalogueStore | None  # the stand-in's catalogue; None when the Sync API is someone else's
     relay: OutboxRelay | None
     broker: LocalBroker | None  # None when the environment names the brokers
+    admin_token: str | None = None  # the stand-in's admin endpoints' bearer token
 
     @property
     def resources(self) -> dict[str, Any]:
@@ -69,11 +70,12 @@ def local_stack(world: World, sync_api_port: int = 0, data: Path | None = None,
                                   source=f"the local broker this command started, {KAFKA_BOOTSTRAP_SERVERS} unset")
         kafka.ensure_topics()
         sync_api = sync_api_client_from_env()
-        store = relay = None
+        store = relay = admin_token = None
         if not os.environ.get(SYNC_API_URL):
             store = open_seeded_store(world)
-            server = stack.enter_context(sync_api_server(store, port=sync_api_port))
+            admin_token = local_admin_token(data)
+            server = stack.enter_context(sync_api_server(store, port=sync_api_port, admin_token=admin_token))
             sync_api = SyncApiClient(base_url=server.url, timeout_seconds=sync_api.timeout_seconds)
             relay = stack.enter_context(OutboxRelay(store, kafka))
         yield LocalStack(world, kafka, sync_api, shop_databases_from_env(), clickhouse_from_env(), store, relay,
-                         broker)
+                         broker, admin_token)

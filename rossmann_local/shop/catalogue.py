@@ -12,6 +12,13 @@ Effects are idempotent, so applying a range again (at-least-once delivery) chang
 message that parses but that a shop's database refuses (e.g. a barcode another product holds) is
 isolated by applying the batch message by message, and dead-lettered with the database's reason;
 the others still apply.
+
+Kafka changes what a shop knows; it does not create: the chain creates products and categories
+through the Sync API, which every shop syncs at shift start. A message about a product or category
+a shop has never synced, or that moves a product into such a category, is dead-lettered for that
+shop (a real new product reaches it with its next sync, in its newest version). A message dated
+after the world's end (plus the stated clock skew) is dead-lettered too: keep-newest would let it
+freeze the row for ever.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import DataError, IntegrityError
 
 from rossmann_local.domain.catalogue_fold import CatalogueFold
 from rossmann_local.domain.messages import (
@@ -36,6 +44,11 @@ from rossmann_local.resources.kafka import KafkaResource, Outgoing, RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db.cache import upsert_categories, upsert_product_changes
 from rossmann_local.shop_db.history import VersionBatch, VersionsRecorded
+from rossmann_local.shop_db.models import Category, Product
+
+# What a shop's database may refuse in a message that parsed: a constraint (a barcode another product
+# holds) or a value (kept out by the domain's validation; here in case a database is stricter).
+REFUSALS = (IntegrityError, DataError)
 
 
 class DeadLettersNotDelivered(RuntimeError):
@@ -107,10 +120,13 @@ def _apply_to_shop(shops: ShopDatabases, shop: Shop, fold: CatalogueFold[Coordin
     return _ShopResult(changed_by, categories.applied + products.applied, products.placeholders, history)
 
 
-def _parse(raw: Sequence[RawMessage], outcome: ApplyOutcome) -> Iterator[Parsed]:
-    """The messages that parse; the others become dead letters in ``outcome``."""
+def _parse(world: World, raw: Sequence[RawMessage], outcome: ApplyOutcome) -> Iterator[Parsed]:
+    """The messages that parse and are not dated after the world's end; the others become dead
+    letters in ``outcome``."""
     for message in raw:
         result = parse_catalogue_message(message.topic, message.value)
+        if not isinstance(result, str):
+            result = world.dated_too_late(result.updated_at_utc) or result
         if isinstance(result, str):
             outcome.dead_letters.append(DeadLetter(message.topic, message.partition, message.offset, result,
                                                    message.value))
@@ -118,19 +134,39 @@ def _parse(raw: Sequence[RawMessage], outcome: ApplyOutcome) -> Iterator[Parsed]
             yield (message.topic, message.partition, message.offset), result
 
 
+def _unknown_to(conn: Connection, batch: Sequence[Parsed]) -> dict[Coordinates, str]:
+    """The messages about a product or category this shop has never synced, with the reason."""
+    product_ids = {m.product_id for _, m in batch if not isinstance(m, CategoryMessage)}
+    category_ids = {m.category_id for _, m in batch}
+    known_products = set(conn.scalars(select(Product.product_id).where(Product.product_id.in_(product_ids))))
+    known_categories = set(conn.scalars(select(Category.category_id).where(Category.category_id.in_(category_ids))))
+    unknown = {}
+    for coordinates, message in batch:
+        if not isinstance(message, CategoryMessage) and message.product_id not in known_products:
+            unknown[coordinates] = f"unknown product {message.product_id}"
+        elif message.category_id not in known_categories:
+            unknown[coordinates] = f"unknown category {message.category_id}"
+    return unknown
+
+
 def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[RawMessage]) -> ApplyOutcome:
     outcome = ApplyOutcome(messages=len(raw))
-    # Fold while parsing; every version also goes to the shops' history.
-    fold: CatalogueFold[Coordinates] = CatalogueFold()
-    parsed: list[CatalogueMessage] = []
-    for coordinates, message in _parse(raw, outcome):
-        parsed.append(message)
-        outcome.price_without_city += isinstance(message, ProductMessage) and not message.city
-        fold.add_message(message, coordinates)
-    versions = _versions(parsed)
-    parsed_count = len(parsed)
-    del parsed
+    batch = list(_parse(world, raw, outcome))
+    outcome.price_without_city = sum(isinstance(m, ProductMessage) and not m.city for _, m in batch)
+    # Each shop gets the messages about what it knows; shops that know the same get one fold.
+    unknown: dict[int, dict[Coordinates, str]] = {}
+    for shop in world.shops:
+        with shops.transaction(shop.shop_id) as conn:
+            unknown[shop.shop_id] = _unknown_to(conn, batch)
+    groups: dict[frozenset[Coordinates], list[Shop]] = {}
+    for shop in world.shops:
+        groups.setdefault(frozenset(unknown[shop.shop_id]), []).append(shop)
     refused: dict[Coordinates, str] = {}
+    for coordinates in {c for found in unknown.values() for c in found}:
+        where = [shop_id for shop_id, found in unknown.items() if coordinates in found]
+        reason = next(found[coordinates] for found in unknown.values() if coordinates in found)
+        refused[coordinates] = (f"{reason} in shops {where}: Kafka changes what a shop knows, the chain creates "
+                                "products and categories through the Sync API (a shop takes them at its next sync)")
     applied: set[Coordinates] = set()
 
     def record(shop: Shop, result: _ShopResult) -> None:
@@ -140,24 +176,27 @@ def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[R
         outcome.versions_added += result.history.added
         outcome.shifts_touched.update((shop.shop_id, start) for start in result.history.shifts_touched)
 
-    for shop in world.shops:
-        try:
-            record(shop, _apply_to_shop(shops, shop, fold, versions))
-        except IntegrityError:
-            # The rare path: find the message(s) this shop's database refuses, apply each other one alone,
-            # and leave the refused ones out for the shops after it.
-            survivors = [p for p in _parse(raw, ApplyOutcome()) if p[0] not in refused]
-            for one in survivors:
-                try:
-                    record(shop, _apply_to_shop(shops, shop, _fold([one]), _versions([one[1]])))
-                except IntegrityError as exc:
-                    refused[one[0]] = f"shop {shop.shop_id} refused it: {str(exc.orig).splitlines()[0]}"
-            kept = [p for p in survivors if p[0] not in refused]
-            fold, versions = _fold(kept), _versions(m for _, m in kept)
+    for held_back, group in groups.items():
+        kept = [p for p in batch if p[0] not in held_back]
+        fold, versions = _fold(kept), _versions(m for _, m in kept)
+        for shop in group:
+            try:
+                record(shop, _apply_to_shop(shops, shop, fold, versions))
+            except REFUSALS:
+                # The rare path: find the message(s) this shop's database refuses, apply each other one
+                # alone, and leave the refused ones out for the shops after it.
+                survivors = [p for p in kept if p[0] not in refused]
+                for one in survivors:
+                    try:
+                        record(shop, _apply_to_shop(shops, shop, _fold([one]), _versions([one[1]])))
+                    except REFUSALS as exc:
+                        refused[one[0]] = f"shop {shop.shop_id} refused it: {str(exc.orig).splitlines()[0]}"
+                kept = [p for p in survivors if p[0] not in refused]
+                fold, versions = _fold(kept), _versions(m for _, m in kept)
     by_coordinates = {(m.topic, m.partition, m.offset): m for m in raw if (m.topic, m.partition, m.offset) in refused}
     outcome.dead_letters += [DeadLetter(*key, reason, by_coordinates[key].value) for key, reason in refused.items()]
     outcome.applied = len(applied)
-    outcome.stale = parsed_count - len(refused) - outcome.applied
+    outcome.stale = len(batch) - len(applied | set(refused))
     return outcome
 
 

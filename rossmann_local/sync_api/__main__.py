@@ -5,7 +5,8 @@
 
 ``python -m rossmann_local.sync_api change price --product 7 --city Berlin --price 6.49`` (or
 ``change product --product 7 --description ...``, ``change category --category 2 --name ...``)
-asks the running stand-in at ``ROSSMANN_SYNC_API_URL`` to change its catalogue, for demos.
+asks the running stand-in at ``ROSSMANN_SYNC_API_URL`` to change its catalogue, for demos, with the
+admin token of ``ROSSMANN_SYNC_API_ADMIN_TOKEN`` (or the one ``make dev`` keeps in the data dir).
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ import httpx
 import uvicorn
 
 from rossmann_local.resources.kafka import KafkaResource
-from rossmann_local.settings import DEFAULT_SYNC_API_URL, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, load_world
+from rossmann_local.settings import (
+    DEFAULT_SYNC_API_URL,
+    KAFKA_BOOTSTRAP_SERVERS,
+    SYNC_API_ADMIN_TOKEN,
+    SYNC_API_URL,
+    data_dir,
+    load_world,
+)
 from rossmann_local.sync_api.app import create_app
 from rossmann_local.sync_api.outbox import OutboxRelay
-from rossmann_local.sync_api.server import open_seeded_store, uvicorn_config
+from rossmann_local.sync_api.server import ADMIN_TOKEN_FILE, open_seeded_store, uvicorn_config
 
 
 def serve(argv: list[str]) -> int:
@@ -38,7 +46,9 @@ def serve(argv: list[str]) -> int:
             kafka = KafkaResource(bootstrap_servers=servers)
             kafka.ensure_topics()
             stack.enter_context(OutboxRelay(store, kafka))
-        uvicorn.Server(uvicorn_config(create_app(store), args.host, args.port)).run()
+        # The admin endpoints open only to ROSSMANN_SYNC_API_ADMIN_TOKEN; unset, they stay closed.
+        app = create_app(store, os.environ.get(SYNC_API_ADMIN_TOKEN) or None)
+        uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
     return 0
 
 
@@ -71,7 +81,11 @@ def change(argv: list[str]) -> int:
                 "is_deleted": None if args.deleted is None else args.deleted == "true"}
     if args.at:
         body["effective_at_utc"] = args.at
-    response = httpx.post(base + path, json=body, timeout=10)
+    token = os.environ.get(SYNC_API_ADMIN_TOKEN)
+    if not token and (data_dir() / ADMIN_TOKEN_FILE).exists():
+        token = (data_dir() / ADMIN_TOKEN_FILE).read_text().strip()  # the local stack's stand-in
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(base + path, json=body, timeout=10, headers=headers)
     print(response.status_code, response.text)
     return 0 if response.status_code == 200 else 1
 

@@ -2,46 +2,75 @@
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel
 
 from rossmann_local.domain.catalogue import (
     CategoryRecord,
+    Description,
     Discount,
     EmployeeIdentity,
+    Name,
     Price,
     ProductRecord,
     ShopIdentity,
+    storable_text,
 )
-from rossmann_local.sync_api.store import CatalogueStore, UnknownEntity, WrongPassword, WrongShop
+from rossmann_local.settings import SYNC_API_ADMIN_TOKEN
+from rossmann_local.sync_api.store import (
+    CatalogueStore,
+    InvalidChange,
+    UnknownEntity,
+    WrongPassword,
+    WrongShop,
+)
 
 log = logging.getLogger("rossmann_local.sync_api")
 
-SyncTime = Annotated[datetime, Query(description="ISO-8601 UTC, e.g. 0001-01-01T00:00:00Z for a first sync")]
+MAX_BODY_BYTES = 64 * 1024  # an admin edit is a few hundred bytes
+FAILED_LOGINS_PER_MINUTE = 10  # per client address, then 429 until the minute has passed
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """The time in UTC; a time that has no UTC equivalent (0001-01-01T00:00:00+23:59) is refused."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("time out of range once converted to UTC") from None
+
+
+SyncTime = Annotated[datetime, AfterValidator(_utc),
+                     Query(description="ISO-8601 UTC, e.g. 0001-01-01T00:00:00Z for a first sync")]
+DbId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+QueryId = Annotated[int, Query(ge=1, le=2**31 - 1)]
+Secret = Annotated[str, Query(max_length=256), AfterValidator(storable_text)]
+CityName = Annotated[str, Path(min_length=1, max_length=255), AfterValidator(storable_text)]
 
 
 class Edit(BaseModel):
     # When the change takes effect, in simulated time (e.g. 2026-06-01T13:00:00Z for an afternoon
-    # promotion of that day); unset, now on the wall clock.
-    effective_at_utc: AwareDatetime | None = None
+    # promotion of that day); unset, now on the wall clock. Not after the world's end (plus skew).
+    effective_at_utc: Annotated[AwareDatetime, AfterValidator(_utc)] | None = None
 
 
 class CategoryEdit(Edit):
     """An admin's edit of a category (the body of ``POST /admin/categories/{id}``); unset fields stay."""
 
-    name: str | None = Field(None, min_length=1, max_length=255)
-    description: str | None = Field(None, max_length=2048)
+    name: Name | None = None
+    description: Description = None
     is_deleted: bool | None = None
 
 
@@ -58,8 +87,88 @@ class ChangeApplied(BaseModel):
     updated_at_utc: datetime
 
 
-def create_app(store: CatalogueStore) -> FastAPI:
+class FailedLogins:
+    """Password checks per client address in the last minute that did not succeed: past the bound,
+    429. A check counts from its start (so concurrent guesses cannot slip past the bound together)
+    and is forgotten if the password was right."""
+
+    def __init__(self, limit: int = FAILED_LOGINS_PER_MINUTE, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._attempts: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, client: str) -> float:
+        with self._lock:
+            now = time.monotonic()  # bookkeeping, wall clock: a rate of attempts on the real network
+            attempts = self._attempts.setdefault(client, deque())
+            while attempts and attempts[0] < now - self.window:
+                attempts.popleft()
+            if len(attempts) >= self.limit:
+                raise HTTPException(429, "too many failed password checks; try again in a minute",
+                                    headers={"Retry-After": str(int(self.window))})
+            attempts.append(now)
+            if len(self._attempts) > 10_000:  # bounded memory under a spray from many addresses
+                self._attempts = {k: v for k, v in self._attempts.items() if v}
+            return now
+
+    def succeeded(self, client: str, started: float) -> None:
+        with self._lock, contextlib.suppress(KeyError, ValueError):
+            self._attempts[client].remove(started)
+
+
+class BodyLimit:
+    """Refuse a request body over ``MAX_BODY_BYTES`` (413) before it is read into memory, whether or
+    not it declares its length."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)(
+                scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI:
+    """The Sync API over ``store``. The admin endpoints answer only a request carrying
+    ``Authorization: Bearer <admin_token>``; without a token they are closed."""
     app = FastAPI(title="Rossmann general OLTP: Sync API (stand-in)", version="1.0")
+    app.add_middleware(BodyLimit)
+    logins = FailedLogins()
+
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def require_admin(request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        if not admin_token:
+            raise HTTPException(401, f"the admin endpoints are closed: no {SYNC_API_ADMIN_TOKEN} is configured",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
+            raise HTTPException(401, "admin token missing or wrong", headers={"WWW-Authenticate": "Bearer"})
+
+    def password_checked(request: Request, check: Callable[[], Any]) -> Any:
+        client = client_of(request)
+        started = logins.begin(client)
+        answer = check()
+        logins.succeeded(client, started)
+        return answer
 
     @app.middleware("http")
     async def log_without_query(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -80,49 +189,70 @@ def create_app(store: CatalogueStore) -> FastAPI:
     async def forbidden(_request: Request, exc: WrongShop) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=403)
 
+    @app.exception_handler(InvalidChange)
+    async def invalid(_request: Request, exc: InvalidChange) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def refused(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming each field and what is wrong, never echoing the input (it may be a password,
+        or text that cannot even be encoded, such as a lone surrogate)."""
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")).encode("utf-8", "replace").decode(),
+                   "type": e.get("type")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        """An unexpected error is logged here with its stack; the client gets no internals."""
+        log.error("unexpected error", exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/shops/authorize")
-    def authorize_shop(shop_id: int, password: str) -> ShopIdentity:
-        return store.authorize_shop(shop_id, password)
+    def authorize_shop(request: Request, shop_id: QueryId, password: Secret) -> ShopIdentity:
+        return password_checked(request, lambda: store.authorize_shop(shop_id, password))
 
     @app.get("/employees/authorize")
-    def authorize_employee(email: str, password: str) -> EmployeeIdentity:
-        return store.authorize_employee(email, password)
+    def authorize_employee(request: Request, email: Secret, password: Secret) -> EmployeeIdentity:
+        """An unknown e-mail and a wrong password answer the same 401, after the same work."""
+        return password_checked(request, lambda: store.authorize_employee(email, password))
 
     @app.get("/terminals/get_available")
-    def available_terminals(shop_id: int) -> list[int]:
+    def available_terminals(shop_id: QueryId) -> list[int]:
         return store.terminals_of(shop_id)
 
     @app.get("/terminals/authorize")
-    def authorize_terminal(shop_id: int, terminal_id: int, password: str) -> bool:
-        return store.authorize_terminal(shop_id, terminal_id, password)
+    def authorize_terminal(request: Request, shop_id: QueryId, terminal_id: QueryId, password: Secret) -> bool:
+        return password_checked(request, lambda: store.authorize_terminal(shop_id, terminal_id, password))
 
     @app.get("/categories/sync")
     def categories_sync(sync_utc_time: SyncTime) -> list[CategoryRecord]:
-        return store.categories_changed_since(_utc(sync_utc_time))
+        return store.categories_changed_since(sync_utc_time)
 
     @app.get("/products/sync")
-    def products_sync(shop_id: int, sync_utc_time: SyncTime) -> list[ProductRecord]:
+    def products_sync(shop_id: QueryId, sync_utc_time: SyncTime) -> list[ProductRecord]:
         """Products changed after the time, with the price and discount of the shop's city."""
-        return store.products_changed_since(shop_id, _utc(sync_utc_time))
+        return store.products_changed_since(shop_id, sync_utc_time)
     # The web/admin side of the chain, for demos and tests: each change is committed with its Kafka
     # message in the outbox (published by the relay when Kafka is configured).
-    @app.post("/admin/categories/{category_id}")
-    def change_category(category_id: int, change: CategoryEdit) -> ChangeApplied:
+    admin = [Depends(require_admin)]
+
+    @app.post("/admin/categories/{category_id}", dependencies=admin)
+    def change_category(category_id: DbId, change: CategoryEdit) -> ChangeApplied:
         record = store.update_category(category_id, **change.model_dump(exclude={"effective_at_utc"}),
                                        at=change.effective_at_utc)
         return ChangeApplied(updated_at_utc=record.updated_at_utc)
 
-    @app.post("/admin/products/{product_id}")
-    def change_product(product_id: int, change: ProductEdit) -> ChangeApplied:
+    @app.post("/admin/products/{product_id}", dependencies=admin)
+    def change_product(product_id: DbId, change: ProductEdit) -> ChangeApplied:
         return ChangeApplied(updated_at_utc=store.update_product(
             product_id, **change.model_dump(exclude={"effective_at_utc"}), at=change.effective_at_utc))
 
-    @app.post("/admin/products/{product_id}/prices/{city}")
-    def change_price(product_id: int, city: str, change: PriceEdit) -> ChangeApplied:
+    @app.post("/admin/products/{product_id}/prices/{city}", dependencies=admin)
+    def change_price(product_id: DbId, city: CityName, change: PriceEdit) -> ChangeApplied:
         return ChangeApplied(updated_at_utc=store.set_price(product_id, city, change.price, change.discount,
                                                             at=change.effective_at_utc))
 

@@ -4,15 +4,17 @@ or in the foreground as a service (``python -m rossmann_local.sync_api``)."""
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
 from fastapi import FastAPI
 
 from rossmann_local.domain.world import World
-from rossmann_local.settings import SYNC_API_PASSWORD, SYNC_API_STORE_URL, data_dir
+from rossmann_local.settings import SYNC_API_ADMIN_TOKEN, SYNC_API_PASSWORD, SYNC_API_STORE_URL, data_dir
 from rossmann_local.sync_api.app import create_app
 from rossmann_local.sync_api.store import CatalogueStore
 
@@ -72,6 +74,24 @@ class LoopbackServer:
 
 
 
-def sync_api_server(store: CatalogueStore, host: str = "127.0.0.1", port: int = 0) -> LoopbackServer:
-    """The stand-in Sync API over ``store``, served on loopback."""
-    return LoopbackServer(create_app(store), host, port)
+def sync_api_server(store: CatalogueStore, host: str = "127.0.0.1", port: int = 0,
+                    admin_token: str | None = None) -> LoopbackServer:
+    """The stand-in Sync API over ``store``, served on loopback (admin endpoints open to ``admin_token``)."""
+    return LoopbackServer(create_app(store, admin_token), host, port)
+
+
+ADMIN_TOKEN_FILE = "sync_api_admin_token"
+
+
+def local_admin_token(data: Path) -> str:
+    """The admin token of a stand-in the local stack runs: ``ROSSMANN_SYNC_API_ADMIN_TOKEN``, or one
+    made once and kept in the data dir (owner-only), where the ``change`` command finds it."""
+    if token := os.environ.get(SYNC_API_ADMIN_TOKEN):
+        return token
+    path = data / ADMIN_TOKEN_FILE
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        partial.write_text(secrets.token_urlsafe(24))
+        partial.chmod(0o600)
+        partial.replace(path)
+    return path.read_text().strip()

@@ -170,17 +170,25 @@ class WrongShop(PermissionError):
     """The terminal belongs to another shop (HTTP 403)."""
 
 
+class InvalidChange(ValueError):
+    """A change the catalogue refuses, e.g. dated after the world's end (HTTP 422)."""
+
+
 def hash_password(password: str, salt: bytes | None = None) -> str:
     salt = salt or os.urandom(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 100_000)
     return f"{salt.hex()}${digest.hex()}"
 
 
+# Checked against when the user is unknown, so an unknown user costs the same PBKDF2 as a wrong password.
+_NO_USER_HASH = hash_password("no user has this password", bytes(16))
+
+
 def password_matches(password: str, stored: str | None) -> bool:
-    if not stored:
-        return False
-    salt_hex, _ = stored.split("$", 1)
-    return hmac.compare_digest(hash_password(password, bytes.fromhex(salt_hex)), stored)
+    """Whether ``password`` matches; always one PBKDF2 run (about 30 ms), even with no stored hash."""
+    salt_hex, _ = (stored or _NO_USER_HASH).split("$", 1)
+    matches = hmac.compare_digest(hash_password(password, bytes.fromhex(salt_hex)), stored or _NO_USER_HASH)
+    return matches and stored is not None
 
 
 _Version = TypeVar("_Version", ProductHistoryRow, PriceHistoryRow)
@@ -216,6 +224,7 @@ class CatalogueStore:
         else:
             self.engine = create_engine(url)
         StoreBase.metadata.create_all(self.engine)
+        self.world: World | None = None  # set by ``seed``: its end bounds the changes' times
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -238,9 +247,11 @@ class CatalogueStore:
 
     def seed(self, world: World, password: str | None = None) -> bool:
         """Load the world once (an already seeded store is left as it is). Returns whether it seeded.
+        The world also bounds the time a change may take effect (not after its end, plus skew).
 
         ``password`` (from ``ROSSMANN_SYNC_API_PASSWORD``) is set for every shop, terminal and
         employee; without one nobody can authorize, which the sync endpoints do not need."""
+        self.world = world
         with self._session() as s:
             if s.scalar(select(func.count()).select_from(CityRow)):
                 return False
@@ -279,23 +290,31 @@ class CatalogueStore:
             raise UnknownEntity(f"shop {shop_id} not found")
         return shop
 
+    # The password checks read what they need in a short read-only session and run PBKDF2 after it,
+    # outside any database lock (a check inside BEGIN IMMEDIATE once made concurrent logins time out).
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
     def authorize_shop(self, shop_id: int, password: str) -> ShopIdentity:
-        with self._session() as s:
+        with self._reading() as s:
             shop = self._shop(s, shop_id)
-            if not password_matches(password, shop.password_hash):
-                raise WrongPassword("wrong shop password")
             city = s.get_one(CityRow, shop.city_id)
-            return ShopIdentity(shop_id=shop.shop_id, country_name=city.country, city_name=city.name)
+        if not password_matches(password, shop.password_hash):
+            raise WrongPassword("wrong shop password")
+        return ShopIdentity(shop_id=shop.shop_id, country_name=city.country, city_name=city.name)
 
     def authorize_employee(self, email: str, password: str) -> EmployeeIdentity:
-        with self._session() as s:
+        """An unknown e-mail and a wrong password fail alike (same answer, same PBKDF2 work), so the
+        endpoint cannot be used to list the chain's users."""
+        with self._reading() as s:
             employee = s.scalar(select(EmployeeRow).where(EmployeeRow.email == email.lower()))
-            if employee is None:
-                raise UnknownEntity("employee not found")
-            if not password_matches(password, employee.password_hash):
-                raise WrongPassword("wrong employee password")
-            return EmployeeIdentity(employee_id=employee.employee_id, first_name=employee.first_name,
-                                    last_name=employee.last_name, role=employee.role)  # type: ignore[arg-type]
+        if not password_matches(password, employee.password_hash if employee else None) or employee is None:
+            raise WrongPassword("wrong e-mail or password")
+        return EmployeeIdentity(employee_id=employee.employee_id, first_name=employee.first_name,
+                                last_name=employee.last_name, role=employee.role)  # type: ignore[arg-type]
 
     def terminals_of(self, shop_id: int) -> list[int]:
         with self._session() as s:
@@ -304,16 +323,16 @@ class CatalogueStore:
                                   .order_by(TerminalRow.terminal_id)))
 
     def authorize_terminal(self, shop_id: int, terminal_id: int, password: str) -> bool:
-        with self._session() as s:
+        with self._reading() as s:
             self._shop(s, shop_id)
             terminal = s.get(TerminalRow, terminal_id)
-            if terminal is None:
-                raise UnknownEntity(f"terminal {terminal_id} not found")
-            if terminal.shop_id != shop_id:
-                raise WrongShop(f"terminal {terminal_id} belongs to another shop")
-            if not password_matches(password, terminal.password_hash):
-                raise WrongPassword("wrong terminal password")
-            return True
+        if terminal is None:
+            raise UnknownEntity(f"terminal {terminal_id} not found")
+        if terminal.shop_id != shop_id:
+            raise WrongShop(f"terminal {terminal_id} belongs to another shop")
+        if not password_matches(password, terminal.password_hash):
+            raise WrongPassword("wrong terminal password")
+        return True
 
     def categories_changed_since(self, since: datetime) -> list[CategoryRecord]:
         """Every category version that takes effect after ``since``, oldest first."""
@@ -370,6 +389,8 @@ class CatalogueStore:
         if row is None:
             raise UnknownEntity(f"{model.__tablename__.removesuffix('s')} {key} not found")
         effective = self._next_change_time(s) if at is None else at.astimezone(UTC)
+        if self.world is not None and (reason := self.world.dated_too_late(effective)):
+            raise InvalidChange(f"effective_at_utc: {reason}")
         changed = row if effective >= row.updated_at_utc else model(**{
             c.key: getattr(row, c.key) for c in model.__table__.columns})  # type: ignore[arg-type]
         for attr, value in changes.items():
