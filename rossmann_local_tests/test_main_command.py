@@ -17,7 +17,9 @@ from dagster._daemon.sensor import execute_sensor_iteration
 from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB
 from rossmann_local.local.broker import LocalBroker
 from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR
-from rossmann_local.local.day import main
+from rossmann_local.local.day import main, run_day
+from rossmann_local.local.stack import local_stack
+from rossmann_local.settings import load_world
 from rossmann_local.local.instance import WORKSPACE, InstanceSensorCursor
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local_tests.helpers import receipts_of
@@ -112,3 +114,20 @@ def test_days_run_in_any_order_print_the_same_figures(capsys: pytest.CaptureFixt
     assert first != second
     assert day("2026-06-01") == first, "the earlier day, after the later one"
     assert day("2026-06-02") == second
+
+
+def test_one_shops_failure_fails_only_that_shops_partitions(tmp_path: Path) -> None:
+    """Shop 3's database cannot be opened (its file is a directory): the shift's 5-shop run fails,
+    the shift runs again shop by shop, and the other shops' partitions are materialized by runs of
+    their own, their reports matching, while shop 3's fail with its cause."""
+    world = load_world()
+    (tmp_path / "data" / "shops" / "shop_3.sqlite").mkdir(parents=True)
+    with local_stack(world) as stack, dg.instance_for_test() as instance:
+        days = {d.shop_id: d for d in run_day(world, world.start_date, stack.resources, instance)}
+        materialized = instance.get_materialized_partitions(dg.AssetKey("transactions_report"))
+    assert [days[shop].runs_ok for shop in (1, 2, 4, 5)] == [2, 2, 2, 2]
+    assert all(not days[shop].runs_failed and days[shop].reports_match and days[shop].receipts
+               for shop in (1, 2, 4, 5))
+    assert days[3].runs_ok == 0 and len(days[3].runs_failed) >= 2
+    assert all("shop_3" in failure for failure in days[3].runs_failed), days[3].runs_failed
+    assert {key.split("|")[1] for key in materialized} == {"1", "2", "4", "5"} and len(materialized) == 8

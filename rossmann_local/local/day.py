@@ -26,7 +26,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.defs.partitions import partition_key
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
-from rossmann_local.domain.world import World
+from rossmann_local.domain.world import Shop, World
 from rossmann_local.local import chain_admin
 from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR, CatalogueSensorDriver
 from rossmann_local.local.instance import InstanceSensorCursor, managed_instance
@@ -66,12 +66,16 @@ def first_failure(result: dg.ExecuteInProcessResult) -> str:
 
 
 def run_shifts(job: dg.JobDefinition, instance: dg.DagsterInstance, world: World, first: ShiftWindow,
-               last: ShiftWindow, assets: list[str] | None = None) -> dg.ExecuteInProcessResult:
+               last: ShiftWindow, assets: list[str] | None = None, *, first_shop: Shop | None = None,
+               last_shop: Shop | None = None) -> dg.ExecuteInProcessResult:
     """Every shop's shifts from ``first`` to ``last`` in one run (of the named ``assets`` only, if
-    given): what a backfill launches under the assets' single-run backfill policy, one run for the
-    whole range instead of a process per partition."""
-    tags = {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(first, world.shop_ids[0])),
-            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(last, world.shop_ids[-1]))}
+    given; of the shops from ``first``/``last`` shop only, if given): what a backfill launches under
+    the assets' single-run backfill policy, one run for the whole range instead of a process per
+    partition."""
+    first_shop = first_shop or world.shops[0]
+    last_shop = last_shop or world.shops[-1]
+    tags = {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(first, first_shop.shop_id)),
+            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(last, last_shop.shop_id))}
     selection = [dg.AssetKey(name) for name in assets] if assets else None
     return job.execute_in_process(instance=instance, tags=tags, run_config=QUIET_RUN_CONFIG, raise_on_error=False,
                                   asset_selection=selection)
@@ -92,16 +96,26 @@ def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.Dag
             stop.check(f"before the shift of {shift.start:%Y-%m-%d %H:%M} (the shifts before it are complete)")
         if feed is not None:
             guard.call(lambda index=index: feed(index)) if stop is not None else feed(index)
-        result = (guard.call(lambda shift=shift: run_shifts(job, instance, world, shift, shift)) if stop is not None
-                  else run_shifts(job, instance, world, shift, shift))
-        for shop_day in days.values():
-            if result.success:
-                shop_day.runs_ok += 1
+        def run(first: Shop, last: Shop, shift: ShiftWindow = shift) -> dg.ExecuteInProcessResult:
+            def work() -> dg.ExecuteInProcessResult:
+                return run_shifts(job, instance, world, shift, shift, first_shop=first, last_shop=last)
+            return guard.call(work) if stop is not None else work()
+
+        result = run(world.shops[0], world.shops[-1])
+        outcomes = {shop.shop_id: result for shop in world.shops}
+        if not result.success and len(world.shops) > 1:
+            # One shop's failure fails only that shop's partitions: the shift runs again shop by shop
+            # (every step is idempotent), so the others' partitions are materialized by runs of their own.
+            outcomes = {shop.shop_id: run(shop, shop) for shop in world.shops}
+        for shop_id, outcome in outcomes.items():
+            if outcome.success:
+                days[shop_id].runs_ok += 1
             else:
-                shop_day.runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M}: {first_failure(result)}")
+                days[shop_id].runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M}: {first_failure(outcome)}")
     # The summary counts what the topic holds: every stock message is read back once the broker had
     # time to keep it, and what it lost is sent again.
-    checked = settle_and_verify(world.shop_ids, resources["shop_databases"], resources["kafka"])
+    working = [shop_id for shop_id, shop_day in days.items() if shop_day.runs_ok]
+    checked = settle_and_verify(working, resources["shop_databases"], resources["kafka"])
     for shop_id, lost in checked.lost_by_shop.items():
         days[shop_id].stock_parts_resent = lost
     read_shop_days(world, resources["shop_databases"], resources["clickhouse"], day, shifts, days)

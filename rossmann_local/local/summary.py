@@ -9,6 +9,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.world import World
 from rossmann_local.reports.analytics import (
@@ -18,6 +20,7 @@ from rossmann_local.reports.analytics import (
 )
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.settings import ConfigError
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.history import shelf_at
 from rossmann_local.shop_db.stock_outbox import sent_count, verified_count
@@ -61,22 +64,30 @@ class Streaming:
     outcome: Counter[str] = field(default_factory=Counter)
 
 
+def _read_shop_day(shop_databases: ShopDatabases, shifts: list[ShiftWindow], shop_day: ShopDay) -> None:
+    with shop_databases.transaction(shop_day.shop_id) as conn:
+        for shift in shifts:
+            totals = ledger.shift_totals(conn, shift)
+            shop_day.receipts += int(totals["receipts"])
+            shop_day.lines += int(totals["lines"])
+            shop_day.units_sold += int(totals["units"])
+            shop_day.revenue += Decimal(totals["revenue"])
+            shop_day.units_delivered += ledger.shift_delivery_totals(conn, shift)["units"]
+        on_sale = [p.product_id for p in shelf_at(conn, shifts[-1].end)]
+        shop_day.stock_units, shop_day.sold_out = ledger.shelf_stock(conn, shifts[-1].end, on_sale)
+        shop_day.stock_messages_sent = sent_count(conn, (s.start for s in shifts))
+        shop_day.stock_messages_on_topic = verified_count(conn, (s.start for s in shifts))
+
+
 def read_shop_days(world: World, shop_databases: ShopDatabases, clickhouse: ClickHouseReports, day: date,
                    shifts: list[ShiftWindow], days: dict[int, ShopDay]) -> None:
-    """Fill in each shop's day from its database, and from ClickHouse what analytics sees."""
+    """Fill in each shop's day from its database, and from ClickHouse what analytics sees. A shop
+    whose database cannot be read counts as failed; the others are still summed."""
     for shop_day in days.values():
-        with shop_databases.transaction(shop_day.shop_id) as conn:
-            for shift in shifts:
-                totals = ledger.shift_totals(conn, shift)
-                shop_day.receipts += int(totals["receipts"])
-                shop_day.lines += int(totals["lines"])
-                shop_day.units_sold += int(totals["units"])
-                shop_day.revenue += Decimal(totals["revenue"])
-                shop_day.units_delivered += ledger.shift_delivery_totals(conn, shift)["units"]
-            on_sale = [p.product_id for p in shelf_at(conn, shifts[-1].end)]
-            shop_day.stock_units, shop_day.sold_out = ledger.shelf_stock(conn, shifts[-1].end, on_sale)
-            shop_day.stock_messages_sent = sent_count(conn, (s.start for s in shifts))
-            shop_day.stock_messages_on_topic = verified_count(conn, (s.start for s in shifts))
+        try:
+            _read_shop_day(shop_databases, shifts, shop_day)
+        except (ConfigError, SQLAlchemyError) as exc:
+            shop_day.runs_failed.append(f"summary: shop {shop_day.shop_id}'s database: {str(exc).splitlines()[0]}")
     shop_databases.dispose()
     with clickhouse.client() as client:
         for row in revenue_per_shop_per_day(client, world.timezone, day, day):
