@@ -29,7 +29,8 @@ IMAGE_PORTS = {"postgres": 5432, "clickhouse": 8123}
 ONE_SHOTS = {"kafka-topics": "topics", "clickhouse-schema": "clickhouse-schema", "shop-databases": "shop-databases"}
 # Settings the code server may leave to their defaults: the stand-in's own settings, and the world
 # file (the compose world is the reference world sized by ROSSMANN_SHOP_COUNT).
-NOT_FOR_THE_CODE_SERVER = {settings.SYNC_API_PASSWORD, settings.SYNC_API_STORE_URL, settings.WORLD_FILE}
+NOT_FOR_THE_CODE_SERVER = {settings.SYNC_API_PASSWORD, settings.SYNC_API_ADMIN_TOKEN, settings.SYNC_API_STORE_URL,
+                           settings.WORLD_FILE}
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
@@ -213,7 +214,7 @@ def listening_ports(services: dict[str, Any]) -> dict[str, int]:
     advertised = dict(item.split("://") for item in
                       services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(","))
     assert advertised["INTERNAL"].split(":")[0] == "kafka", "containers must be told to use the service name"
-    assert advertised["EXTERNAL"] == "localhost:29092" and "29092:29092" in services["kafka"]["ports"]
+    assert advertised["EXTERNAL"] == "localhost:29092" and "127.0.0.1:29092:29092" in services["kafka"]["ports"]
     ports["kafka"] = int(listeners["INTERNAL"].rsplit(":", 1)[1])
     ports["sync-api"] = int(option(command(services["sync-api"]), "--port"))
     ports["dagster-code"] = int(option(command(services["dagster-code"]), "-p"))
@@ -246,7 +247,8 @@ def test_host_names_and_ports_agree(services: dict[str, Any]) -> None:
     code_health = services["dagster-code"]["healthcheck"]["test"]
     assert option(code_health, "-p") == str(ports["dagster-code"])
     assert f":{ports['sync-api']}/health" in " ".join(services["sync-api"]["healthcheck"]["test"])
-    assert f"{ports['dagster-webserver']}:{ports['dagster-webserver']}" in services["dagster-webserver"]["ports"]
+    assert f"127.0.0.1:{ports['dagster-webserver']}:{ports['dagster-webserver']}" in services[
+        "dagster-webserver"]["ports"]
 
 
 def test_passwords_agree_between_the_servers_and_their_clients(services: dict[str, Any]) -> None:
@@ -307,3 +309,19 @@ def test_the_local_workspace_and_the_instance_point_at_the_code() -> None:
     assert limits["dagster/backfill"] == {"key": "dagster/backfill", "value": {"applyLimitPerUniqueValue": True},
                                           "limit": 1}
     assert limits["rossmann_local/run"]["value"] == "catalogue_upsert"
+
+
+def test_every_published_port_listens_on_loopback_unless_the_user_opts_in(services: dict[str, Any]) -> None:
+    published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
+    assert set(published) == {"postgres", "kafka", "clickhouse", "sync-api", "dagster-webserver"}
+    for name, ports in published.items():
+        assert all(str(port).startswith("127.0.0.1:") for port in ports), name
+    raw = re.findall(r'^\s+- "([^"]+:\d+:\d+)"$', COMPOSE_TEXT, re.MULTILINE)
+    assert len(raw) == 5 and all(p.startswith("${ROSSMANN_PUBLISH_ADDRESS:-127.0.0.1}:") for p in raw), raw
+    assert env_example()["ROSSMANN_PUBLISH_ADDRESS"] == "127.0.0.1"
+
+
+def test_the_stand_ins_admin_endpoints_take_their_token_from_env(services: dict[str, Any]) -> None:
+    environment = services["sync-api"]["environment"]
+    assert environment["ROSSMANN_SYNC_API_ADMIN_TOKEN"] == env_example()["ROSSMANN_SYNC_API_ADMIN_TOKEN"]
+    assert "ROSSMANN_SYNC_API_ADMIN_TOKEN: ${ROSSMANN_SYNC_API_ADMIN_TOKEN:?" in COMPOSE_TEXT

@@ -18,10 +18,10 @@ from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB
 from rossmann_local.local.broker import LocalBroker
 from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR
 from rossmann_local.local.day import main, run_day
-from rossmann_local.local.stack import local_stack
-from rossmann_local.settings import load_world
 from rossmann_local.local.instance import WORKSPACE, InstanceSensorCursor
+from rossmann_local.local.stack import local_stack
 from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.settings import load_world
 from rossmann_local_tests.helpers import receipts_of
 
 
