@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,8 @@ def _env_number(name: str, default: T, parse: Callable[[str], T], lowest: T, wha
         value = parse(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not {what}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number")
     if value < lowest:  # type: ignore[operator]
         raise ConfigError(f"{name}={value} must be at least {lowest}")
     return value
@@ -68,8 +71,11 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
     return _env_number(name, default, int, minimum, "a whole number")
 
 
-def env_float(name: str, default: float, minimum: float = 0.001) -> float:
-    return _env_number(name, default, float, minimum, "a number")
+def env_float(name: str, default: float, minimum: float = 0.001, maximum: float = 86_400.0) -> float:
+    value = _env_number(name, default, float, minimum, "a number")
+    if value > maximum:
+        raise ConfigError(f"{name}={value:g} must be at most {maximum:g}")
+    return value
 
 
 def load_world() -> World:
@@ -84,7 +90,9 @@ def load_world() -> World:
         try:
             return World.model_validate_json(path.read_text())
         except ValidationError as exc:
-            raise ConfigError(f"{WORLD_FILE}={world_file!r} is not a valid world: {exc}") from None
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'world'}: {e['msg']}"
+                                 for e in exc.errors(include_url=False)[:5])
+            raise ConfigError(f"{WORLD_FILE}={world_file!r} is not a valid world: {problems}") from None
     return reference_world(shop_count=env_int(SHOP_COUNT, 5))
 
 

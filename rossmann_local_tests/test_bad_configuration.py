@@ -87,3 +87,37 @@ def test_a_sensor_tick_without_kafka_names_the_setting(world) -> None:
     with dg.instance_for_test() as instance, pytest.raises(Exception, match="check KAFKA_BOOTSTRAP_SERVERS") as info:
         sensor(dg.build_sensor_context(instance=instance, resources={"kafka": unreachable}))
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+BAD_SETTINGS = {
+    "a ClickHouse password with # / ?": ({"ROSSMANN_CLICKHOUSE_DSN": "http://default:p#a/s?sw0rd@127.0.0.1:1"},
+                                         "ROSSMANN_CLICKHOUSE_DSN"),
+    "a timeout that is not a number": ({"ROSSMANN_SYNC_API_TIMEOUT_SECONDS": "nan"},
+                                       "ROSSMANN_SYNC_API_TIMEOUT_SECONDS"),
+    "an infinite timeout": ({"ROSSMANN_SYNC_API_TIMEOUT_SECONDS": "inf"}, "ROSSMANN_SYNC_API_TIMEOUT_SECONDS"),
+    "a data dir under a file": ({"ROSSMANN_DATA_DIR": "/etc/hostname/data"}, "ROSSMANN_DATA_DIR"),
+    "an unreachable store": ({"ROSSMANN_SYNC_API_STORE_URL": "postgresql+psycopg://postgres:p#a/s?sw0rd@127.0.0.1:1/x"},
+                             "ROSSMANN_SYNC_API_STORE_URL"),
+    "a shop id of -1": ({"ROSSMANN_WORLD_FILE": "WORLD_WITH_SHOP_MINUS_ONE"}, "ROSSMANN_WORLD_FILE"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SETTINGS)
+def test_the_main_command_stops_with_one_line_naming_the_setting_and_no_secret(
+        case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from rossmann_local.domain.world import reference_world
+    from rossmann_local.local.day import main
+
+    settings, name = BAD_SETTINGS[case]
+    for key, value in settings.items():
+        if value == "WORLD_WITH_SHOP_MINUS_ONE":
+            world = reference_world().model_dump(mode="json")
+            world["shops"][0]["shop_id"] = -1
+            value = str(tmp_path / "world.json")
+            Path(value).write_text(__import__("json").dumps(world))
+        monkeypatch.setenv(key, value)
+    assert main([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("configuration error:") and name in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert not any(piece in "\n".join(err) for piece in ("p#a", "sw0rd", "s?s")), "no part of a password shown"

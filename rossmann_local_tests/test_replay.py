@@ -121,10 +121,11 @@ def test_rematerializing_a_day_in_any_order_after_later_changes_reproduces_every
         kafka: KafkaResource, clickhouse: ClickHouseReports) -> None:
     chain = Chain(world, shop_databases, store, sync_api, kafka, clickhouse)
     # Day 1's history: Berlin's price of product 1 drops mid-morning, and a category is renamed
-    # during the afternoon; both published before any shift runs.
+    # during the afternoon; both published before any shift runs. No shop has synced yet, so Kafka
+    # has nothing of theirs to change: the shops' first sync brings both versions, history included.
     store.set_price(1, "Berlin", Decimal("6.49"), Decimal("0"), at=local(world, 0, 11, 30))
     store.update_category(4, name="Decor & Home", at=local(world, 0, 17))
-    assert chain.publish()["versions_added"] > 0
+    assert chain.publish()["dead_lettered"] == 2
     first, last = chain.shifts[0], chain.shifts[-1]
     assert run_shifts(chain.job, chain.instance, world, first, last).success  # a backfill's single run
     before = chain.snapshot()

@@ -15,9 +15,11 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rossmann_local.domain.catalogue import MAX_PRICE, Description, Id, Name
+
 Role = Literal["admin", "cashier", "security", "courier"]
 Fraction = Annotated[Decimal, Field(ge=0, le=1, max_digits=5, decimal_places=4)]
-Money = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)]
+Money = Annotated[Decimal, Field(gt=0, le=MAX_PRICE, max_digits=12, decimal_places=2)]
 
 
 class UnknownShop(LookupError):
@@ -34,7 +36,7 @@ class City(_Frozen):
 
 
 class Employee(_Frozen):
-    employee_id: int
+    employee_id: Id
     first_name: str
     last_name: str
     email: str
@@ -42,17 +44,17 @@ class Employee(_Frozen):
 
 
 class Shop(_Frozen):
-    shop_id: int
+    shop_id: Id
     city: str
-    terminal_ids: tuple[int, ...] = Field(min_length=1)
-    admin_id: int
-    cashier_ids: tuple[int, ...] = Field(min_length=1)
+    terminal_ids: tuple[Id, ...] = Field(min_length=1)
+    admin_id: Id
+    cashier_ids: tuple[Id, ...] = Field(min_length=1)
 
 
 class Category(_Frozen):
-    category_id: int
-    name: str
-    description: str | None = None
+    category_id: Id
+    name: Name
+    description: Description = None
 
 
 class CityPrice(_Frozen):
@@ -61,11 +63,11 @@ class CityPrice(_Frozen):
 
 
 class Product(_Frozen):
-    product_id: int
-    name: str
-    description: str | None = None
+    product_id: Id
+    name: Name
+    description: Description = None
     barcode: str = Field(pattern=r"^\d{12}$")
-    category_id: int
+    category_id: Id
     prices: dict[str, CityPrice]
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 import clickhouse_connect
 import dagster as dg
@@ -34,13 +35,46 @@ def default_dsn() -> str:
     return f"chdb://{data_dir() / 'clickhouse'}"
 
 
+@dataclass(frozen=True)
+class Dsn:
+    """A ClickHouse DSN taken apart by hand: the password is everything between the first ``:`` of
+    the user part and the last ``@``, so it may hold ``#``, ``/``, ``?`` or ``@`` as typed (or
+    percent-encoded), where a URL parser would cut it and show a piece of it as a host or port."""
+
+    scheme: str
+    username: str
+    password: str | None
+    host: str
+    port: int | None
+    path: str
+
+    @classmethod
+    def parse(cls, dsn: str) -> Dsn:
+        scheme, sep, rest = dsn.partition("://")
+        if not sep or scheme not in ("chdb", "http", "https"):
+            raise ConfigError(f"{CLICKHOUSE_DSN} is not a ClickHouse DSN (value not shown: it may hold a "
+                              f"password); expected {DSN_FORMS}")
+        userinfo, _, location = rest.rpartition("@")
+        hostport, slash, path = location.partition("/")
+        host, colon, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+        if colon and not port.isdigit():
+            raise ConfigError(f"{CLICKHOUSE_DSN}: the port after {host!r} is not a number")
+        username, has_password, password = userinfo.partition(":")
+        return cls(scheme, unquote(username), unquote(password) if has_password else None, host,
+                   int(port) if colon else None, slash + path)
+
+    def redacted(self) -> str:
+        user = f"{self.username}:***@" if self.password is not None else (f"{self.username}@" if self.username else "")
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.scheme}://{user}{self.host}{port}{self.path}"
+
+
 def redacted(dsn: str) -> str:
-    """The DSN without its password, for messages and logs."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The DSN without its password, for messages and logs (nothing of it when it does not parse)."""
+    try:
+        return Dsn.parse(dsn).redacted()
+    except ConfigError:
+        return f"<{CLICKHOUSE_DSN}, not shown>"
 
 
 # DSNs whose schema this process has created already: the DDL runs once per process, not per use.
@@ -49,20 +83,31 @@ _SCHEMA_READY: set[str] = set()
 
 def open_client(dsn: str) -> Client:
     """A connected client for the DSN, with ``shop_reports`` created; errors name the setting."""
-    parts = urlsplit(dsn)
+    parts = Dsn.parse(dsn)
     if parts.scheme == "chdb":
-        if parts.netloc or not parts.path.startswith("/"):
-            raise ConfigError(f"{CLICKHOUSE_DSN}={redacted(dsn)!r}: a chDB DSN needs an absolute directory, "
+        if parts.host or not parts.path.startswith("/"):
+            raise ConfigError(f"{CLICKHOUSE_DSN}={parts.redacted()!r}: a chDB DSN needs an absolute directory, "
                               f"expected {DSN_FORMS}")
-        Path(parts.path).mkdir(parents=True, exist_ok=True)
-    elif parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{CLICKHOUSE_DSN}={redacted(dsn)!r} is not a ClickHouse DSN, expected {DSN_FORMS}")
+        try:
+            Path(parts.path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{CLICKHOUSE_DSN}: cannot use {parts.path} for chDB ({exc.strerror})") from None
+    elif not parts.host:
+        raise ConfigError(f"{CLICKHOUSE_DSN}={parts.redacted()!r} names no host, expected {DSN_FORMS}")
     try:
-        extra = {} if parts.scheme == "chdb" else {"connect_timeout": 5, "send_receive_timeout": 60}
-        client = clickhouse_connect.get_client(dsn=dsn, **extra)
+        if parts.scheme == "chdb":
+            client = clickhouse_connect.get_client(dsn=dsn)
+        else:
+            client = clickhouse_connect.get_client(
+                host=parts.host, port=parts.port or (8443 if parts.scheme == "https" else 8123),
+                username=parts.username or "default", password=parts.password or "",
+                secure=parts.scheme == "https", database=parts.path.strip("/") or "__default__",
+                connect_timeout=5, send_receive_timeout=60)
     except (ClickHouseError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ConfigError(f"ClickHouse at {redacted(dsn)} is not reachable (check {CLICKHOUSE_DSN}): "
+        if parts.password:
+            first_line = first_line.replace(parts.password, "***")
+        raise ConfigError(f"ClickHouse at {parts.redacted()} is not reachable (check {CLICKHOUSE_DSN}): "
                           f"{exc.__class__.__name__}: {first_line}") from None
     if dsn not in _SCHEMA_READY:
         try:

@@ -12,9 +12,17 @@ from types import TracebackType
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rossmann_local.domain.world import World
-from rossmann_local.settings import SYNC_API_ADMIN_TOKEN, SYNC_API_PASSWORD, SYNC_API_STORE_URL, data_dir
+from rossmann_local.settings import (
+    SYNC_API_ADMIN_TOKEN,
+    SYNC_API_PASSWORD,
+    SYNC_API_STORE_URL,
+    ConfigError,
+    data_dir,
+)
 from rossmann_local.sync_api.app import create_app
 from rossmann_local.sync_api.store import CatalogueStore
 
@@ -24,8 +32,23 @@ def default_store_url() -> str:
 
 
 def open_seeded_store(world: World, url: str | None = None) -> CatalogueStore:
-    store = CatalogueStore(url or default_store_url())
-    store.seed(world, password=os.environ.get(SYNC_API_PASSWORD))
+    """The stand-in's store, seeded with the world once; a store that cannot be opened stops with one
+    line naming ``ROSSMANN_SYNC_API_STORE_URL`` (its password not shown)."""
+    url = url or default_store_url()
+    try:
+        store = CatalogueStore(url)
+        store.seed(world, password=os.environ.get(SYNC_API_PASSWORD))
+    except (SQLAlchemyError, OSError) as exc:
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+        try:
+            parsed = make_url(url)
+            shown = parsed.render_as_string(hide_password=True)
+            if parsed.password:
+                reason = reason.replace(str(parsed.password), "***")
+        except ArgumentError:
+            shown = "<not shown>"
+        raise ConfigError(f"the Sync API stand-in's store {shown} cannot be opened (check {SYNC_API_STORE_URL}): "
+                          f"{reason}") from None
     return store
 
 
