@@ -121,3 +121,11 @@ def test_the_main_command_stops_with_one_line_naming_the_setting_and_no_secret(
     assert err[-1].startswith("configuration error:") and name in err[-1], err
     assert "Traceback" not in "\n".join(err)
     assert not any(piece in "\n".join(err) for piece in ("p#a", "sw0rd", "s?s")), "no part of a password shown"
+
+
+@pytest.mark.parametrize("day", ["2026-05-31", "2027-06-01"])
+def test_a_day_outside_the_worlds_days_is_refused(day: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from rossmann_local.local.day import main
+
+    assert main(["--day", day]) == 2
+    assert "outside the world's days, 2026-06-01 to 2027-05-31" in capsys.readouterr().err

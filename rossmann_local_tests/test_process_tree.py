@@ -102,3 +102,18 @@ def test_a_broker_a_dead_run_left_on_the_data_dir_is_replaced(tmp_path: Path) ->
     finally:
         if stale.poll() is None:
             stale.kill()
+
+
+def test_a_broker_lost_mid_day_stops_the_day_in_one_line_naming_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    day = start_day(data)
+    pid_file = data / "kafka" / "broker.pid"
+    wait_for(lambda: pid_file.exists() and shifts_sold(data) >= 1)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    started = time.monotonic()
+    _out, err = day.communicate(timeout=240)
+    assert day.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("stopped: the local Kafka broker (pid ") and "broker.log" in last, err
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in last, "a setting that was never set is not blamed"
+    assert time.monotonic() - started < 120

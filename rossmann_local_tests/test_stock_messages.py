@@ -51,7 +51,10 @@ def queued(shops: ShopDatabases, shop_id: int, sent: bool) -> int:
 
 
 def test_stock_messages_round_trip_with_the_shop_key_and_the_reference_json(
-        world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient, kafka: KafkaResource) -> None:
+        world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient, own_broker: LocalBroker) -> None:
+    # A broker of its own: on a shared one, the same shift's messages sent by an earlier test are
+    # found on the topic (same shop, sequence and bytes) and rightly not sent again.
+    kafka = KafkaResource(bootstrap_servers=own_broker.bootstrap_servers)
     before = stock_topic_ends(kafka)
     resources = {"shop_databases": sqlite_shops, "sync_api": sync_api, "kafka": kafka}
     result = materialize_shift(world, shift_of(world), 3, resources, assets=WITH_STOCK)
@@ -167,6 +170,7 @@ def test_a_broker_killed_right_after_confirming_loses_nothing_and_doubles_nothin
             "each message read back where the broker put it"
 
 
+@pytest.mark.faults
 def test_a_crash_between_the_confirmation_and_its_record_sends_nothing_twice(
         world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient, own_broker: LocalBroker) -> None:
     """The step dies after the broker confirmed its messages and before the shop recorded them: the

@@ -106,6 +106,13 @@ class LocalBroker:
                 self._process.wait()
         self._process = None
 
+    def check_alive(self) -> None:
+        """Raise, in one line, if the broker this object started has exited (a stock step would
+        otherwise wait out its delivery timeout and a sensor tick its retries)."""
+        if self._process is not None and self._process.poll() is not None:
+            raise RuntimeError(f"the local Kafka broker (pid {self._process.pid}) exited with "
+                               f"{self._process.returncode}; see {self.data_dir / 'broker.log'}")
+
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing is flushed (the fault tests use it)."""
         if self._process is not None and self._process.poll() is None:

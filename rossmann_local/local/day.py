@@ -35,7 +35,7 @@ from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.local.summary import ShopDay, Streaming, format_summary, read_shop_days
 from rossmann_local.resources.clickhouse import redacted
 from rossmann_local.resources.shop_databases import ShopDatabases
-from rossmann_local.settings import ConfigError, data_dir, load_world
+from rossmann_local.settings import WORLD_FILE, ConfigError, data_dir, load_world
 from rossmann_local.shop.stock import settle_and_verify
 from rossmann_local.shop_db import ledger
 
@@ -82,11 +82,13 @@ def run_shifts(job: dg.JobDefinition, instance: dg.DagsterInstance, world: World
 
 
 def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.DagsterInstance,
-            feed: Callable[[int], None] | None = None, stop: GracefulStop | None = None) -> list[ShopDay]:
+            feed: Callable[[int], None] | None = None, stop: GracefulStop | None = None,
+            check: Callable[[], None] | None = None) -> list[ShopDay]:
     """Every shift of the day for every shop: one run of the partitioned job per shift, covering all
     shops. ``feed(i)`` runs before shift ``i`` (catalogue changes and their upsert runs). With
     ``stop``, the work runs where a signal cannot interrupt it, and a stop request ends the day
-    between shifts (``StopRequested``)."""
+    between shifts (``StopRequested``). ``check()`` runs before each shift and before a failed shift
+    is run again shop by shop; it raises to end the day (e.g. the local broker died)."""
     job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
     days = {s.shop_id: ShopDay(s.shop_id, s.city) for s in world.shops}
     shifts = shifts_of_day(world, day)
@@ -94,6 +96,8 @@ def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.Dag
     for index, shift in enumerate(shifts):
         if stop is not None:
             stop.check(f"before the shift of {shift.start:%Y-%m-%d %H:%M} (the shifts before it are complete)")
+        if check is not None:
+            check()
         if feed is not None:
             guard.call(lambda index=index: feed(index)) if stop is not None else feed(index)
         def run(first: Shop, last: Shop, shift: ShiftWindow = shift) -> dg.ExecuteInProcessResult:
@@ -103,6 +107,8 @@ def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.Dag
 
         result = run(world.shops[0], world.shops[-1])
         outcomes = {shop.shop_id: result for shop in world.shops}
+        if not result.success and check is not None:
+            check()
         if not result.success and len(world.shops) > 1:
             # One shop's failure fails only that shop's partitions: the shift runs again shop by shop
             # (every step is idempotent), so the others' partitions are materialized by runs of their own.
@@ -120,6 +126,10 @@ def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.Dag
         days[shop_id].stock_parts_resent = lost
     read_shop_days(world, resources["shop_databases"], resources["clickhouse"], day, shifts, days)
     return list(days.values())
+
+
+class BrokerLost(ConfigError):
+    """The local broker died during the day: the day stops at once, saying so."""
 
 
 class CatalogueDemo:
@@ -157,6 +167,14 @@ class CatalogueDemo:
             chain_admin.inject_malformed_message(self.stack.kafka)
         self.apply()
 
+    def check_broker(self) -> None:
+        """Stop the day at once when the local broker died (instead of every run waiting it out)."""
+        if self.stack.broker is not None:
+            try:
+                self.stack.broker.check_alive()
+            except RuntimeError as exc:
+                raise BrokerLost(str(exc)) from None
+
     def promotion_prices(self, day: date) -> list[str]:
         """For each promoted product, the unit prices its receipts charged in each shift of one shop of its city."""
         if self.stack.store is None:
@@ -181,19 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         world = load_world()
         day = args.day or world.start_date
-        if day < world.start_date:
-            raise ConfigError(f"--day {day} is before the world's start date {world.start_date}")
+        if not world.start_date <= day <= world.end_date:
+            raise ConfigError(f"--day {day} is outside the world's days, {world.start_date} to {world.end_date} "
+                              f"(start_date and days in {WORLD_FILE})")
         started = time.perf_counter()
         with GracefulStop() as stop, local_stack(world, command="make day") as stack:
             preflight(world, stack.resources)
             demo = CatalogueDemo(stack, managed_instance())
             shop_days = run_day(world, day, stack.resources, demo.sensor.instance,
-                                lambda index: demo.before_shift(day, index), stop)
+                                lambda index: demo.before_shift(day, index), stop, demo.check_broker)
             demo.streaming.promotion_prices = demo.promotion_prices(day)
         summary = format_summary(day, shop_days, time.perf_counter() - started,
                                  redacted(stack.clickhouse.resolved_dsn()), demo.streaming)
         print(summary)
         print(f"Data: {data_dir()}  (Dagster UI on the same data: make dev)")
+    except BrokerLost as exc:
+        print(f"stopped: {exc}; the shifts before it are complete, run the same command again", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

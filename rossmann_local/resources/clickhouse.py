@@ -93,7 +93,8 @@ def open_client(dsn: str) -> Client:
         except OSError as exc:
             raise ConfigError(f"{CLICKHOUSE_DSN}: cannot use {parts.path} for chDB ({exc.strerror})") from None
     elif not parts.host:
-        raise ConfigError(f"{CLICKHOUSE_DSN}={parts.redacted()!r} names no host, expected {DSN_FORMS}")
+        raise ConfigError(f"{CLICKHOUSE_DSN}={parts.redacted()!r} is not a ClickHouse DSN: it names no host, "
+                          f"expected {DSN_FORMS}")
     try:
         if parts.scheme == "chdb":
             client = clickhouse_connect.get_client(dsn=dsn)
