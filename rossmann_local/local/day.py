@@ -92,27 +92,28 @@ def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.Dag
     job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
     days = {s.shop_id: ShopDay(s.shop_id, s.city) for s in world.shops}
     shifts = shifts_of_day(world, day)
-    guard = stop or GracefulStop()
+
+    def call(work: Callable[[], Any]) -> Any:
+        return stop.call(work) if stop is not None else work()
+
+    def run(shift: ShiftWindow, first: Shop, last: Shop) -> dg.ExecuteInProcessResult:
+        return call(lambda: run_shifts(job, instance, world, shift, shift, first_shop=first, last_shop=last))
+
     for index, shift in enumerate(shifts):
         if stop is not None:
             stop.check(f"before the shift of {shift.start:%Y-%m-%d %H:%M} (the shifts before it are complete)")
         if check is not None:
             check()
         if feed is not None:
-            guard.call(lambda index=index: feed(index)) if stop is not None else feed(index)
-        def run(first: Shop, last: Shop, shift: ShiftWindow = shift) -> dg.ExecuteInProcessResult:
-            def work() -> dg.ExecuteInProcessResult:
-                return run_shifts(job, instance, world, shift, shift, first_shop=first, last_shop=last)
-            return guard.call(work) if stop is not None else work()
-
-        result = run(world.shops[0], world.shops[-1])
+            call(lambda index=index: feed(index))
+        result = run(shift, world.shops[0], world.shops[-1])
         outcomes = {shop.shop_id: result for shop in world.shops}
         if not result.success and check is not None:
             check()
         if not result.success and len(world.shops) > 1:
             # One shop's failure fails only that shop's partitions: the shift runs again shop by shop
             # (every step is idempotent), so the others' partitions are materialized by runs of their own.
-            outcomes = {shop.shop_id: run(shop, shop) for shop in world.shops}
+            outcomes = {shop.shop_id: run(shift, shop, shop) for shop in world.shops}
         for shop_id, outcome in outcomes.items():
             if outcome.success:
                 days[shop_id].runs_ok += 1
