@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export TZ := UTC
 
-.PHONY: install day test lint bench bench-scale dev clean
+.PHONY: install day test lint chromium bench bench-scale dev clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,22 @@ lint: $(STAMP)
 	$(BIN)/ruff check rossmann_local rossmann_local_tests bench
 	$(BIN)/lint-imports
 
-test: lint
+# The browser test drives Debian's Chromium (ROSSMANN_TEST_CHROMIUM names another): installed here when
+# root can apt-get it, otherwise make stops with the one command to run. Postgres needs nothing: the
+# tests start a throwaway server when none answers on 127.0.0.1:5432 (rossmann_local_tests/conftest.py).
+CHROMIUM ?= $(or $(ROSSMANN_TEST_CHROMIUM),/usr/bin/chromium)
+
+chromium:
+	@test -x "$(CHROMIUM)" || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser test needs Chromium at $(CHROMIUM): run 'sudo apt-get install chromium'" \
+	         "(or set ROSSMANN_TEST_CHROMIUM to a Chromium binary)"; exit 1; \
+	  fi; }
+
+test: lint chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

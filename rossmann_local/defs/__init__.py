@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from rossmann_local.defs import _quiet  # noqa: F401 - before the assets are defined
 from rossmann_local.defs.partitions import shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
 from rossmann_local.defs.shop_assets import build_shop_assets

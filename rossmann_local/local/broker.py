@@ -21,6 +21,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from rossmann_local.local.processes import die_with_parent
+from rossmann_local.resources.kafka import CLIENT_LOG
 
 BINARY = Path(noida_db.__file__).parent / "noida-db"
 
@@ -80,7 +81,9 @@ class LocalBroker:
         )
         log.close()
         self.pid_file.write_text(f"{self._process.pid}\n")
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        # librdkafka's log goes to Python logging (silent by default): while the broker boots, every
+        # "Connection refused" would otherwise print to stderr as if something had failed.
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": CLIENT_LOG})
         deadline = time.monotonic() + timeout
         while True:
             if self._process.poll() is not None:
