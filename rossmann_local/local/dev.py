@@ -17,7 +17,14 @@ from urllib.parse import urlsplit
 from rossmann_local.local.instance import WORKSPACE, managed_instance
 from rossmann_local.local.processes import die_with_parent
 from rossmann_local.local.stack import local_stack
-from rossmann_local.settings import DEFAULT_SYNC_API_URL, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, load_world
+from rossmann_local.settings import (
+    DATA_DIR,
+    DEFAULT_SYNC_API_URL,
+    KAFKA_BOOTSTRAP_SERVERS,
+    SYNC_API_URL,
+    data_dir,
+    load_world,
+)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -39,10 +46,14 @@ def main() -> int:
             print(f"Sync API stand-in on {stack.sync_api.base_url} (change the catalogue: "
                   "python -m rossmann_local.sync_api change price --product 1 --city Berlin --price 7.49)", flush=True)
         managed_instance()  # sets DAGSTER_HOME under the data dir when it is not set
+        os.environ[DATA_DIR] = str(data_dir())  # absolute: dagster dev runs in DAGSTER_HOME
         # dagster dev stops on SIGINT (and maps SIGTERM to it); a background start would inherit
-        # SIGINT ignored, so the child gets the default back.
-        dagster_dev = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE), *sys.argv[1:]],
-                                       preexec_fn=die_with_parent)
+        # SIGINT ignored, so the child gets the default back. It runs in DAGSTER_HOME, so it does not
+        # mistake the repository's dagster.yaml (compose's instance) for its own and warn about it;
+        # `dagster dev` is what this project pins (dagster-dg-cli's `dg dev` is not a dependency).
+        dagster_dev = subprocess.Popen([sys.executable, "-W", "ignore:Function `dev_command` is superseded",
+                                        "-m", "dagster", "dev", "-w", str(WORKSPACE), *sys.argv[1:]],
+                                       preexec_fn=die_with_parent, cwd=os.environ["DAGSTER_HOME"])
         try:
             return dagster_dev.wait()
         except KeyboardInterrupt:
