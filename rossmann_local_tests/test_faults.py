@@ -233,3 +233,34 @@ def test_kafka_restarted_ten_times_while_changes_stream_loses_nothing_and_applie
                 f"shop {shop.shop_id}: each stock message on the topic exactly once"
     finally:
         broker.stop()
+
+
+@pytest.mark.faults
+def test_a_catalogue_change_the_broker_loses_after_confirming_is_published_again(
+        store, tmp_path: Path) -> None:  # noqa: ANN001
+    """The stand-in's outbox reads each published message back at its offset once the broker had
+    time to keep it: lost (here SIGKILL at once and the broker's data gone), it is published again."""
+    import shutil
+
+    from rossmann_local.sync_api.outbox import publish_outbox, verify_published
+
+    broker = LocalBroker(tmp_path / "kafka").start()
+    try:
+        kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers, delivery_timeout_seconds=5)
+        kafka.ensure_topics()
+        store.update_category(2, name="Health+")
+        store.set_price(3, "Berlin", Decimal("1.11"), Decimal("0"))
+        assert publish_outbox(store, kafka) == 2 and store.unpublished() == []
+        broker.kill()
+        shutil.rmtree(broker.data_dir)
+        broker.start()
+        kafka.ensure_topics()
+        assert verify_published(store, kafka, settle_seconds=0) == 2, "both found missing at their offsets"
+        assert len(store.unpublished()) == 2, "back in the outbox"
+        assert publish_outbox(store, kafka) == 2
+        time.sleep(0.1)
+        assert verify_published(store, kafka, settle_seconds=0) == 0 and store.unverified_placements() == []
+        on_topics = sum(len(topic_messages(kafka, t)) for t in CATALOGUE_TOPICS)
+        assert on_topics == 2, "each change on the topics once"
+    finally:
+        broker.stop()

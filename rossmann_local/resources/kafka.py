@@ -26,6 +26,14 @@ CLIENT_LOG = logging.getLogger("rossmann_local.kafka.client")
 CLIENT_LOG.addHandler(logging.NullHandler())
 
 
+# How long after its confirmation a message is read back before it counts as kept. The bundled broker
+# (noida-db) confirms before its data is durable and writes all or nothing every 0.5-1 s: a SIGKILL,
+# or even a stop, within that window lost what it had confirmed (docs/reliability.md,
+# bench/broker_durability.py). Apache Kafka with acks=all is durable at the confirmation; the wait
+# then only delays the "verified" count.
+SETTLE_SECONDS = 2.0
+
+
 # One idempotent producer per process and broker (librdkafka's advice): its handshake costs about
 # half a second, too much to pay per run. It reconnects by itself after an outage; a fatal error
 # drops it so the next use gets a new one. Broker errors are collected per producer.
@@ -161,11 +169,13 @@ class KafkaResource(dg.ConfigurableResource):
             try:
                 self._produce(pending, outcome, timeout, client)
                 break
-            except KafkaException as exc:
+            except (KafkaException, SystemError) as exc:
                 # A fatal producer error (e.g. the broker lost what it had confirmed, so the idempotent
                 # sequence no longer matches): drop the producer, send what is unconfirmed with a new one.
-                error = exc.args[0] if exc.args else None
-                if not (isinstance(error, KafkaError) and error.fatal()):
+                # confluent-kafka may surface it from inside flush() as a SystemError around the
+                # KafkaException.
+                error = _fatal_error(exc)
+                if error is None:
                     raise
                 outcome.errors.append(str(error))
                 with _SHARED_LOCK:
@@ -244,6 +254,17 @@ class KafkaResource(dg.ConfigurableResource):
                     messages.append(_raw(message))
                     position = message.offset() + 1
         return messages
+
+
+def _fatal_error(exc: BaseException) -> KafkaError | None:
+    """The fatal KafkaError behind ``exc`` (itself, or its cause or context), if there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KafkaException) and seen.args and isinstance(seen.args[0], KafkaError) \
+                and seen.args[0].fatal():
+            return seen.args[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _raw(message: Message) -> RawMessage:

@@ -20,7 +20,7 @@ from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.stock_levels import plan_stock_messages, stock_sequence
 from rossmann_local.domain.topics import STOCK_TOPIC
 from rossmann_local.domain.world import Shop, World
-from rossmann_local.resources.kafka import Confirmations, KafkaResource, Outgoing
+from rossmann_local.resources.kafka import SETTLE_SECONDS, Confirmations, KafkaResource, Outgoing
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import ConfigError
 from rossmann_local.shop_db import ledger
@@ -42,11 +42,6 @@ class StockNotDelivered(RuntimeError):
     """Some stock messages were not confirmed; they stay queued in the shop database."""
 
 
-# How long after its confirmation a part is read back before it counts as kept. The bundled broker
-# (noida-db) acknowledges before its data is durable: a SIGKILL within about 0.8 s of a confirmation
-# lost it, later none was lost (docs/reliability.md). Apache Kafka with acks=all is durable at the
-# confirmation; the wait then only delays the "verified" count.
-SETTLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)

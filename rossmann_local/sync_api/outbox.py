@@ -1,13 +1,17 @@
 """Publishes the stand-in's outbox to Kafka: in order, and marked published only after the broker
 confirmed delivery, so a committed catalogue change is never lost (at worst sent twice, which the
-shops' versioned upserts absorb)."""
+shops' versioned upserts absorb). Each published message is read back where the broker put it once
+the broker had time to keep it; one the broker lost after confirming is published again."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import UTC, datetime
 
-from rossmann_local.resources.kafka import KafkaResource, Outgoing
+from rossmann_local.resources.kafka import SETTLE_SECONDS, KafkaResource, Outgoing
+from rossmann_local.settings import ConfigError
 from rossmann_local.sync_api.store import CatalogueStore
 
 log = logging.getLogger("rossmann_local.sync_api.outbox")
@@ -22,8 +26,37 @@ def publish_outbox(store: CatalogueStore, kafka: KafkaResource, timeout: float =
         client=OUTBOX_CLIENT)
     for error in outcome.errors[:3]:
         log.warning("%s outbox messages not delivered: %s", outcome.unconfirmed, error)
-    store.mark_published(outcome.confirmed)
+    store.mark_published(outcome.confirmed, outcome.placed)
     return len(outcome.confirmed)
+
+
+def verify_published(store: CatalogueStore, kafka: KafkaResource, settle_seconds: float = SETTLE_SECONDS) -> int:
+    """Read back every published message confirmed at least ``settle_seconds`` ago at its offset:
+    kept ones are verified, lost ones go back to the outbox. Returns how many were lost."""
+    now = datetime.now(UTC)  # bookkeeping, wall clock: the broker's durability is a wall-clock matter
+    due = [p for p in store.unverified_placements() if (now - p[5]).total_seconds() >= settle_seconds]
+    if not due:
+        return 0
+    kept, lost = [], []
+    by_partition: dict[tuple[str, int], list[tuple[int, str, int]]] = {}
+    for message_id, topic, payload, partition, offset, _confirmed in due:
+        by_partition.setdefault((topic, partition), []).append((message_id, payload, offset))
+    try:
+        with kafka.consumer() as consumer:
+            ends = {key: kafka.watermarks(consumer, *key)[1] for key in by_partition}
+    except ConfigError:
+        return 0  # the broker is away: checked again next round
+    for (topic, partition), wanted in by_partition.items():
+        first = min(offset for _, _, offset in wanted)
+        high = ends[(topic, partition)]
+        found = {m.offset: m.value for m in kafka.read_range(topic, partition, first, high)} if first < high else {}
+        for message_id, payload, offset in wanted:
+            (kept if found.get(offset) == payload.encode() else lost).append(message_id)
+    store.settle_placements(kept, lost)
+    if lost:
+        log.warning("%d published outbox messages were lost by the broker after it confirmed them; "
+                    "publishing them again", len(lost))
+    return len(lost)
 
 
 class OutboxRelay:
@@ -34,11 +67,13 @@ class OutboxRelay:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         self.published = 0
+        self.lost = 0  # published, then lost by the broker and published again
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.published += publish_outbox(self._store, self._kafka)
+                self.lost += verify_published(self._store, self._kafka)
             except Exception:  # the relay must outlive a broker outage; it retries next round
                 log.exception("publishing the outbox failed; retrying")
             self._stop.wait(self._interval)
@@ -48,9 +83,19 @@ class OutboxRelay:
         return self
 
     def stop(self) -> None:
+        """Publish what is left, and read it back once the broker had time to keep it (publishing
+        again what it lost), so nothing committed is lost when the stand-in stops."""
         self._stop.set()
         self._thread.join(timeout=60)
         self.published += publish_outbox(self._store, self._kafka)
+        newest = max((p[5] for p in self._store.unverified_placements()), default=None)
+        if newest is not None:
+            # bookkeeping, wall clock: wait until the newest confirmation had time to be kept
+            time.sleep(max(0.0, SETTLE_SECONDS - (datetime.now(UTC) - newest).total_seconds()))
+            lost = verify_published(self._store, self._kafka)
+            self.lost += lost
+            if lost:
+                self.published += publish_outbox(self._store, self._kafka)
 
     def __enter__(self) -> OutboxRelay:
         return self.start()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Boolean, Engine, ForeignKey, String, Text, create_engine, event, func, select, update
+from sqlalchemy import Boolean, Engine, ForeignKey, String, Text, create_engine, delete, event, func, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from rossmann_local.domain.catalogue import CategoryRecord, EmployeeIdentity, ProductRecord, ShopIdentity
@@ -156,6 +156,18 @@ class OutboxRow(StoreBase):
     payload: Mapped[str] = mapped_column(Text)
     created_at_utc: Mapped[datetime]
     published_at_utc: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class OutboxPlacement(StoreBase):
+    """Where the broker put a published outbox message, and when it was read back there: a message
+    the broker lost after confirming goes back to the outbox and is published again."""
+
+    __tablename__ = "outbox_placements"
+    message_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    topic_partition: Mapped[int]
+    topic_offset: Mapped[int]
+    confirmed_at_utc: Mapped[datetime]
+    verified_at_utc: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class UnknownEntity(LookupError):
@@ -374,11 +386,37 @@ class CatalogueStore:
             return list(s.scalars(select(OutboxRow).where(OutboxRow.published_at_utc.is_(None))
                                   .order_by(OutboxRow.message_id).limit(limit)))
 
-    def mark_published(self, message_ids: list[int]) -> None:
+    def mark_published(self, message_ids: list[int], placed: dict[int, tuple[int, int]] | None = None) -> None:
+        """Mark messages published, with where the broker put them (``placed``: id -> partition, offset)."""
         if message_ids:
+            now = datetime.now(UTC)  # bookkeeping, wall clock: when the broker confirmed
             with self._session() as s:
                 s.execute(update(OutboxRow).where(OutboxRow.message_id.in_(message_ids))
-                          .values(published_at_utc=datetime.now(UTC)))
+                          .values(published_at_utc=now))
+                for message_id, (partition, offset) in (placed or {}).items():
+                    s.merge(OutboxPlacement(message_id=message_id, topic_partition=partition, topic_offset=offset,
+                                            confirmed_at_utc=now, verified_at_utc=None))
+
+    def unverified_placements(self) -> list[tuple[int, str, str, int, int, datetime]]:
+        """(message id, topic, payload, partition, offset, confirmed at) of every published message
+        not yet read back where the broker put it."""
+        with self._session() as s:
+            rows = s.execute(select(OutboxRow.message_id, OutboxRow.topic, OutboxRow.payload,
+                                    OutboxPlacement.topic_partition, OutboxPlacement.topic_offset,
+                                    OutboxPlacement.confirmed_at_utc)
+                             .join(OutboxPlacement, OutboxPlacement.message_id == OutboxRow.message_id)
+                             .where(OutboxPlacement.verified_at_utc.is_(None)))
+            return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def settle_placements(self, kept: list[int], lost: list[int]) -> None:
+        """Kept: verified. Lost: back to the outbox, to be published again."""
+        with self._session() as s:
+            if kept:
+                s.execute(update(OutboxPlacement).where(OutboxPlacement.message_id.in_(kept))
+                          .values(verified_at_utc=datetime.now(UTC)))  # bookkeeping, wall clock
+            if lost:
+                s.execute(delete(OutboxPlacement).where(OutboxPlacement.message_id.in_(lost)))
+                s.execute(update(OutboxRow).where(OutboxRow.message_id.in_(lost)).values(published_at_utc=None))
 
     def _changed(self, s: Session, model: type[_Versioned], key: int, at: datetime | None,
                  **changes: object) -> tuple[_Versioned, datetime]:
