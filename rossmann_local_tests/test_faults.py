@@ -237,7 +237,7 @@ def test_kafka_restarted_ten_times_while_changes_stream_loses_nothing_and_applie
 
 @pytest.mark.faults
 def test_a_catalogue_change_the_broker_loses_after_confirming_is_published_again(
-        store, tmp_path: Path) -> None:  # noqa: ANN001
+        store: CatalogueStore, tmp_path: Path) -> None:
     """The stand-in's outbox reads each published message back at its offset once the broker had
     time to keep it: lost (here SIGKILL at once and the broker's data gone), it is published again."""
     import shutil
