@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
+
+from rossmann_local.local.broker import free_port
 
 # Postgres refuses to run as root: under root the server runs as this user (created if missing).
 SERVER_USER = "rossmann_pg"
@@ -29,12 +30,6 @@ def answers(url: str) -> bool:
         return False
     finally:
         engine.dispose()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ThrowawayPostgres:
@@ -64,7 +59,7 @@ class ThrowawayPostgres:
         self.base.chmod(0o755)
         data = self.base / "data"
         self._run("initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=UTF8")
-        port = _free_port()
+        port = free_port()
         self._run("pg_ctl", "-D", str(data), "-w", "-t", "60", "-l", str(self.base / "server.log"),
                   "-o", f"-h 127.0.0.1 -p {port} -k {self.base}", "start")
         return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"

@@ -63,7 +63,7 @@ class LocalBroker:
                 str(self.data_dir).encode() not in cmdline:
             return None  # gone, ours, or another program that reuses the pid
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10  # bookkeeping, wall clock: how long a real process may take to stop
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         if Path(f"/proc/{pid}").exists():

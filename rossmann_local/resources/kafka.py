@@ -10,6 +10,7 @@ import time
 from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 import dagster as dg
@@ -32,6 +33,15 @@ CLIENT_LOG.addHandler(logging.NullHandler())
 # bench/broker_durability.py). Apache Kafka with acks=all is durable at the confirmation; the wait
 # then only delays the "verified" count.
 SETTLE_SECONDS = 2.0
+
+
+def wait_until_settled(newest_confirmation: datetime | None, settle_seconds: float = SETTLE_SECONDS) -> None:
+    """Sleep until the newest confirmation is ``settle_seconds`` old (at once if there is none): then
+    a read-back tells what the broker kept."""
+    if newest_confirmation is not None:
+        # bookkeeping, wall clock: the broker's durability is a wall-clock matter, not simulated time
+        elapsed = (datetime.now(UTC) - newest_confirmation).total_seconds()
+        time.sleep(max(0.0, settle_seconds - elapsed))
 
 
 # One idempotent producer per process and broker (librdkafka's advice): its handshake costs about

@@ -20,7 +20,13 @@ from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.stock_levels import plan_stock_messages, stock_sequence
 from rossmann_local.domain.topics import STOCK_TOPIC
 from rossmann_local.domain.world import Shop, World
-from rossmann_local.resources.kafka import SETTLE_SECONDS, Confirmations, KafkaResource, Outgoing
+from rossmann_local.resources.kafka import (
+    SETTLE_SECONDS,
+    Confirmations,
+    KafkaResource,
+    Outgoing,
+    wait_until_settled,
+)
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import ConfigError
 from rossmann_local.shop_db import ledger
@@ -198,9 +204,7 @@ def settle_and_verify(shop_ids: Iterable[int], shop_databases: ShopDatabases, ka
     for shop_id in shop_ids:
         with shop_databases.transaction(shop_id) as conn:
             newest.append(newest_unverified_confirmation(conn))
-    if any(newest):
-        # bookkeeping, wall clock: how long ago the broker confirmed the newest unverified part
-        time.sleep(max(0.0, settle_seconds - (datetime.now(UTC) - max(filter(None, newest))).total_seconds()))
+    wait_until_settled(max(filter(None, newest), default=None), settle_seconds)
     checked, outcome, _ = deliver_queued(shop_ids, shop_databases, kafka, settle_seconds)
     if outcome.sent:
         time.sleep(settle_seconds)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC, datetime
 
-from rossmann_local.resources.kafka import SETTLE_SECONDS, KafkaResource, Outgoing
+from rossmann_local.resources.kafka import SETTLE_SECONDS, KafkaResource, Outgoing, wait_until_settled
 from rossmann_local.settings import ConfigError
 from rossmann_local.sync_api.store import CatalogueStore
 
@@ -90,8 +89,7 @@ class OutboxRelay:
         self.published += publish_outbox(self._store, self._kafka)
         newest = max((p[5] for p in self._store.unverified_placements()), default=None)
         if newest is not None:
-            # bookkeeping, wall clock: wait until the newest confirmation had time to be kept
-            time.sleep(max(0.0, SETTLE_SECONDS - (datetime.now(UTC) - newest).total_seconds()))
+            wait_until_settled(newest)
             lost = verify_published(self._store, self._kafka)
             self.lost += lost
             if lost:
