@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sqlalchemy import select
 
 from rossmann_local.defs import build_definitions
@@ -24,12 +25,18 @@ def shift_of(world: World, day: date | None = None, index: int = 0) -> ShiftWind
 
 def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources: dict[str, Any],
                       assets: tuple[str, ...] = ASSET_NAMES, raise_on_error: bool = True,
-                      instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
-    """``dg.materialize`` the named assets (with their checks) for one shop x shift partition."""
+                      instance: dg.DagsterInstance | None = None, last_shop: int | None = None,
+                      ) -> dg.ExecuteInProcessResult:
+    """``dg.materialize`` the named assets (with their checks) for one shop x shift partition, or with
+    ``last_shop`` for the shops ``shop_id..last_shop`` of the shift in one run (a single-run backfill)."""
     defs = build_definitions(world, resources)
     selected = [a for a in defs.assets or () if a.key.to_user_string() in assets]  # type: ignore[union-attr]
-    return dg.materialize(selected, partition_key=str(partition_key(shift, shop_id)), resources=resources,
-                          raise_on_error=raise_on_error, instance=instance)
+    if last_shop is None:
+        return dg.materialize(selected, partition_key=str(partition_key(shift, shop_id)), resources=resources,
+                              raise_on_error=raise_on_error, instance=instance)
+    tags = {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(shift, shop_id)),
+            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(shift, last_shop))}
+    return dg.materialize(selected, tags=tags, resources=resources, raise_on_error=raise_on_error, instance=instance)
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:

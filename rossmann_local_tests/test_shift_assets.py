@@ -179,3 +179,31 @@ def test_postgres_and_sqlite_store_exactly_the_same_shift(world: World, sqlite_s
         raw_first = conn.exec_driver_sql("SELECT min(transaction_time)::text FROM transactions").scalar()
     assert first.utcoffset() == timedelta(0)
     assert raw_first == first.strftime("%Y-%m-%d %H:%M:%S"), "stored as naive UTC, like an INSERT would"
+
+
+def test_each_partition_of_a_many_shop_run_carries_its_own_shops_figures(
+        world: World, shop_databases: ShopDatabases, sync_api: SyncApiClient) -> None:
+    """A single-run backfill over several shops makes one materialization per partition: each must
+    show that shop x shift's own receipts, table and chart, not the run's totals."""
+    shift = shift_of(world)
+    result = materialize_shift(world, shift, 1, {"shop_databases": shop_databases, "sync_api": sync_api},
+                               last_shop=3)
+    assert result.success
+    events = {e.partition: {k: v.value for k, v in e.metadata.items()}
+              for e in result.asset_materializations_for_node("shift_transactions")}
+    assert sorted(events) == [f"{shift.start:%Y-%m-%d-%H:%M}|{shop}" for shop in (1, 2, 3)]
+    receipts = set()
+    for key, figures in events.items():
+        shop_id = int(key.split("|")[1])
+        with shop_databases.transaction(shop_id) as conn:
+            own = ledger.shift_totals(conn, shift)
+        assert (figures["receipts"], Decimal(str(figures["revenue"]))) == (own["receipts"], own["revenue"]), key
+        assert sum(r.data["receipts"] for r in figures["per_terminal"].records) == own["receipts"]
+        assert {r.data["terminal_id"] for r in figures["per_terminal"].records} == \
+            {3 * (shop_id - 1) + t for t in (1, 2, 3)}, "that shop's own terminals"
+        assert figures["partitions_in_run"] == 3
+        receipts.add(figures["receipts"])
+    assert len(receipts) == 3, "three shops, three different shifts"
+    assert len(result.asset_materializations_for_node("shift_deliveries")) == 3
+    caches = {e.partition: e.metadata for e in result.asset_materializations_for_node("synced_cache")}
+    assert all("products_received" in m for m in caches.values()), "each shop's first shift of the run syncs"

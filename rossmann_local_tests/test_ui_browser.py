@@ -15,8 +15,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import dagster as dg
 import httpx
@@ -26,8 +28,10 @@ from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import func, select
 
+from rossmann_local.defs.partitions import shop_and_shift
 from rossmann_local.domain.world import reference_world
 from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import Transaction
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
@@ -224,6 +228,26 @@ def finished_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[Any]:
                   key=lambda r: r.create_timestamp)
 
 
+def partition_figures(url: str, asset: str, key: str, names: tuple[str, ...]) -> dict[str, str]:
+    """The named metadata figures of one partition's latest materialization, as its page shows them."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+            page.goto(f"{url}/assets/{asset}?view=partitions&partition={quote(key)}")
+            expect(page.get_by_text(key, exact=True).first).to_be_visible()
+            figures = {}
+            for name in names:  # a metadata row reads "<name> <value>"; nested tables have other first cells
+                row = page.locator("tr").filter(has=page.locator("td:first-child").get_by_text(name, exact=True))
+                figures[name] = row.first.inner_text().split()[-1]
+            page.screenshot(path=artifacts() / f"ui-5-partition-{asset}.png", full_page=True)
+            return figures
+        finally:
+            browser.close()
+
+
 def test_a_backfill_runs_per_shift_for_every_shop_and_never_sells_a_shift_out_of_order(
         dagster_ui: tuple[str, Path], stand_in: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The UI's backfill (its GraphQL mutation), through the daemon. Under the assets' single-run
@@ -256,9 +280,20 @@ def test_a_backfill_runs_per_shift_for_every_shop_and_never_sells_a_shift_out_of
                   if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert checks and all(c.passed for c in checks), "stock never negative, reports reconciled"
 
+        # One partition's page, from runs over all five shops, shows that shop's own shift.
+        shops = ShopDatabases(sqlite_dir=str(data / "shops"))
+        key = keys[2]  # the morning of shop 3
+        shop, shift = shop_and_shift(reference_world(), key)
+        with shops.transaction(shop.shop_id) as conn:
+            own = ledger.shift_totals(conn, shift)
+        shown = partition_figures(url, "shift_transactions", key, ("receipts", "revenue", "partitions_in_run"))
+        assert (int(shown["receipts"]), Decimal(shown["revenue"])) == (own["receipts"], own["revenue"]), shown
+        assert shown["partitions_in_run"] == "5"
+        reported = partition_figures(url, "transactions_report", key, ("receipts", "revenue"))
+        assert (int(reported["receipts"]), Decimal(reported["revenue"])) == (own["receipts"], own["revenue"])
+
         # The same backfill again, after the chain changed a price from a later day on: every
         # receipt and delivery of the day is written again exactly as it was (one simulated clock).
-        shops = ShopDatabases(sqlite_dir=str(data / "shops"))
         before = {shop: receipts_of(shops, shop) for shop in range(1, 6)}
         later = httpx.post(f"{stand_in.url}/admin/products/1/prices/Berlin", timeout=10, headers=ADMIN,
                            json={"price": 1.99, "effective_at_utc": "2026-06-05T07:00:00Z"})

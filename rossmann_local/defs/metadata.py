@@ -1,4 +1,4 @@
-"""How the shop's outcomes read in the Dagster UI: tables, a chart, and a many-partition run's totals."""
+"""How the shop's outcomes read in the Dagster UI: each partition's own figures, tables and chart."""
 
 from __future__ import annotations
 
@@ -15,16 +15,27 @@ from rossmann_local.domain.simulation import ShiftSales
 LEVELS = frozenset({"products_on_shelf", "stock_units_at_close"})
 
 
-def combined_metadata(per_partition: list[dict[str, Any]]) -> dict[str, Any]:
-    """A one-partition run's metadata as it is; a many-partition run's as the totals of its figures."""
-    if len(per_partition) == 1:
-        return per_partition[0]
+def run_totals(per_partition: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sums of the numeric flows of a run's partitions (levels, tables and text left out)."""
     totals: dict[str, Any] = {"partitions": len(per_partition)}
     for figures in per_partition:
         for name, value in figures.items():
             if isinstance(value, int | float) and not isinstance(value, bool) and name not in LEVELS:
                 totals[name] = totals.get(name, 0) + value
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in totals.items()}
+
+
+def per_partition_metadata(context: dg.AssetExecutionContext, figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each partition's own figures go on that partition's materialization, however many
+    partitions the run covers (a single-run backfill makes one event per partition, and Dagster
+    merges partition-scoped metadata into each). Returns the run-wide metadata: just the run's
+    size, true of every partition; the run's totals go to its log."""
+    for key, own in figures.items():
+        context.add_asset_metadata(own, partition_key=key)
+    if len(figures) > 1:
+        totals = run_totals(list(figures.values()))
+        context.log.info("run totals: " + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
+    return {"partitions_in_run": len(figures)}
 
 
 def terminal_table(sales: ShiftSales) -> dg.TableMetadataValue:

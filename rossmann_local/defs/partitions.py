@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 import dagster as dg
 
@@ -70,7 +71,20 @@ PREVIOUS_SHIFT = dg.MultiPartitionMapping({
 SINGLE_RUN_BACKFILL = dg.BackfillPolicy.single_run()
 
 
+class ShopShift(NamedTuple):
+    """One partition of a run: its key (as the run names it), the shop and the shift window."""
+
+    key: str
+    shop: Shop
+    shift: ShiftWindow
+
+
+def partitions_in_order(world: World, keys: Sequence[str]) -> list[ShopShift]:
+    """The partitions of a run, earliest shift first, then by shop."""
+    found = [ShopShift(key, *shop_and_shift(world, key)) for key in keys]
+    return sorted(found, key=lambda p: (p.shift.start, p.shop.shop_id))
+
+
 def shifts_in_order(world: World, keys: Sequence[str]) -> list[tuple[Shop, ShiftWindow]]:
     """The shops and shifts of a run's partitions, earliest shift first, then by shop."""
-    pairs = [shop_and_shift(world, key) for key in keys]
-    return sorted(pairs, key=lambda pair: (pair[1].start, pair[0].shop_id))
+    return [(p.shop, p.shift) for p in partitions_in_order(world, keys)]

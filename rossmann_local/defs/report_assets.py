@@ -7,8 +7,8 @@ exactly the shop's numbers. One op per report keeps the run short and opens Clic
 
 import dagster as dg
 
-from rossmann_local.defs.metadata import combined_metadata
-from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, shifts_in_order
+from rossmann_local.defs.metadata import per_partition_metadata
+from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, partitions_in_order
 from rossmann_local.domain.world import World
 from rossmann_local.resources.clickhouse import CLICKHOUSE_POOL, ClickHouseReports, redacted
 from rossmann_local.resources.shop_databases import ShopDatabases
@@ -43,11 +43,14 @@ def reconciliations(sent: list[ReportSent]) -> dg.AssetCheckResult:
 def build_report_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     def materialize_report(context: dg.AssetExecutionContext, report: Report, shop_databases: ShopDatabases,
                            clickhouse: ClickHouseReports) -> dg.MaterializeResult:
-        sent = send_report(world, report, shifts_in_order(world, context.partition_keys), shop_databases, clickhouse)
-        figures = [{"rows": s.rows, **{k: float(v) if k == "revenue" else v for k, v in s.reported.items()}}
-                   for s in sent]
+        ordered = partitions_in_order(world, context.partition_keys)
+        key_of = {(p.shop.shop_id, p.shift.start): p.key for p in ordered}
+        sent = send_report(world, report, [(p.shop, p.shift) for p in ordered], shop_databases, clickhouse)
+        figures = {key_of[s.shop.shop_id, s.shift.start]:
+                   {"rows": s.rows, **{k: float(v) if k == "revenue" else v for k, v in s.reported.items()}}
+                   for s in sent}
         where = dg.MetadataValue.text(redacted(clickhouse.resolved_dsn()))
-        metadata = {**combined_metadata(figures), "clickhouse": where}
+        metadata = {**per_partition_metadata(context, figures), "clickhouse": where}
         return dg.MaterializeResult(metadata=metadata, check_results=[reconciliations(sent)])
 
     @dg.asset(partitions_def=partitions, group_name=REPORTS_GROUP, deps=["shift_transactions"],

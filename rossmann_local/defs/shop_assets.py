@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from rossmann_local.defs.metadata import combined_metadata, revenue_by_hour_plot, terminal_table
-from rossmann_local.defs.partitions import PREVIOUS_SHIFT, SINGLE_RUN_BACKFILL, shifts_in_order
+from rossmann_local.defs.metadata import per_partition_metadata, revenue_by_hour_plot, terminal_table
+from rossmann_local.defs.partitions import PREVIOUS_SHIFT, SINGLE_RUN_BACKFILL, partitions_in_order
 from rossmann_local.domain.world import World
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
@@ -67,22 +67,32 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
         pulled from the Sync API since the shop's last sync. Both answers are fetched and validated
         before anything is written, so a failing Sync API leaves the cache as it was."""
         # A run over many shifts syncs each shop once: every sync happens before any sale of the
-        # run, so syncing a shop again for its later shifts would fetch nothing new.
-        shops = {shop.shop_id: shop for shop, _ in shifts_in_order(world, context.partition_keys)}
+        # run, so syncing a shop again for its later shifts would fetch nothing new. Its later
+        # partitions name the partition whose sync they share.
+        figures: dict[str, dict[str, object]] = {}
+        first_of_shop: dict[int, tuple[str, CacheSynced]] = {}
         try:
-            return dg.MaterializeResult(metadata=combined_metadata([
-                cache_figures(sync_cache(shop, shop_databases, sync_api)) for shop in shops.values()]))
+            for key, shop, _ in partitions_in_order(world, context.partition_keys):
+                if shop.shop_id not in first_of_shop:
+                    first_of_shop[shop.shop_id] = (key, sync_cache(shop, shop_databases, sync_api))
+                    figures[key] = cache_figures(first_of_shop[shop.shop_id][1])
+                else:
+                    first_key, synced = first_of_shop[shop.shop_id]
+                    figures[key] = {"synced_with_partition": dg.MetadataValue.text(first_key),
+                                    "products_on_shelf": synced.products_on_shelf,
+                                    "synced_since": dg.MetadataValue.text(synced.synced_since.isoformat())}
         except ConfigError as exc:  # a wrong setting is not retried: it fails at once, naming the setting
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+        return dg.MaterializeResult(metadata=per_partition_metadata(context, figures))
 
     @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache], kinds={"sqlalchemy"},
               backfill_policy=SINGLE_RUN_BACKFILL)
     def shift_deliveries(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
         """The courier's deliveries during the shift, accepted by the shop's admin and recorded locally
         (they restock the shelf at their accepted time and are kept until reported)."""
-        return dg.MaterializeResult(metadata=combined_metadata([
-            delivery_figures(take_deliveries(world, shop, shift, shop_databases))
-            for shop, shift in shifts_in_order(world, context.partition_keys)]))
+        return dg.MaterializeResult(metadata=per_partition_metadata(context, {
+            key: delivery_figures(take_deliveries(world, shop, shift, shop_databases))
+            for key, shop, shift in partitions_in_order(world, context.partition_keys)}))
 
     @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP,
               deps=[synced_cache, shift_deliveries,
@@ -93,21 +103,22 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
     def shift_transactions(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
         """Every receipt of the shop's terminals during the shift, simulated from a seed of the shop and
         shift; a re-run replaces the shift's receipts with the same ones, in one transaction."""
-        figures, negative = [], {}
-        for shop, shift in shifts_in_order(world, context.partition_keys):
+        figures: dict[str, dict[str, object]] = {}
+        negative: dict[str, dict[int, int]] = {}
+        for key, shop, shift in partitions_in_order(world, context.partition_keys):
             try:
                 sold = sell_shift(world, shop, shift, shop_databases)
             except ShiftOutOfOrder as exc:
                 # The dependency on the previous shift orders a backfill's runs, except when the shift
                 # before the backfill was never run: then Dagster may launch a later shift first.
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
-            figures.append(sales_figures(sold, world.timezone))
+            figures[key] = sales_figures(sold, world.timezone)
             if sold.negative_stock:
-                negative[f"{shift.code}|{shop.shop_id}"] = sold.negative_stock
-        # One shift: {product: stock}; several: the same per "<shift code>|<shop>" that went negative.
+                negative[key] = sold.negative_stock
+        # One shift: {product: stock}; several: the same per partition key that went negative.
         shown = next(iter(negative.values())) if len(figures) == 1 and negative else negative
         stock_check = dg.AssetCheckResult(passed=not negative,
                                           metadata={"negative_products": dg.MetadataValue.json(shown)})
-        return dg.MaterializeResult(check_results=[stock_check], metadata=combined_metadata(figures))
+        return dg.MaterializeResult(check_results=[stock_check], metadata=per_partition_metadata(context, figures))
 
     return [synced_cache, shift_deliveries, shift_transactions]

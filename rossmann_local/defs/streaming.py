@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 
-from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, shifts_in_order
+from rossmann_local.defs.metadata import per_partition_metadata
+from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, partitions_in_order
 from rossmann_local.domain.topics import CATALOGUE_TOPICS
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
@@ -151,12 +152,14 @@ def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> lis
         them, so a broker outage delays them and loses none; each is later read back where the broker
         put it, and sent again if a broker lost it after confirming. A run over many shifts queues
         them all, then sends every shop's queue and waits for the broker once."""
-        shifts = shifts_in_order(world, context.partition_keys)
-        sent = send_stock_levels(world, shifts, shop_databases, kafka)
-        metadata = {"messages_planned": sent.planned, "messages_sent": sent.sent,
-                    "sent_from_earlier_shifts": sent.sent_from_earlier_shifts, "broker_errors": sent.broker_errors,
+        ordered = partitions_in_order(world, context.partition_keys)
+        sent = send_stock_levels(world, [(p.shop, p.shift) for p in ordered], shop_databases, kafka)
+        own = {p.key: dict(zip(("messages_planned", "messages_sent"), sent.per_shift[p.shop.shop_id, p.shift.start],
+                               strict=True)) for p in ordered}
+        # The queue is delivered and read back once per run: these figures are the run's.
+        delivery = {"sent_from_earlier_shifts": sent.sent_from_earlier_shifts, "broker_errors": sent.broker_errors,
                     "parts_verified_on_topic": sent.verified, "parts_lost_and_resent": sent.lost_and_resent,
                     "parts_found_already_sent": sent.found_on_topic}
-        return dg.MaterializeResult(metadata={"partitions": len(shifts), **metadata} if len(shifts) > 1 else metadata)
+        return dg.MaterializeResult(metadata={**per_partition_metadata(context, own), **delivery})
 
     return [shift_stock_levels]

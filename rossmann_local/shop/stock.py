@@ -59,6 +59,8 @@ class StockLevelsSent:
     verified: int = 0  # parts read back where the broker put them
     lost_and_resent: int = 0  # parts confirmed once, missing from the topic later, sent again
     found_on_topic: int = 0  # parts already on the topic though not recorded (a crash after the send)
+    # (shop id, shift start) -> (messages planned, messages confirmed) for each shift of the batch
+    per_shift: dict[tuple[int, datetime], tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,8 @@ def send_stock_levels(world: World, shifts: Sequence[tuple[Shop, ShiftWindow]], 
                       kafka: KafkaResource) -> StockLevelsSent:
     """Queue the shifts' stock messages, then deliver every queue of their shops (``deliver_queued``).
     Raises ``StockNotDelivered`` for what the broker did not confirm."""
-    planned = sum(queue_stock_levels(world, shop, shift, shop_databases) for shop, shift in shifts)
+    planned_per_shift = {(shop.shop_id, shift.start): queue_stock_levels(world, shop, shift, shop_databases)
+                         for shop, shift in shifts}
     checked, outcome, queued = deliver_queued([shop.shop_id for shop, _ in shifts], shop_databases, kafka)
     confirmed = Counter(shop_id for shop_id, _ in outcome.confirmed)
     missing = {shop_id: count - confirmed[shop_id] for shop_id, count in queued.items() if confirmed[shop_id] < count}
@@ -188,11 +191,12 @@ def send_stock_levels(world: World, shifts: Sequence[tuple[Shop, ShiftWindow]], 
             f"{sum(missing.values())} of {sum(queued.values())} stock message parts (shops "
             f"{sorted(missing)}) were not confirmed by Kafka at {kafka.describe()}; they stay "
             f"queued and go with the next run. Broker errors: {outcome.errors[:3]}")
-    in_batch = {(shop.shop_id, shift.start) for shop, shift in shifts}
-    earlier = len({(shop_id, part_key[:2]) for shop_id, part_key in outcome.confirmed
-                   if (shop_id, part_key[0]) not in in_batch})
-    sent = len({(shop_id, part_key[:2]) for shop_id, part_key in outcome.confirmed})
-    return StockLevelsSent(planned, sent, earlier, len(outcome.errors), checked.verified, checked.lost, checked.found)
+    messages = {(shop_id, part_key[:2]) for shop_id, part_key in outcome.confirmed}
+    sent_per_shift = Counter((shop_id, message[0]) for shop_id, message in messages)
+    earlier = sum(count for shift, count in sent_per_shift.items() if shift not in planned_per_shift)
+    return StockLevelsSent(sum(planned_per_shift.values()), len(messages), earlier, len(outcome.errors),
+                           checked.verified, checked.lost, checked.found,
+                           {shift: (planned, sent_per_shift[shift]) for shift, planned in planned_per_shift.items()})
 
 
 def settle_and_verify(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka: KafkaResource,
