@@ -11,6 +11,7 @@ that use it share the ``clickhouse`` pool (limit 1 in the default instance).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,12 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from rossmann_local.reports.schema import ddl
 from rossmann_local.resources import resolved
 from rossmann_local.settings import CLICKHOUSE_DSN, ConfigError, data_dir
+
+# clickhouse-connect warns "Unexpected Http Driver Exception" before raising the error we turn into a
+# message naming the setting; with no logging configured (the one-shot commands) Python would print
+# that warning bare on stderr. A NullHandler keeps it off stderr and still lets it reach any logging
+# the application configures (Dagster's).
+logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
 
 CLICKHOUSE_POOL = "clickhouse"
 DSN_FORMS = "chdb:///<absolute dir> or http(s)://user:password@host:8123"
