@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +24,7 @@ from rossmann_local.local.day import main, run_day
 from rossmann_local.local.instance import WORKSPACE, InstanceSensorCursor
 from rossmann_local.local.stack import local_stack
 from rossmann_local.resources.shop_databases import ShopDatabases
-from rossmann_local.settings import load_world
+from rossmann_local.settings import WORLD_FILE, load_world
 from rossmann_local_tests.helpers import receipts_of
 
 
@@ -131,3 +134,23 @@ def test_one_shops_failure_fails_only_that_shops_partitions(tmp_path: Path) -> N
     assert days[3].runs_ok == 0 and len(days[3].runs_failed) >= 2
     assert all("shop_3" in failure for failure in days[3].runs_failed), days[3].runs_failed
     assert {key.split("|")[1] for key in materialized} == {"1", "2", "4", "5"} and len(materialized) == 8
+
+
+def test_about_names_versions_services_and_data_without_creating_or_revealing_anything(tmp_path: Path) -> None:
+    data = tmp_path / "fresh"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROSSMANN_", "KAFKA_"))}
+    env.update(ROSSMANN_DATA_DIR=str(data), KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+               ROSSMANN_CLICKHOUSE_DSN="http://default:s3cret@127.0.0.1:1")
+    about = subprocess.run([sys.executable, "-m", "rossmann_local.local.about"], env=env, capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert about.returncode == 0 and about.stderr == "", about.stderr
+    out = about.stdout
+    assert f"dagster {dg.__version__}" in out and "World: 5 shops" in out
+    assert f"{data}, not created yet" in out and not data.exists(), "it makes nothing"
+    assert "SQLite files (default)" in out and "shop 1: no database yet" in out
+    assert "127.0.0.1:1 does not answer" in out and "http://default:***@127.0.0.1:1: does not answer" in out
+    assert "s3cret" not in out
+    env[WORLD_FILE] = str(tmp_path / "missing.json")
+    bad = subprocess.run([sys.executable, "-m", "rossmann_local.local.about"], env=env, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and WORLD_FILE in bad.stderr, bad.stderr

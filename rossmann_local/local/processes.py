@@ -59,6 +59,22 @@ def data_dir_lock(data: Path, command: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def data_dir_holder(data: Path) -> str | None:
+    """Which command holds ``data`` now (as it wrote itself in the lock file), or None."""
+    try:
+        fd = os.open(data / LOCK_FILE, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 500, 0).decode(errors="replace").strip() or "another process"
+    else:
+        return None
+    finally:
+        os.close(fd)
+
+
 class StopRequested(Exception):
     """SIGTERM or SIGINT arrived; raised at the next point where stopping loses nothing."""
 
