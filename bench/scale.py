@@ -17,16 +17,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from bench.chain import no_service_chain
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.domain.shifts import shifts_of_day
+from rossmann_local.domain.simulation import stock_levels
 from rossmann_local.domain.world import reference_world
 from rossmann_local.local.day import run_shifts
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
-from rossmann_local.shop_db.models import StockMessage, Transaction
+from rossmann_local.shop_db.models import Delivery, DeliveryItem, StockMessage, Transaction, TransactionItem
 
 TARGET_SECONDS = 300
 ASSETS = ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels", "transactions_report",
@@ -39,6 +40,24 @@ def peak_rss_mib(pid: int | str = "self") -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def stock_extremes(conn: Connection) -> tuple[dict[int, int], dict[int, int]]:
+    """Each product's lowest and highest stock at any moment, replayed from the shop's ledger."""
+    moves = [(t, pid, q) for t, pid, q in conn.execute(
+        select(Delivery.accepted_time, DeliveryItem.product_id, DeliveryItem.quantity)
+        .join(Delivery, Delivery.delivery_id == DeliveryItem.delivery_id))]
+    moves += [(t, pid, -q) for t, pid, q in conn.execute(
+        select(Transaction.transaction_time, TransactionItem.product_id, TransactionItem.quantity)
+        .join(Transaction, Transaction.transaction_id == TransactionItem.transaction_id))]
+    level: dict[int, int] = {}
+    lowest: dict[int, int] = {}
+    highest: dict[int, int] = {}
+    for _, pid, change in sorted(moves, key=lambda m: (m[0], -m[2])):  # a delivery before a sale at the same time
+        level[pid] = level.get(pid, 0) + change
+        lowest[pid] = min(lowest.get(pid, 0), level[pid])
+        highest[pid] = max(highest.get(pid, 0), level[pid])
+    return lowest, highest
 
 
 def main() -> None:
@@ -70,8 +89,14 @@ def main() -> None:
                  if e.is_step_success}
         materialized = {a: len(instance.get_materialized_partitions(dg.AssetKey(a))) for a in ASSETS}
         receipts, revenue, unsent = 0, Decimal("0"), 0
-        for shop_id in world.shop_ids:
+        lowest_stock, highest_stock, over_target = 0, 0, 0
+        for shop in world.shops:
+            shop_id = shop.shop_id
             with shops.transaction(shop_id) as conn:
+                lowest, highest = stock_extremes(conn)
+                lowest_stock = min(lowest_stock, *lowest.values())
+                highest_stock = max(highest_stock, *highest.values())
+                over_target += sum(1 for pid, top in highest.items() if top > stock_levels(world, shop, pid).target)
                 receipts += conn.scalar(select(func.count()).select_from(Transaction))
                 revenue += conn.scalar(select(func.coalesce(func.sum(Transaction.total_amount), 0)))
                 unsent += conn.scalar(select(func.count()).select_from(StockMessage)
@@ -96,6 +121,8 @@ def main() -> None:
         ("receipts, shop databases / ClickHouse", f"{receipts:,} / {ch_receipts:,}", "equal"),
         ("revenue EUR, shop databases / ClickHouse", f"{revenue:,.2f} / {ch_revenue:,.2f}", "equal"),
         ("stock messages not confirmed", str(unsent), "0"),
+        ("stock at any moment, lowest / highest", f"{lowest_stock} / {highest_stock} units "
+         f"({over_target} shop x product above its target)", "0 .. target"),
     ]
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
@@ -103,7 +130,7 @@ def main() -> None:
     for name, value, target in rows:
         print(f"{name.ljust(width)}  {value.ljust(value_width)}  {target}")
     ok = (all(n == partitions for n in materialized.values()) and receipts == ch_receipts and revenue == ch_revenue
-          and unsent == 0)
+          and unsent == 0 and lowest_stock >= 0 and over_target == 0)
     print("result checks:", "all passed" if ok else "FAILED")
 
 

@@ -30,17 +30,26 @@ def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources:
     """``dg.materialize`` the named assets (with their checks) for one shop x shift partition, or with
     ``last_shop`` for the shops ``shop_id..last_shop`` of the shift in one run (a single-run backfill)."""
     defs = build_definitions(world, resources)
-    selected = [a for a in defs.assets or () if a.key.to_user_string() in assets]  # type: ignore[union-attr]
+    wanted = [dg.AssetKey(name) for name in assets]
+    # the definitions that hold a wanted asset (a multi-asset holds several), run for those assets only
+    holding = [a for a in defs.assets or () if set(a.keys) & set(wanted)]  # type: ignore[union-attr]
     if last_shop is None:
-        return dg.materialize(selected, partition_key=str(partition_key(shift, shop_id)), resources=resources,
-                              raise_on_error=raise_on_error, instance=instance)
+        return dg.materialize(holding, selection=wanted, partition_key=str(partition_key(shift, shop_id)),
+                              resources=resources, raise_on_error=raise_on_error, instance=instance)
     tags = {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(shift, shop_id)),
             ASSET_PARTITION_RANGE_END_TAG: str(partition_key(shift, last_shop))}
-    return dg.materialize(selected, tags=tags, resources=resources, raise_on_error=raise_on_error, instance=instance)
+    return dg.materialize(holding, selection=wanted, tags=tags, resources=resources, raise_on_error=raise_on_error,
+                          instance=instance)
+
+
+def materializations(result: dg.ExecuteInProcessResult, asset: str) -> list[dg.AssetMaterialization]:
+    """The run's materializations of one asset (by key: several assets may share a step)."""
+    return [e.materialization for e in result.get_asset_materialization_events()
+            if e.materialization.asset_key == dg.AssetKey(asset)]
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    [event] = result.asset_materializations_for_node(asset)
+    [event] = materializations(result, asset)
     return {k: v.value for k, v in event.metadata.items()}
 
 

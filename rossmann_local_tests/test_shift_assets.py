@@ -17,7 +17,14 @@ from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, Shift, Transaction, TransactionItem
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.helpers import materialize_shift, metadata, products_of, receipts_of, shift_of
+from rossmann_local_tests.helpers import (
+    materializations,
+    materialize_shift,
+    metadata,
+    products_of,
+    receipts_of,
+    shift_of,
+)
 
 
 def run_shift(world: World, shops: ShopDatabases, api: SyncApiClient, shop_id: int = 1, index: int = 0,
@@ -190,7 +197,7 @@ def test_each_partition_of_a_many_shop_run_carries_its_own_shops_figures(
                                last_shop=3)
     assert result.success
     events = {e.partition: {k: v.value for k, v in e.metadata.items()}
-              for e in result.asset_materializations_for_node("shift_transactions")}
+              for e in materializations(result, "shift_transactions")}
     assert sorted(events) == [f"{shift.start:%Y-%m-%d-%H:%M}|{shop}" for shop in (1, 2, 3)]
     receipts = set()
     for key, figures in events.items():
@@ -204,6 +211,6 @@ def test_each_partition_of_a_many_shop_run_carries_its_own_shops_figures(
         assert figures["partitions_in_run"] == 3
         receipts.add(figures["receipts"])
     assert len(receipts) == 3, "three shops, three different shifts"
-    assert len(result.asset_materializations_for_node("shift_deliveries")) == 3
-    caches = {e.partition: e.metadata for e in result.asset_materializations_for_node("synced_cache")}
+    assert len(materializations(result, "shift_deliveries")) == 3
+    caches = {e.partition: e.metadata for e in materializations(result, "synced_cache")}
     assert all("products_received" in m for m in caches.values()), "each shop's first shift of the run syncs"

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from rossmann_local.domain.shifts import shifts_of_day
-from rossmann_local.domain.simulation import configured_shelf, plan_deliveries, simulate_terminal_sales
+from rossmann_local.domain.simulation import (
+    configured_shelf,
+    plan_deliveries,
+    simulate_terminal_sales,
+    stock_levels,
+)
 from rossmann_local.domain.world import World
 
 
@@ -18,7 +24,7 @@ def test_stock_never_goes_below_zero_and_units_balance(world: World, seed: int) 
     shelf = configured_shelf(world, shop.city)
     opening = {p.product_id: (seed * 7 + p.product_id) % 6 for p in shelf}
     for shift in shifts_of_day(world, world.start_date):
-        deliveries = plan_deliveries(world, shop, shift, shelf)
+        deliveries = plan_deliveries(world, shop, shift, shelf, opening)
         sales = simulate_terminal_sales(world, shop, shift, shelf, opening, deliveries)
         delivered = {}
         for d in deliveries:
@@ -52,15 +58,53 @@ def test_receipt_times_lie_inside_the_shift_and_each_terminal_serves_about_every
     assert sales.customers_turned_away == 0
 
 
-def test_deliveries_come_at_ten_and_six_with_two_hundred_to_four_ninety_units(world: World) -> None:
+def test_an_empty_shop_orders_every_product_up_to_its_own_target_for_the_ten_oclock_delivery(world: World) -> None:
     shop = world.shop(3)
     shelf = configured_shelf(world, shop.city)
-    morning, evening = (plan_deliveries(world, shop, s, shelf) for s in shifts_of_day(world, world.start_date))
-    assert [d.accepted_time.hour for d in morning + evening] == [10, 18]
-    for delivery in morning + evening:
-        assert (delivery.courier_id, delivery.admin_id) == (1, shop.admin_id)
-        assert 7 <= len(delivery.lines) <= 14
-        assert all(200 <= li.quantity <= 490 and li.quantity % 10 == 0 for li in delivery.lines)
+    morning, evening = shifts_of_day(world, world.start_date)
+    [delivery] = plan_deliveries(world, shop, morning, shelf, {})
+    assert (delivery.accepted_time.hour, delivery.courier_id, delivery.admin_id) == (10, 1, shop.admin_id)
+    targets = {p.product_id: stock_levels(world, shop, p.product_id).target for p in shelf}
+    assert {li.product_id: li.quantity for li in delivery.lines} == targets
+    assert all(200 <= t <= 490 and t % 10 == 0 for t in targets.values()) and len(set(targets.values())) > 3
+    assert stock_levels(world, world.shop(4), 1) != stock_levels(world, shop, 1) or \
+        stock_levels(world, world.shop(5), 1) != stock_levels(world, shop, 1), "levels differ per shop"
+    [later] = plan_deliveries(world, shop, evening, shelf, {})
+    assert later.accepted_time.hour == 18
+    assert plan_deliveries(world, shop, evening, shelf, targets) == [], "nothing low, no courier"
+
+
+def test_only_products_at_or_below_their_reorder_point_are_ordered_and_only_up_to_the_target(world: World) -> None:
+    shop, shift = world.shop(1), shifts_of_day(world, world.start_date)[0]
+    shelf = configured_shelf(world, shop.city)
+    levels = {p.product_id: stock_levels(world, shop, p.product_id) for p in shelf}
+    assert all(lv.reorder_point == lv.target // 2 for lv in levels.values())
+    at_point = {pid: lv.reorder_point + (pid % 2) for pid, lv in levels.items()}  # odd ids one above
+    [delivery] = plan_deliveries(world, shop, shift, shelf, at_point)
+    assert {li.product_id: li.quantity for li in delivery.lines} == \
+        {pid: lv.target - lv.reorder_point for pid, lv in levels.items() if pid % 2 == 0}
+
+
+def test_over_sixty_days_stock_stays_between_zero_and_target_deliveries_follow_sales_and_some_sell_out(
+        world: World) -> None:
+    """The stock policy keeps a shop's stock bounded: the original delivered about 2.8x what it sold."""
+    shop = world.shop(2)
+    shelf = configured_shelf(world, shop.city)
+    targets = {p.product_id: stock_levels(world, shop, p.product_id).target for p in shelf}
+    stock: dict[int, int] = {}
+    delivered = sold = sold_out = 0
+    for day in range(60):
+        for shift in shifts_of_day(world, world.start_date + timedelta(days=day)):
+            deliveries = plan_deliveries(world, shop, shift, shelf, stock)
+            sales = simulate_terminal_sales(world, shop, shift, shelf, stock, deliveries)
+            delivered += sum(li.quantity for d in deliveries for li in d.lines)
+            sold += sales.units
+            sold_out += len(sales.products_sold_out)
+            stock = sales.closing_stock
+            assert all(0 <= stock[pid] <= targets[pid] for pid in targets), (shift, stock)
+    assert delivered - sold == sum(stock.values()) <= sum(targets.values())
+    assert 0.95 < delivered / sold < 1.1
+    assert 0 < sold_out < 120 * len(shelf) / 4, "sell-outs happen, now and then"
 
 
 def test_an_empty_shelf_turns_customers_away(world: World) -> None:

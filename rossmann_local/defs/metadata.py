@@ -25,16 +25,18 @@ def run_totals(per_partition: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in totals.items()}
 
 
-def per_partition_metadata(context: dg.AssetExecutionContext, figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def per_partition_metadata(context: dg.AssetExecutionContext, figures: dict[str, dict[str, Any]],
+                           asset_key: str | None = None) -> dict[str, Any]:
     """Each partition's own figures go on that partition's materialization, however many
     partitions the run covers (a single-run backfill makes one event per partition, and Dagster
     merges partition-scoped metadata into each). Returns the run-wide metadata: just the run's
-    size, true of every partition; the run's totals go to its log."""
+    size, true of every partition; the run's totals go to its log. ``asset_key`` names the asset of
+    a multi-asset."""
     for key, own in figures.items():
-        context.add_asset_metadata(own, partition_key=key)
+        context.add_asset_metadata(own, asset_key=asset_key, partition_key=key)
     if len(figures) > 1:
         totals = run_totals(list(figures.values()))
-        context.log.info("run totals: " + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
+        context.log.info(f"{asset_key or 'run'} totals: " + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
     return {"partitions_in_run": len(figures)}
 
 

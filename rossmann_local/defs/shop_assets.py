@@ -1,5 +1,7 @@
 """The shop's assets per shop x shift: the synced cache, the shift's deliveries and its transactions."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from rossmann_local.defs.metadata import per_partition_metadata, revenue_by_hour_plot, terminal_table
@@ -12,6 +14,7 @@ from rossmann_local.shop.cache import CacheSynced, sync_cache
 from rossmann_local.shop.shift import DeliveriesTaken, ShiftOutOfOrder, ShiftSold, sell_shift, take_deliveries
 
 SHOP_GROUP = "shop"
+SHIFT_DELIVERIES, SHIFT_TRANSACTIONS = "shift_deliveries", "shift_transactions"
 # A Sync API that is down, answers 5xx, too slowly or with garbage gets two more tries, 1 s then 2 s
 # later; then the run fails with the client's message. A 4xx or a wrong setting fails at once.
 # Nothing is written before both answers validate.
@@ -85,40 +88,54 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         return dg.MaterializeResult(metadata=per_partition_metadata(context, figures))
 
-    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP, deps=[synced_cache], kinds={"sqlalchemy"},
-              backfill_policy=SINGLE_RUN_BACKFILL)
-    def shift_deliveries(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
-        """The courier's deliveries during the shift, accepted by the shop's admin and recorded locally
-        (they restock the shelf at their accepted time and are kept until reported)."""
-        return dg.MaterializeResult(metadata=per_partition_metadata(context, {
-            key: delivery_figures(take_deliveries(world, shop, shift, shop_databases))
-            for key, shop, shift in partitions_in_order(world, context.partition_keys)}))
+    previous_sales = dg.AssetDep(SHIFT_TRANSACTIONS, partition_mapping=PREVIOUS_SHIFT)
 
-    @dg.asset(partitions_def=partitions, group_name=SHOP_GROUP,
-              deps=[synced_cache, shift_deliveries,
-                    dg.AssetDep("shift_transactions", partition_mapping=PREVIOUS_SHIFT)],
-              kinds={"sqlalchemy"}, backfill_policy=SINGLE_RUN_BACKFILL,
-              check_specs=[dg.AssetCheckSpec("stock_never_negative", asset="shift_transactions", blocking=True,
-                                             description="No product's stock is below zero after the shift.")])
-    def shift_transactions(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> dg.MaterializeResult:
-        """Every receipt of the shop's terminals during the shift, simulated from a seed of the shop and
-        shift; a re-run replaces the shift's receipts with the same ones, in one transaction."""
-        figures: dict[str, dict[str, object]] = {}
+    @dg.multi_asset(
+        partitions_def=partitions, group_name=SHOP_GROUP, can_subset=True, backfill_policy=SINGLE_RUN_BACKFILL,
+        specs=[
+            dg.AssetSpec(SHIFT_DELIVERIES, deps=[synced_cache, previous_sales], kinds={"sqlalchemy"}, skippable=True,
+                         description="The courier's delivery during the shift: ordered at the shift's start for "
+                                     "every product at or below its reorder point, up to its target level (the "
+                                     "stock policy), accepted by the shop's admin and recorded locally until "
+                                     "reported."),
+            dg.AssetSpec(SHIFT_TRANSACTIONS, deps=[synced_cache, SHIFT_DELIVERIES, previous_sales],
+                         kinds={"sqlalchemy"}, skippable=True,
+                         description="Every receipt of the shop's terminals during the shift, simulated from a "
+                                     "seed of the shop and shift; a re-run replaces the shift's receipts with the "
+                                     "same ones, in one transaction."),
+        ],
+        check_specs=[dg.AssetCheckSpec("stock_never_negative", asset=SHIFT_TRANSACTIONS, blocking=True,
+                                       description="No product's stock is below zero after the shift.")])
+    def shop_shifts(context: dg.AssetExecutionContext, shop_databases: ShopDatabases) -> Iterator[dg.MaterializeResult]:
+        """A shift's delivery is ordered from the stock the previous shift's sales left, so each
+        partition takes its delivery and then sells, shift after shift; a run over many shifts of a
+        shop interleaves them in shift order. Either asset can also run alone."""
+        selected = {key.to_user_string() for key in context.selected_asset_keys}
+        delivered: dict[str, dict[str, object]] = {}
+        sold_figures: dict[str, dict[str, object]] = {}
         negative: dict[str, dict[int, int]] = {}
         for key, shop, shift in partitions_in_order(world, context.partition_keys):
             try:
-                sold = sell_shift(world, shop, shift, shop_databases)
+                if SHIFT_DELIVERIES in selected:
+                    delivered[key] = delivery_figures(take_deliveries(world, shop, shift, shop_databases))
+                if SHIFT_TRANSACTIONS in selected:
+                    sold = sell_shift(world, shop, shift, shop_databases)
+                    sold_figures[key] = sales_figures(sold, world.timezone)
+                    if sold.negative_stock:
+                        negative[key] = sold.negative_stock
             except ShiftOutOfOrder as exc:
                 # The dependency on the previous shift orders a backfill's runs, except when the shift
                 # before the backfill was never run: then Dagster may launch a later shift first.
                 raise dg.Failure(description=str(exc), allow_retries=False) from None
-            figures[key] = sales_figures(sold, world.timezone)
-            if sold.negative_stock:
-                negative[key] = sold.negative_stock
-        # One shift: {product: stock}; several: the same per partition key that went negative.
-        shown = next(iter(negative.values())) if len(figures) == 1 and negative else negative
-        stock_check = dg.AssetCheckResult(passed=not negative,
-                                          metadata={"negative_products": dg.MetadataValue.json(shown)})
-        return dg.MaterializeResult(check_results=[stock_check], metadata=per_partition_metadata(context, figures))
+        if SHIFT_DELIVERIES in selected:
+            yield dg.MaterializeResult(asset_key=SHIFT_DELIVERIES,
+                                       metadata=per_partition_metadata(context, delivered, SHIFT_DELIVERIES))
+        if SHIFT_TRANSACTIONS in selected:
+            # One shift: {product: stock}; several: the same per partition key that went negative.
+            shown = next(iter(negative.values())) if len(sold_figures) == 1 and negative else negative
+            stock_check = dg.AssetCheckResult(asset_key=SHIFT_TRANSACTIONS, passed=not negative,
+                                              metadata={"negative_products": dg.MetadataValue.json(shown)})
+            yield dg.MaterializeResult(asset_key=SHIFT_TRANSACTIONS, check_results=[stock_check],
+                                       metadata=per_partition_metadata(context, sold_figures, SHIFT_TRANSACTIONS))
 
-    return [synced_cache, shift_deliveries, shift_transactions]
+    return [synced_cache, shop_shifts]

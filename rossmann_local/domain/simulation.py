@@ -6,8 +6,7 @@ time comes from the shift window passed in, so a re-run of a shift reproduces th
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -139,30 +138,44 @@ def configured_shelf(world: World, city: str) -> list[ShelfProduct]:
                          discount=p.prices[city].discount) for p in world.products]
 
 
-def plan_deliveries(world: World, shop: Shop, shift: ShiftWindow, shelf: Sequence[ShelfProduct]) -> list[Delivery]:
-    """The courier's deliveries that fall in this shift: a random half-or-more of the shelf, each
-    product +min..max units in steps (200..490 by 10 in the reference)."""
-    rng = seeded_rng(world.seed, "deliveries", shop.shop_id, shift.code)
+@dataclass(frozen=True)
+class StockLevels:
+    """A product's replenishment levels in one shop: ordered up to ``target`` once at or below
+    ``reorder_point``."""
+
+    reorder_point: int
+    target: int
+
+
+def stock_levels(world: World, shop: Shop, product_id: int) -> StockLevels:
+    """The shop's levels for a product: drawn from the seed per shop and product, so they stay the
+    same for the world's life and for every re-run."""
     model = world.sales
-    deliveries = []
-    for time_of_day in model.delivery_times:
-        accepted = shift.at(time_of_day)
-        if not shift.contains(accepted) or not shelf:
-            continue
-        count = rng.randint(math.ceil(len(shelf) / 2), len(shelf))
-        chosen = sorted(rng.sample(list(shelf), count), key=lambda p: p.product_id)
-        lines = tuple(
-            DeliveryLine(
-                product_id=p.product_id,
-                quantity=rng.randrange(model.delivery_units_min, model.delivery_units_max + 1,
-                                       model.delivery_units_step),
-                product_name=p.name, category_id=p.category_id, category_name=p.category_name,
-            )
-            for p in chosen
-        )
-        deliveries.append(Delivery(delivery_id=int(accepted.strftime("%y%m%d%H%M")), accepted_time=accepted,
-                                   courier_id=world.courier_id, admin_id=shop.admin_id, lines=lines))
-    return deliveries
+    target = seeded_rng(world.seed, "target stock", shop.shop_id, product_id).randrange(
+        model.target_stock_min, model.target_stock_max + 1, model.target_stock_step)
+    return StockLevels(reorder_point=int(target * model.reorder_point_share), target=target)
+
+
+def plan_deliveries(world: World, shop: Shop, shift: ShiftWindow, shelf: Sequence[ShelfProduct],
+                    opening_stock: Mapping[int, int]) -> list[Delivery]:
+    """The courier's delivery in this shift, under the shop's stock policy: at the shift's start
+    every product on the shelf at or below its reorder point is ordered up to its target level, and
+    the courier brings the order at the shift's first delivery time. A shift without a delivery time,
+    or with nothing to order, has no delivery; its low products wait for the next one."""
+    times = [shift.at(t) for t in world.sales.delivery_times if shift.contains(shift.at(t))]
+    if not times:
+        return []
+    lines = []
+    for p in sorted(shelf, key=lambda p: p.product_id):
+        levels, on_hand = stock_levels(world, shop, p.product_id), opening_stock.get(p.product_id, 0)
+        if on_hand <= levels.reorder_point:
+            lines.append(DeliveryLine(product_id=p.product_id, quantity=levels.target - on_hand, product_name=p.name,
+                                      category_id=p.category_id, category_name=p.category_name))
+    if not lines:
+        return []
+    accepted = min(times)
+    return [Delivery(delivery_id=int(accepted.strftime("%y%m%d%H%M")), accepted_time=accepted,
+                     courier_id=world.courier_id, admin_id=shop.admin_id, lines=tuple(lines))]
 
 
 @cache

@@ -114,12 +114,24 @@ class SalesModel(_Frozen):
     loyalty_discounts: dict[str, float] = {"0": 0.6, "0.05": 0.15, "0.1": 0.12, "0.2": 0.08, "0.3": 0.05}
     payment_methods: dict[str, float] = {"Cash": 0.3, "Credit Card": 0.4, "Debit Card": 0.3}
     delivery_times: tuple[time, ...] = (time(10, 0), time(18, 0))
-    delivery_units_min: int = Field(200, ge=1)
-    delivery_units_max: int = Field(490, ge=1)
-    delivery_units_step: int = Field(10, ge=1)
+    # Replenishment (an (s, S) policy): each shop gives each product a target level, drawn from the
+    # seed in target_stock_min..max by target_stock_step and fixed for the world's life, and a reorder
+    # point of reorder_point_share of it. At a shift's start every product on the shelf at or below
+    # its reorder point is ordered up to its target; the courier brings it at the shift's first
+    # delivery time. Stock so stays within 0..target; what sells before the courier may sell out.
+    target_stock_min: int = Field(200, ge=1)
+    target_stock_max: int = Field(490, ge=1)
+    target_stock_step: int = Field(10, ge=1)
+    reorder_point_share: Decimal = Field(Decimal("0.5"), ge=0, lt=1, max_digits=5, decimal_places=4)
     stock_report_interval_minutes: int = Field(50, ge=1)
     inflation_rate: Decimal = Decimal("0.05")
     inflation_period_days: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SalesModel:
+        if self.target_stock_min > self.target_stock_max:
+            raise ValueError("target_stock_min must not exceed target_stock_max")
+        return self
 
 
 # How far after the world's last moment a catalogue change may still be dated (clocks of real
