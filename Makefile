@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export TZ := UTC
 
-.PHONY: install day test lint chromium bench bench-scale dev about clean
+.PHONY: install day test lint chromium bench bench-scale dev about contracts clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-scale: $(STAMP)
 
 dev: $(STAMP)
 	$(BIN)/python -m rossmann_local.local.dev $(ARGS)
+
+# contracts/: the Sync API's OpenAPI document and each topic's JSON Schema, generated from the code.
+contracts: $(STAMP)
+	$(BIN)/python -m rossmann_local.contracts
 
 # Versions, the world, which services are in use and whether they answer, where the data lives.
 about: $(STAMP)

@@ -4,20 +4,27 @@ Postgres databases (one per shop) created and dropped by the fixtures."""
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from rossmann_local.contracts import CONTRACTS
+from rossmann_local.domain.messages import TOPIC_MESSAGES
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.broker import LocalBroker
+from rossmann_local.local.chain_admin import MALFORMED_TAG
 from rossmann_local.resources.clickhouse import ClickHouseReports
-from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
@@ -49,6 +56,45 @@ def pg_admin_url() -> str:
             atexit.register(server.stop)
             _PG["url"] = server.start()
     return _PG["url"]
+
+
+def topic_validators() -> dict[str, Draft202012Validator]:
+    """The committed JSON Schema of each topic (contracts/topics), ready to validate a message body."""
+    return {topic: Draft202012Validator(json.loads((CONTRACTS / "topics" / f"{topic}.schema.json").read_text()))
+            for topic in TOPIC_MESSAGES}
+
+
+def contract_errors(validators: dict[str, Draft202012Validator], topic: str, value: bytes) -> list[str]:
+    try:
+        body = json.loads(value)
+    except ValueError as exc:
+        return [f"not JSON: {exc}"]
+    return [f"{'/'.join(map(str, e.absolute_path)) or 'message'}: {e.message}"
+            for e in validators[topic].iter_errors(body)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def messages_keep_their_contracts() -> Iterator[Counter[str]]:
+    """Every message the code produces during the tests validates against its topic's committed
+    schema (the demo's deliberately malformed message aside); the session fails otherwise."""
+    validators = topic_validators()
+    checked: Counter[str] = Counter()
+    broken: list[str] = []
+    produce = KafkaResource.produce_confirmed
+
+    def checking(self: KafkaResource, messages: Iterable[Outgoing[Any]], *args: Any, **kwargs: Any) -> Any:
+        messages = list(messages)
+        for m in messages:
+            if m.topic in validators and m.tag != MALFORMED_TAG:
+                checked[m.topic] += 1
+                if errors := contract_errors(validators, m.topic, m.value):
+                    broken.append(f"{m.topic}: {errors[:3]} in {m.value[:300]!r}")
+        return produce(self, messages, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(KafkaResource, "produce_confirmed", checking)
+        yield checked
+    assert not broken, f"{len(broken)} produced messages break their topic's contract: {broken[:5]}"
 
 
 @pytest.fixture(autouse=True)

@@ -144,8 +144,6 @@ HOSTILE_EDITS = {
     "NUL in a name": ("/admin/categories/3", {"name": "Baby\u0000Care"}),
     "lone surrogate in a name": ("/admin/categories/3", b'{"name": "\\ud800"}'),
     "a price the shops cannot sum": ("/admin/products/1/prices/Berlin", {"price": 9999999999.99}),
-    "dated after the world's end": ("/admin/products/1/prices/Berlin",
-                                    {"price": 0.01, "effective_at_utc": "2099-01-01T00:00:00Z"}),
     "huge id": ("/admin/categories/99999999999999999999", {"name": "x"}),
     "odd time zone": ("/admin/categories/3", {"name": "x", "effective_at_utc": "0001-01-01T00:00:00+23:59"}),
 }
@@ -160,6 +158,15 @@ def test_a_bad_edit_answers_422_stores_nothing_and_echoes_nothing(sync_server: L
                         headers={**ADMIN, "content-type": "application/json"})
     assert answer.status_code == 422, answer.text
     assert "Traceback" not in answer.text and "\\u0000" not in answer.text and "input" not in answer.json()
+    assert store.unpublished() == []
+
+
+def test_a_change_dated_after_the_worlds_end_is_a_conflict_and_stores_nothing(sync_server: LoopbackServer,
+                                                                             store) -> None:
+    """Well-formed (the contract cannot know the world's end), so 409, not 422."""
+    answer = httpx.post(sync_server.url + "/admin/products/1/prices/Berlin", headers=ADMIN,
+                        json={"price": 0.01, "effective_at_utc": "2099-01-01T00:00:00Z"})
+    assert answer.status_code == 409 and "after the world's end" in answer.json()["detail"], answer.text
     assert store.unpublished() == []
 
 

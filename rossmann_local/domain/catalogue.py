@@ -42,8 +42,12 @@ def storable_text(value: str) -> str:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(storable_text)]
-Description = Annotated[str | None, Field(max_length=2048), AfterValidator(lambda v: v and storable_text(v))]
+# How the contracts say it (a lone surrogate cannot even be written in UTF-8 JSON or a URL).
+STORABLE_TEXT = {"pattern": "^[^\\u0000]*$"}
+Name = Annotated[str, Field(min_length=1, max_length=255, json_schema_extra=STORABLE_TEXT),
+                 AfterValidator(storable_text)]
+Description = Annotated[str | None, Field(max_length=2048, json_schema_extra=STORABLE_TEXT),
+                        AfterValidator(lambda v: v and storable_text(v))]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]  # the shop database's integer column
 
 

@@ -19,12 +19,19 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from rossmann_local.domain.catalogue import Discount, Price, UtcTimestamp, storable_text
-from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_DESCRIPTION_TOPIC, PRODUCT_TOPIC
+from rossmann_local.domain.catalogue import STORABLE_TEXT, Discount, Price, UtcTimestamp, storable_text
+from rossmann_local.domain.topics import (
+    CATEGORY_TOPIC,
+    DEAD_LETTER_TOPIC,
+    PRODUCT_DESCRIPTION_TOPIC,
+    PRODUCT_TOPIC,
+    STOCK_TOPIC,
+)
 
 Id = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
-Name = Annotated[str, Field(strict=True, min_length=1, max_length=255), AfterValidator(storable_text)]
-Description = Annotated[str | None, Field(strict=True, max_length=2048),
+Name = Annotated[str, Field(strict=True, min_length=1, max_length=255, json_schema_extra=STORABLE_TEXT),
+                 AfterValidator(storable_text)]
+Description = Annotated[str | None, Field(strict=True, max_length=2048, json_schema_extra=STORABLE_TEXT),
                         AfterValidator(lambda v: v and storable_text(v))]
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -34,6 +41,8 @@ class _Message(BaseModel):
 
 
 class CategoryMessage(_Message):
+    """``local_db_upsert_category``: a category as it is from ``updated_at_utc`` on."""
+
     category_id: Id
     name: Name
     description: Description = None
@@ -61,12 +70,46 @@ class ProductMessage(ProductDescriptionMessage):
     city: Name | None = None
 
 
+class StockLevelsMessage(_Message):
+    """``oltp_update_product_quantity``, keyed by shop id: the absolute stock of the products whose
+    level changed since the shop's previous checkpoint. ``sequence`` (minutes since 1970 of the
+    checkpoint) is the same on every re-send, so a consumer drops a repeat by (shop_id, sequence,
+    part); a checkpoint too big for one message goes as ``parts`` messages of consecutive product id
+    ranges."""
+
+    shop_id: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,9}$", description="the shop's id, as text")]
+    checkpoint_utc: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
+                                         description="the simulated moment of the levels, UTC")]
+    sequence: Annotated[int, Field(strict=True, ge=0)]
+    part: Annotated[int, Field(strict=True, ge=1)]
+    parts: Annotated[int, Field(strict=True, ge=1)]
+    updated_products: Annotated[dict[Annotated[str, Field(pattern=r"^[1-9][0-9]{0,9}$")],
+                                     Annotated[int, Field(strict=True, ge=0)]],
+                                Field(description="product id (as text) -> units in stock, never below 0")]
+
+
+class DeadLetterMessage(_Message):
+    """``rossmann_local_dead_letters``, keyed ``<topic>:<partition>:<offset>``: a catalogue message a
+    shop could not use, set aside with the reason (and its first 64 KiB, as text) instead of lost."""
+
+    source_topic: str
+    source_partition: Annotated[int, Field(strict=True, ge=0)]
+    source_offset: Annotated[int, Field(strict=True, ge=0)]
+    reason: str
+    payload: str | None
+
+
 CatalogueMessage = CategoryMessage | ProductDescriptionMessage | ProductMessage
 _MODELS: dict[str, type[CatalogueMessage]] = {
     CATEGORY_TOPIC: CategoryMessage,
     PRODUCT_DESCRIPTION_TOPIC: ProductDescriptionMessage,
     PRODUCT_TOPIC: ProductMessage,
 }
+
+
+# The message model of every topic: the code parses with it, and contracts/ holds its JSON Schema.
+TOPIC_MESSAGES: dict[str, type[_Message]] = {**_MODELS, STOCK_TOPIC: StockLevelsMessage,
+                                             DEAD_LETTER_TOPIC: DeadLetterMessage}
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,11 @@ def afternoon_promotion(store: CatalogueStore, world: World, day: date) -> int:
     return _publish(store, world, afternoon, promoted=True) + _publish(store, world, next_morning, promoted=False)
 
 
+MALFORMED_TAG = "malformed"  # what the demo calls its deliberately malformed message
+
+
 def inject_malformed_message(kafka: KafkaResource) -> None:
     """A message no shop can use, as a broken upstream might send: it must be dead-lettered."""
-    sent = kafka.produce_confirmed([Outgoing(PRODUCT_TOPIC, MALFORMED_MESSAGE, tag="malformed")])
+    sent = kafka.produce_confirmed([Outgoing(PRODUCT_TOPIC, MALFORMED_MESSAGE, tag=MALFORMED_TAG)])
     if sent.unconfirmed:
         raise RuntimeError(f"the malformed demo message was not confirmed: {sent.errors[:3]}")

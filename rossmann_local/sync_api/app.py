@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -16,15 +17,25 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, AwareDatetime, BaseModel
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+)
 
 from rossmann_local.domain.catalogue import (
+    MAX_PRICE,
+    STORABLE_TEXT,
     CategoryRecord,
     Description,
-    Discount,
     EmployeeIdentity,
     Name,
-    Price,
     ProductRecord,
     ShopIdentity,
     storable_text,
@@ -52,18 +63,57 @@ def _utc(value: datetime) -> datetime:
         raise ValueError("time out of range once converted to UTC") from None
 
 
-SyncTime = Annotated[datetime, AfterValidator(_utc),
+def _written_time(value: object) -> object:
+    """A time is ISO-8601 text (a date, then the time), as the contract says: a number, or text of
+    one, is not taken as seconds since 1970."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not re.match(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", value):
+        raise ValueError("expected an ISO-8601 time, e.g. 2026-06-01T07:00:00Z")
+    return value
+
+
+SyncTime = Annotated[datetime, BeforeValidator(_written_time), AfterValidator(_utc),
                      Query(description="ISO-8601 UTC, e.g. 0001-01-01T00:00:00Z for a first sync")]
 DbId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 QueryId = Annotated[int, Query(ge=1, le=2**31 - 1)]
-Secret = Annotated[str, Query(max_length=256), AfterValidator(storable_text)]
-CityName = Annotated[str, Path(min_length=1, max_length=255), AfterValidator(storable_text)]
+Secret = Annotated[str, Query(max_length=256, json_schema_extra=STORABLE_TEXT), AfterValidator(storable_text)]
+CityName = Annotated[str, Path(min_length=1, max_length=255, json_schema_extra=STORABLE_TEXT),
+                     AfterValidator(storable_text)]
+
+
+AdminCredentials = Annotated[
+    HTTPAuthorizationCredentials | None,
+    Depends(HTTPBearer(auto_error=False, scheme_name="AdminToken",
+                       description=f"The stand-in's admin token ({SYNC_API_ADMIN_TOKEN})"))]
+
+
+def _written_number(value: object) -> object:
+    """An amount in a body is a JSON number, as the contract says (not text, not true/false)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("expected a number")
+    return value
+
+
+def _amount(most: Decimal, places: int) -> Any:
+    """A price or discount in an admin's edit: a number from 0 to ``most`` with at most ``places`` decimals."""
+    step = Decimal(1).scaleb(-places)
+    schema = {"type": "number", "minimum": 0, "maximum": float(most), "multipleOf": float(step)}
+    return Annotated[Decimal, Field(ge=0, le=most, decimal_places=places), BeforeValidator(_written_number),
+                     WithJsonSchema(schema)]
+
+
+EditedPrice = _amount(MAX_PRICE, 2)
+EditedDiscount = _amount(Decimal(1), 4)
 
 
 class Edit(BaseModel):
+    # As the contract says: no unknown field (and, below, 0 is not false).
+    model_config = ConfigDict(extra="forbid")
+
     # When the change takes effect, in simulated time (e.g. 2026-06-01T13:00:00Z for an afternoon
     # promotion of that day); unset, now on the wall clock. Not after the world's end (plus skew).
-    effective_at_utc: Annotated[AwareDatetime, AfterValidator(_utc)] | None = None
+    effective_at_utc: Annotated[AwareDatetime, BeforeValidator(_written_time), AfterValidator(_utc)] | None = None
 
 
 class CategoryEdit(Edit):
@@ -71,7 +121,7 @@ class CategoryEdit(Edit):
 
     name: Name | None = None
     description: Description = None
-    is_deleted: bool | None = None
+    is_deleted: StrictBool | None = None
 
 
 class ProductEdit(CategoryEdit):
@@ -79,12 +129,43 @@ class ProductEdit(CategoryEdit):
 
 
 class PriceEdit(Edit):
-    price: Price
-    discount: Discount = Decimal("0")
+    price: EditedPrice
+    discount: EditedDiscount = Decimal("0")
 
 
 class ChangeApplied(BaseModel):
     updated_at_utc: datetime
+
+
+class Refusal(BaseModel):
+    """The body of every refusal but a request's own validation (400, 401, 403, 404, 409, 413, 429,
+    500)."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str | None = None
+
+
+class InvalidRequest(BaseModel):
+    """A 422 for a request that does not validate: each field and what is wrong, never the input."""
+
+    detail: list[FieldError] | str
+
+
+REFUSED = {413: {"model": Refusal, "description": "Request body too large"},
+           500: {"model": Refusal, "description": "Internal error (no details)"},
+           422: {"model": InvalidRequest, "description": "The request does not validate"}}
+PASSWORD_CHECKED = {401: {"model": Refusal, "description": "Wrong or unknown credentials"},
+                    429: {"model": Refusal, "description": "Too many failed password checks from this client"}}
+SHOP_SCOPED = {404: {"model": Refusal, "description": "No such shop, terminal or product"}}
+ADMIN = {400: {"model": Refusal, "description": "The body is not JSON"},
+         401: {"model": Refusal, "description": "Admin token missing or wrong"},
+         404: {"model": Refusal, "description": "No such category, product or city"},
+         409: {"model": Refusal, "description": "The change is dated after the world's end"}}
 
 
 class FailedLogins:
@@ -148,19 +229,19 @@ class BodyLimit:
 def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI:
     """The Sync API over ``store``. The admin endpoints answer only a request carrying
     ``Authorization: Bearer <admin_token>``; without a token they are closed."""
-    app = FastAPI(title="Rossmann general OLTP: Sync API (stand-in)", version="1.0")
+    app = FastAPI(title="Rossmann general OLTP: Sync API (stand-in)", version="1.0", responses=REFUSED)
     app.add_middleware(BodyLimit)
     logins = FailedLogins()
 
     def client_of(request: Request) -> str:
         return request.client.host if request.client else "unknown"
 
-    def require_admin(request: Request) -> None:
-        given = request.headers.get("authorization", "")
+    def require_admin(credentials: AdminCredentials) -> None:
         if not admin_token:
             raise HTTPException(401, f"the admin endpoints are closed: no {SYNC_API_ADMIN_TOKEN} is configured",
                                 headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
+        given = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(given.encode(), admin_token.encode()):
             raise HTTPException(401, "admin token missing or wrong", headers={"WWW-Authenticate": "Bearer"})
 
     def password_checked(request: Request, check: Callable[[], Any]) -> Any:
@@ -191,7 +272,8 @@ def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI
 
     @app.exception_handler(InvalidChange)
     async def invalid(_request: Request, exc: InvalidChange) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        """Well-formed, but the world cannot take it (dated after its end): a conflict, not a bad request."""
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(RequestValidationError)
     async def refused(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -211,20 +293,21 @@ def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/shops/authorize")
+    @app.get("/shops/authorize", responses=PASSWORD_CHECKED | SHOP_SCOPED)
     def authorize_shop(request: Request, shop_id: QueryId, password: Secret) -> ShopIdentity:
         return password_checked(request, lambda: store.authorize_shop(shop_id, password))
 
-    @app.get("/employees/authorize")
+    @app.get("/employees/authorize", responses=PASSWORD_CHECKED)
     def authorize_employee(request: Request, email: Secret, password: Secret) -> EmployeeIdentity:
         """An unknown e-mail and a wrong password answer the same 401, after the same work."""
         return password_checked(request, lambda: store.authorize_employee(email, password))
 
-    @app.get("/terminals/get_available")
+    @app.get("/terminals/get_available", responses=SHOP_SCOPED)
     def available_terminals(shop_id: QueryId) -> list[int]:
         return store.terminals_of(shop_id)
 
-    @app.get("/terminals/authorize")
+    @app.get("/terminals/authorize", responses=PASSWORD_CHECKED | SHOP_SCOPED
+             | {403: {"model": Refusal, "description": "The terminal is not this shop's"}})
     def authorize_terminal(request: Request, shop_id: QueryId, terminal_id: QueryId, password: Secret) -> bool:
         return password_checked(request, lambda: store.authorize_terminal(shop_id, terminal_id, password))
 
@@ -232,7 +315,7 @@ def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI
     def categories_sync(sync_utc_time: SyncTime) -> list[CategoryRecord]:
         return store.categories_changed_since(sync_utc_time)
 
-    @app.get("/products/sync")
+    @app.get("/products/sync", responses=SHOP_SCOPED)
     def products_sync(shop_id: QueryId, sync_utc_time: SyncTime) -> list[ProductRecord]:
         """Products changed after the time, with the price and discount of the shop's city."""
         return store.products_changed_since(shop_id, sync_utc_time)
@@ -240,18 +323,18 @@ def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI
     # message in the outbox (published by the relay when Kafka is configured).
     admin = [Depends(require_admin)]
 
-    @app.post("/admin/categories/{category_id}", dependencies=admin)
+    @app.post("/admin/categories/{category_id}", dependencies=admin, responses=ADMIN)
     def change_category(category_id: DbId, change: CategoryEdit) -> ChangeApplied:
         record = store.update_category(category_id, **change.model_dump(exclude={"effective_at_utc"}),
                                        at=change.effective_at_utc)
         return ChangeApplied(updated_at_utc=record.updated_at_utc)
 
-    @app.post("/admin/products/{product_id}", dependencies=admin)
+    @app.post("/admin/products/{product_id}", dependencies=admin, responses=ADMIN)
     def change_product(product_id: DbId, change: ProductEdit) -> ChangeApplied:
         return ChangeApplied(updated_at_utc=store.update_product(
             product_id, **change.model_dump(exclude={"effective_at_utc"}), at=change.effective_at_utc))
 
-    @app.post("/admin/products/{product_id}/prices/{city}", dependencies=admin)
+    @app.post("/admin/products/{product_id}/prices/{city}", dependencies=admin, responses=ADMIN)
     def change_price(product_id: DbId, city: CityName, change: PriceEdit) -> ChangeApplied:
         return ChangeApplied(updated_at_utc=store.set_price(product_id, city, change.price, change.discount,
                                                             at=change.effective_at_utc))

@@ -183,7 +183,7 @@ class WrongShop(PermissionError):
 
 
 class InvalidChange(ValueError):
-    """A change the catalogue refuses, e.g. dated after the world's end (HTTP 422)."""
+    """A change the catalogue refuses, e.g. dated after the world's end (HTTP 409)."""
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
