@@ -25,6 +25,7 @@ from rossmann_local.resources.clickhouse import redacted
 from rossmann_local.resources.shop_databases import shop_database_url
 from rossmann_local.settings import (
     CLICKHOUSE_DSN,
+    DATA_DIR,
     KAFKA_BOOTSTRAP_SERVERS,
     SHOP_DB_URL,
     SYNC_API_URL,
@@ -105,7 +106,7 @@ def report() -> list[str]:
               f" ({'from ' + os.environ[WORLD_FILE] if os.environ.get(WORLD_FILE) else 'the reference world'})", ""]
 
     holder = data_dir_holder(data)
-    lines += [f"Data directory ({'ROSSMANN_DATA_DIR' if os.environ.get('ROSSMANN_DATA_DIR') else 'default'}): "
+    lines += [f"Data directory ({DATA_DIR if os.environ.get(DATA_DIR) else 'default'}): "
               f"{data}, {_size(data)}", f"  in use by: {holder or 'nothing now'}", ""]
 
     lines.append("Services:")
