@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export TZ := UTC
 
-.PHONY: install day test lint chromium bench bench-scale dev about contracts clean
+.PHONY: install day test lint chromium bench bench-scale dev about contracts migration clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ dev: $(STAMP)
 # contracts/: the Sync API's OpenAPI document and each topic's JSON Schema, generated from the code.
 contracts: $(STAMP)
 	$(BIN)/python -m rossmann_local.contracts
+
+# A new shop-database revision after a change to shop_db/models.py: make migration m="why".
+migration: $(STAMP)
+	$(BIN)/python -m rossmann_local.shop_db.migrations "$(m)"
 
 # Versions, the world, which services are in use and whether they answer, where the data lives.
 about: $(STAMP)

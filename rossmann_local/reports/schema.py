@@ -82,9 +82,30 @@ def create_table_sql(table: str) -> str:
             f"ORDER BY (shop_id, shift_start, {time_column})")
 
 
+# How shop_reports changes after release 0.1.0: statements run after the CREATEs, in order, each
+# idempotent (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS ...``), so a table an older release made
+# reaches the columns above and a new one is unchanged. Append; never edit or remove one. Reports
+# bind rows to columns by name, so an added column's position does not matter.
+SCHEMA_CHANGES: tuple[str, ...] = ()
+
+
 def ddl() -> list[str]:
-    """Every statement that creates ``shop_reports``, idempotently, in order."""
-    return [f"CREATE DATABASE IF NOT EXISTS {DATABASE}", *(create_table_sql(t) for t in TABLES)]
+    """Every statement that creates or upgrades ``shop_reports``, idempotently, in order."""
+    return [f"CREATE DATABASE IF NOT EXISTS {DATABASE}", *(create_table_sql(t) for t in TABLES), *SCHEMA_CHANGES]
+
+
+def schema_differences(present: dict[str, dict[str, str]]) -> list[str]:
+    """What the tables found (table -> column -> type, from ``system.columns``) lack or type
+    differently from the columns above; empty when they match."""
+    found = []
+    for table, (columns, _) in TABLES.items():
+        have = present.get(table, {})
+        for name, kind in columns:
+            if name not in have:
+                found.append(f"{DATABASE}.{table} lacks column {name} {kind}")
+            elif have[name] != kind:
+                found.append(f"{DATABASE}.{table}.{name} is {have[name]}, not {kind}")
+    return found
 
 
 def column_names(table: str) -> list[str]:

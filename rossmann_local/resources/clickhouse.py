@@ -24,7 +24,7 @@ import dagster as dg
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from rossmann_local.reports.schema import ddl
+from rossmann_local.reports.schema import DATABASE, ddl, schema_differences
 from rossmann_local.resources import resolved
 from rossmann_local.settings import CLICKHOUSE_DSN, ConfigError, data_dir
 
@@ -121,6 +121,14 @@ def open_client(dsn: str) -> Client:
         try:
             for statement in ddl():
                 client.command(statement)
+            rows = client.query(f"SELECT table, name, type FROM system.columns WHERE database = '{DATABASE}'")
+            present: dict[str, dict[str, str]] = {}
+            for table, name, kind in rows.result_rows:
+                present.setdefault(table, {})[name] = kind
+            if differences := schema_differences(present):
+                raise ConfigError(f"ClickHouse at {redacted(dsn)} holds {DATABASE} tables of another version: "
+                                  f"{'; '.join(differences)}. reports/schema.py's SCHEMA_CHANGES has no statement "
+                                  f"that upgrades them; drop the tables or add one.")
         except BaseException:
             client.close()
             raise

@@ -16,7 +16,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SAWarning
 
 from rossmann_local.resources import resolved
 from rossmann_local.settings import SHOP_DB_URL, ConfigError, data_dir
-from rossmann_local.shop_db.models import ShopBase
+from rossmann_local.shop_db import migrations
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -43,7 +43,8 @@ def shop_database_url(shop_id: int, url_template: str | None, sqlite_dir: Path) 
 
 
 def open_shop_engine(url: str) -> Engine:
-    """An engine on a shop database whose schema exists (created here on first use)."""
+    """An engine on a shop database at the models' schema: created on first use, upgraded by the
+    migrations (keeping every row) when an older release made it."""
     try:
         engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, ImportError, ValueError) as exc:
@@ -55,7 +56,7 @@ def open_shop_engine(url: str) -> Engine:
     elif engine.dialect.name != "postgresql":
         raise ConfigError(f"{SHOP_DB_URL}: shop databases run on SQLite or Postgres, not {engine.dialect.name}")
     try:
-        ShopBase.metadata.create_all(engine)
+        migrations.upgrade(engine)
     except DBAPIError as exc:
         engine.dispose()
         where = engine.url.render_as_string(hide_password=True)
