@@ -39,6 +39,9 @@ from rossmann_local_tests.conftest import ADMIN, TEST_ADMIN_TOKEN, TEST_PASSWORD
 from rossmann_local_tests.helpers import receipts_of
 
 pytestmark = pytest.mark.browser
+# The UI renders slower on a loaded 2-core machine than Playwright's 5 s default for assertions
+# (the asset graph once missed it during a full run): assertions wait up to 30 s.
+expect.set_options(timeout=30_000)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("ROSSMANN_TEST_CHROMIUM", "/usr/bin/chromium"))

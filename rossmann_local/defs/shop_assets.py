@@ -93,7 +93,11 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
     @dg.multi_asset(
         partitions_def=partitions, group_name=SHOP_GROUP, can_subset=True, backfill_policy=SINGLE_RUN_BACKFILL,
         specs=[
-            dg.AssetSpec(SHIFT_DELIVERIES, deps=[synced_cache, previous_sales], kinds={"sqlalchemy"}, skippable=True,
+            # Its dependency on the previous shift's sales is carried by the step it shares with
+            # shift_transactions (which depends on its own previous shift): Dagster's backfills cannot
+            # plan a time-shifted dependency between two different assets ("Unable to determine root
+            # partitions"), and a delivery taken alone before the previous shift is sold is refused.
+            dg.AssetSpec(SHIFT_DELIVERIES, deps=[synced_cache], kinds={"sqlalchemy"}, skippable=True,
                          description="The courier's delivery during the shift: ordered at the shift's start for "
                                      "every product at or below its reorder point, up to its target level (the "
                                      "stock policy), accepted by the shop's admin and recorded locally until "
