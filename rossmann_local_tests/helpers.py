@@ -26,13 +26,15 @@ def shift_of(world: World, day: date | None = None, index: int = 0) -> ShiftWind
 def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources: dict[str, Any],
                       assets: tuple[str, ...] = ASSET_NAMES, raise_on_error: bool = True,
                       instance: dg.DagsterInstance | None = None, last_shop: int | None = None,
-                      ) -> dg.ExecuteInProcessResult:
-    """``dg.materialize`` the named assets (with their checks) for one shop x shift partition, or with
-    ``last_shop`` for the shops ``shop_id..last_shop`` of the shift in one run (a single-run backfill)."""
+                      checks: bool = True) -> dg.ExecuteInProcessResult:
+    """``dg.materialize`` the named assets (with their checks, unless ``checks`` is false) for one shop
+    x shift partition, or with ``last_shop`` for the shops ``shop_id..last_shop`` of the shift in one
+    run (a single-run backfill)."""
     defs = build_definitions(world, resources)
-    wanted = [dg.AssetKey(name) for name in assets]
+    keys = {dg.AssetKey(name) for name in assets}
     # the definitions that hold a wanted asset (a multi-asset holds several), run for those assets only
-    holding = [a for a in defs.assets or () if set(a.keys) & set(wanted)]  # type: ignore[union-attr]
+    holding = [a for a in defs.assets or () if set(a.keys) & keys]  # type: ignore[union-attr]
+    wanted = dg.AssetSelection.assets(*assets) if checks else dg.AssetSelection.assets(*assets).without_checks()
     if last_shop is None:
         return dg.materialize(holding, selection=wanted, partition_key=str(partition_key(shift, shop_id)),
                               resources=resources, raise_on_error=raise_on_error, instance=instance)

@@ -18,7 +18,6 @@ from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, Shift, Transaction, TransactionItem
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.helpers import (
-    ASSET_NAMES,
     materializations,
     materialize_shift,
     metadata,
@@ -219,14 +218,7 @@ def test_each_partition_of_a_many_shop_run_carries_its_own_shops_figures(
 
 def test_a_run_that_leaves_the_stock_check_out_still_sells_the_shift(
         world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient) -> None:
-    from rossmann_local.defs import build_definitions
-    from rossmann_local.defs.partitions import partition_key
-
-    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api}
-    defs = build_definitions(world, resources)
-    holding = [a for a in defs.assets or () if {k.to_user_string() for k in a.keys} & set(ASSET_NAMES)]
-    selection = dg.AssetSelection.assets(*ASSET_NAMES).without_checks()
-    result = dg.materialize(holding, selection=selection, resources=resources,
-                            partition_key=str(partition_key(shift_of(world), 1)))
+    result = materialize_shift(world, shift_of(world), 1, {"shop_databases": sqlite_shops, "sync_api": sync_api},
+                               checks=False)
     assert result.success and result.get_asset_check_evaluations() == []
     assert metadata(result, "shift_transactions")["receipts"] > 100

@@ -108,6 +108,25 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory, stand_in: LoopbackServe
             os.killpg(dev.pid, signal.SIGKILL)  # whatever of the group is left
 
 
+@contextlib.contextmanager
+def chromium_page() -> Iterator[Page]:
+    """A page in headless Chromium (Debian's), closed afterwards. Dagster's "Join the community"
+    dialog can appear at any moment of a first visit; Playwright clicks it away before any action
+    it would block."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: sudo apt-get install chromium (make test does it when run "
+                    "as root), or point ROSSMANN_TEST_CHROMIUM at one")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+            yield page
+        finally:
+            browser.close()
+
+
 def dismiss_community_dialog(page: Page) -> None:
     """Dagster's first-visit "Join the community" dialog covers the page; skip it if it is up."""
     skip = page.get_by_role("button", name="Skip")
@@ -117,76 +136,63 @@ def dismiss_community_dialog(page: Page) -> None:
 
 def test_a_shop_shift_partition_launched_from_the_asset_graph_succeeds(
         dagster_ui: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: sudo apt-get install chromium (make test does it when run "
-                    "as root), or point ROSSMANN_TEST_CHROMIUM at one")
     url, data = dagster_ui
     shots = artifacts()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(60_000)
-            # The dialog can appear at any moment of the first visit; Playwright clicks it away
-            # before any action it would block.
-            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+    with chromium_page() as page:
+        # The schedules and the sensor show with their deliberate default states.
+        page.goto(f"{url}/automation")
+        for name, running in (("catalogue_changes_sensor", True), ("shop_shift_schedule", False)):
+            row = page.locator("[data-index]").filter(has_text=name)
+            toggle = row.locator("input[type=checkbox]").last
+            (expect(toggle).to_be_checked if running else expect(toggle).not_to_be_checked)()
 
-            # The schedules and the sensor show with their deliberate default states.
-            page.goto(f"{url}/automation")
-            for name, running in (("catalogue_changes_sensor", True), ("shop_shift_schedule", False)):
-                row = page.locator("[data-index]").filter(has_text=name)
-                toggle = row.locator("input[type=checkbox]").last
-                (expect(toggle).to_be_checked if running else expect(toggle).not_to_be_checked)()
+        # The asset graph of the shop group, every shift asset visible.
+        page.goto(f"{url}/locations/rossmann_local/asset-groups/shop")
+        for asset in ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels"):
+            expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+        dismiss_community_dialog(page)
+        page.screenshot(path=shots / "ui-1-asset-graph.png")
 
-            # The asset graph of the shop group, every shift asset visible.
-            page.goto(f"{url}/locations/rossmann_local/asset-groups/shop")
-            for asset in ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels"):
-                expect(page.get_by_text(asset, exact=True).first).to_be_visible()
-            dismiss_community_dialog(page)
-            page.screenshot(path=shots / "ui-1-asset-graph.png")
+        # Launch one shop x shift partition of all six assets from the global graph.
+        page.goto(f"{url}/asset-groups")
+        page.get_by_role("button", name="Materialize all").click()
+        dialog = page.locator(".dagster-dialog")
+        expect(dialog).to_contain_text(f"Launch runs to materialize {len(SHIFT_ASSETS)} assets")
+        shift_input = dialog.locator("input[placeholder^='ex: ']")
+        shift_input.fill(SHIFT)
+        shift_input.press("Enter")
+        shop_item = page.get_by_role("menuitem").filter(has=page.get_by_text(SHOP, exact=True)).first
+        for attempt in range(3):  # the community dialog, skipped by the handler, also closes the menu
+            dialog.get_by_text("Select a partition or create one").click()
+            try:
+                shop_item.click(timeout=10_000)
+                break
+            except PlaywrightTimeout:
+                assert attempt < 2, "the shop menu did not open"
+        page.keyboard.press("Escape")
+        expect(dialog).to_contain_text("1 partition")
+        page.screenshot(path=shots / "ui-2-launch-dialog.png")
+        dialog.get_by_role("button", name="Launch 1 run").click()
 
-            # Launch one shop x shift partition of all six assets from the global graph.
-            page.goto(f"{url}/asset-groups")
-            page.get_by_role("button", name="Materialize all").click()
-            dialog = page.locator(".dagster-dialog")
-            expect(dialog).to_contain_text(f"Launch runs to materialize {len(SHIFT_ASSETS)} assets")
-            shift_input = dialog.locator("input[placeholder^='ex: ']")
-            shift_input.fill(SHIFT)
-            shift_input.press("Enter")
-            shop_item = page.get_by_role("menuitem").filter(has=page.get_by_text(SHOP, exact=True)).first
-            for attempt in range(3):  # the community dialog, skipped by the handler, also closes the menu
-                dialog.get_by_text("Select a partition or create one").click()
-                try:
-                    shop_item.click(timeout=10_000)
-                    break
-                except PlaywrightTimeout:
-                    assert attempt < 2, "the shop menu did not open"
-            page.keyboard.press("Escape")
-            expect(dialog).to_contain_text("1 partition")
-            page.screenshot(path=shots / "ui-2-launch-dialog.png")
-            dialog.get_by_role("button", name="Launch 1 run").click()
+        # Follow the toast to the run and wait for it to finish.
+        expect(page.get_by_text(re.compile(r"Launched run \w+"))).to_be_visible()
+        view = page.get_by_role("link", name="View", exact=True).or_(page.get_by_role("button", name="View",
+                                                                                      exact=True))
+        view.first.click()
+        expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+        status = page.get_by_text("Success", exact=True).or_(page.get_by_text("Failure", exact=True)).first
+        expect(status).to_be_visible(timeout=240_000)
+        dismiss_community_dialog(page)
+        page.screenshot(path=shots / "ui-3-run.png")
+        assert status.inner_text() == "Success", f"the run failed; see {shots / 'ui-3-run.png'}"
+        expect(page.get_by_text(f"partition: {SHIFT}|{SHOP}").first).to_be_visible()
 
-            # Follow the toast to the run and wait for it to finish.
-            expect(page.get_by_text(re.compile(r"Launched run \w+"))).to_be_visible()
-            view = page.get_by_role("link", name="View", exact=True).or_(page.get_by_role("button", name="View",
-                                                                                          exact=True))
-            view.first.click()
-            expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}"))
-            status = page.get_by_text("Success", exact=True).or_(page.get_by_text("Failure", exact=True)).first
-            expect(status).to_be_visible(timeout=240_000)
-            dismiss_community_dialog(page)
-            page.screenshot(path=shots / "ui-3-run.png")
-            assert status.inner_text() == "Success", f"the run failed; see {shots / 'ui-3-run.png'}"
-            expect(page.get_by_text(f"partition: {SHIFT}|{SHOP}").first).to_be_visible()
-
-            # The shift's metadata as a person reads it: the per-terminal table and the hourly plot.
-            page.goto(f"{url}/assets/shift_transactions")
-            expect(page.get_by_text("per_terminal", exact=True).first).to_be_visible()
-            expect(page.get_by_text("revenue_by_hour", exact=True).first).to_be_visible()
-            dismiss_community_dialog(page)
-            page.screenshot(path=shots / "ui-4-shift-metadata.png", full_page=True)
-        finally:
-            browser.close()
+        # The shift's metadata as a person reads it: the per-terminal table and the hourly plot.
+        page.goto(f"{url}/assets/shift_transactions")
+        expect(page.get_by_text("per_terminal", exact=True).first).to_be_visible()
+        expect(page.get_by_text("revenue_by_hour", exact=True).first).to_be_visible()
+        dismiss_community_dialog(page)
+        page.screenshot(path=shots / "ui-4-shift-metadata.png", full_page=True)
 
     # What the UI showed is what happened: the instance has the run, the shop database the receipts.
     monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))  # its dagster.yaml refers to it
@@ -233,22 +239,15 @@ def finished_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[Any]:
 
 def partition_figures(url: str, asset: str, key: str, names: tuple[str, ...]) -> dict[str, str]:
     """The named metadata figures of one partition's latest materialization, as its page shows them."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
-            page.goto(f"{url}/assets/{asset}?view=partitions&partition={quote(key)}")
-            expect(page.get_by_text(key, exact=True).first).to_be_visible()
-            figures = {}
-            for name in names:  # a metadata row reads "<name> <value>"; nested tables have other first cells
-                row = page.locator("tr").filter(has=page.locator("td:first-child").get_by_text(name, exact=True))
-                figures[name] = row.first.inner_text().split()[-1]
-            page.screenshot(path=artifacts() / f"ui-5-partition-{asset}.png", full_page=True)
-            return figures
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        page.goto(f"{url}/assets/{asset}?view=partitions&partition={quote(key)}")
+        expect(page.get_by_text(key, exact=True).first).to_be_visible()
+        figures = {}
+        for name in names:  # a metadata row reads "<name> <value>"; nested tables have other first cells
+            row = page.locator("tr").filter(has=page.locator("td:first-child").get_by_text(name, exact=True))
+            figures[name] = row.first.inner_text().split()[-1]
+        page.screenshot(path=artifacts() / f"ui-5-partition-{asset}.png", full_page=True)
+        return figures
 
 
 def test_a_backfill_runs_per_shift_for_every_shop_and_never_sells_a_shift_out_of_order(

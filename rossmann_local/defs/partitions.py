@@ -83,8 +83,3 @@ def partitions_in_order(world: World, keys: Sequence[str]) -> list[ShopShift]:
     """The partitions of a run, earliest shift first, then by shop."""
     found = [ShopShift(key, *shop_and_shift(world, key)) for key in keys]
     return sorted(found, key=lambda p: (p.shift.start, p.shop.shop_id))
-
-
-def shifts_in_order(world: World, keys: Sequence[str]) -> list[tuple[Shop, ShiftWindow]]:
-    """The shops and shifts of a run's partitions, earliest shift first, then by shop."""
-    return [(p.shop, p.shift) for p in partitions_in_order(world, keys)]

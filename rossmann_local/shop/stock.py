@@ -52,15 +52,13 @@ class StockNotDelivered(RuntimeError):
 
 @dataclass(frozen=True)
 class StockLevelsSent:
-    planned: int
-    sent: int
+    # (shop id, shift start) -> (messages planned, messages confirmed) for each shift of the batch
+    per_shift: dict[tuple[int, datetime], tuple[int, int]]
     sent_from_earlier_shifts: int  # queued by shifts outside this batch (e.g. during a broker outage)
     broker_errors: int
     verified: int = 0  # parts read back where the broker put them
     lost_and_resent: int = 0  # parts confirmed once, missing from the topic later, sent again
     found_on_topic: int = 0  # parts already on the topic though not recorded (a crash after the send)
-    # (shop id, shift start) -> (messages planned, messages confirmed) for each shift of the batch
-    per_shift: dict[tuple[int, datetime], tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -194,9 +192,8 @@ def send_stock_levels(world: World, shifts: Sequence[tuple[Shop, ShiftWindow]], 
     messages = {(shop_id, part_key[:2]) for shop_id, part_key in outcome.confirmed}
     sent_per_shift = Counter((shop_id, message[0]) for shop_id, message in messages)
     earlier = sum(count for shift, count in sent_per_shift.items() if shift not in planned_per_shift)
-    return StockLevelsSent(sum(planned_per_shift.values()), len(messages), earlier, len(outcome.errors),
-                           checked.verified, checked.lost, checked.found,
-                           {shift: (planned, sent_per_shift[shift]) for shift, planned in planned_per_shift.items()})
+    return StockLevelsSent({shift: (planned, sent_per_shift[shift]) for shift, planned in planned_per_shift.items()},
+                           earlier, len(outcome.errors), checked.verified, checked.lost, checked.found)
 
 
 def settle_and_verify(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka: KafkaResource,

@@ -10,6 +10,7 @@ test fails when the models and the revisions differ.
 from __future__ import annotations
 
 import tempfile
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -31,7 +32,9 @@ def config(url: str | None = None) -> Config:
     return cfg
 
 
+@cache
 def head() -> str:
+    """The newest revision (read once per process: the revisions ship with the code)."""
     return ScriptDirectory.from_config(config()).get_current_head() or ""
 
 
