@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from rossmann_local.defs import _quiet  # noqa: F401 - before the assets are defined
+from rossmann_local.defs.live import build_live_defs
 from rossmann_local.defs.partitions import shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
 from rossmann_local.defs.shop_assets import build_shop_assets
@@ -15,6 +16,7 @@ from rossmann_local.defs.streaming import RUN_KIND_TAG, build_stock_assets, buil
 from rossmann_local.domain.world import World
 from rossmann_local.resources.clickhouse import clickhouse_from_env
 from rossmann_local.resources.kafka import kafka_from_env
+from rossmann_local.resources.live_clock import LiveClockFile
 from rossmann_local.resources.shop_databases import shop_databases_from_env
 from rossmann_local.resources.sync_api_client import sync_api_client_from_env
 from rossmann_local.settings import load_world
@@ -25,7 +27,7 @@ SHOP_SHIFT_JOB = "shop_shift_job"
 def default_resources() -> dict[str, Any]:
     """Each resource as the environment configures it, with its no-service default."""
     return {"shop_databases": shop_databases_from_env(), "sync_api": sync_api_client_from_env(),
-            "clickhouse": clickhouse_from_env(), "kafka": kafka_from_env()}
+            "clickhouse": clickhouse_from_env(), "kafka": kafka_from_env(), "live_clock": LiveClockFile()}
 
 
 def build_definitions(world: World | None = None, resources: Mapping[str, Any] | None = None) -> dg.Definitions:
@@ -40,12 +42,13 @@ def build_definitions(world: World | None = None, resources: Mapping[str, Any] |
                     "send the stock levels and the transactions and delivery reports.",
         tags={RUN_KIND_TAG: "shop_shift"},
     )
+    live_sales_job, live_clock_sensor = build_live_defs(world, shop_shift_job)
     # Off by default: switched on, it simulates every shop's shifts in real time. The catalogue
     # sensor is on by default (defs.streaming): changes on Kafka should reach the shops.
     shift_schedule = dg.build_schedule_from_partitioned_job(
         shop_shift_job, name="shop_shift_schedule", default_status=dg.DefaultScheduleStatus.STOPPED,
         description="At the end of each shift, run that shift for every shop (off until switched on).",
     )
-    return dg.Definitions(assets=assets, jobs=[shop_shift_job, catalogue_upsert_job], schedules=[shift_schedule],
-                          sensors=[catalogue_changes_sensor],
-                          resources=dict(resources or default_resources()))
+    return dg.Definitions(assets=assets, jobs=[shop_shift_job, catalogue_upsert_job, live_sales_job],
+                          schedules=[shift_schedule], sensors=[catalogue_changes_sensor, live_clock_sensor],
+                          resources={"live_clock": LiveClockFile(), **(resources or default_resources())})

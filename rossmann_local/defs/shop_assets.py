@@ -59,6 +59,11 @@ def sales_figures(sold: ShiftSold, timezone: str) -> dict[str, object]:
         "customers_turned_away": sales.customers_turned_away,
         "products_sold_out": len(sales.products_sold_out),
         "stock_units_at_close": sum(sales.closing_stock.values()),
+        # Receipts found in the shop database equal to the simulation's (written live during the
+        # shift, or by an earlier run) are kept; different ones (a catalogue change that arrived after
+        # they were written) are rewritten.
+        "receipts_already_written": sold.stored.kept,
+        "receipts_rewritten": sold.stored.replaced,
     }
 
 

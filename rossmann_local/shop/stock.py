@@ -69,13 +69,18 @@ class Reconciled:
     lost_by_shop: dict[int, int] = field(default_factory=dict)
 
 
-def queue_stock_levels(world: World, shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> int:
+def queue_stock_levels(world: World, shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases,
+                       until: datetime | None = None) -> int:
     """Plan the shift's stock messages from its opening stock and movements, and queue them (the
-    shift's unsent ones are replaced, confirmed ones never sent again); returns how many."""
+    shift's unsent ones are replaced, confirmed ones never sent again); returns how many. With
+    ``until`` (live mode, the receipts before it written), only the checkpoints at or before it: each
+    covers the movements before its time, so it is already final."""
     with shop_databases.transaction(shop.shop_id) as conn:
         messages = plan_stock_messages(shop.shop_id, shift, world.sales.stock_report_interval_minutes,
                                        ledger.stock_at(conn, shift.start),
                                        ledger.stock_movements(conn, shift.start, shift.end))
+        if until is not None:
+            messages = [(at, payload) for at, payload in messages if at <= until]
         queue_shift_messages(conn, shift, messages)
     return len(messages)
 

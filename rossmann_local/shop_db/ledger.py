@@ -8,7 +8,7 @@ its deliveries or sales twice, and the opening stock of a shift is the same on e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -139,10 +139,50 @@ def shift_deliveries(conn: Connection, shift: ShiftWindow) -> list[PlannedDelive
             for h in headers]
 
 
-def delete_shift_receipts(conn: Connection, shift: ShiftWindow) -> None:
-    ids = select(Transaction.transaction_id).where(Transaction.shift_start == shift.start).scalar_subquery()
+def receipt_row(receipt: Receipt) -> tuple:
+    """A receipt with its lines as the shop database holds it (times in UTC), for comparing what is
+    stored with what the simulation gives."""
+    return (*(getattr(receipt, c) if c != "transaction_time" else receipt.transaction_time.astimezone(UTC)
+              for c in RECEIPT_COLUMNS),
+            tuple(tuple(getattr(line, c) for c in LINE_COLUMNS) for line in receipt.lines))
+
+
+def stored_receipts(conn: Connection, shift: ShiftWindow) -> list[tuple]:
+    """The shift's receipts in the shop database, in id (= time) order, as ``receipt_row`` gives them."""
+    lines: dict[int, list[tuple]] = {}
+    for row in conn.execute(
+        select(*(TransactionItem.__table__.c[c] for c in LINE_COLUMNS), TransactionItem.transaction_id)
+        .join(Transaction, Transaction.transaction_id == TransactionItem.transaction_id)
+        .where(Transaction.shift_start == shift.start).order_by(TransactionItem.item_id)
+    ):
+        lines.setdefault(row[-1], []).append(tuple(row[:-1]))
+    receipts = conn.execute(select(*(Transaction.__table__.c[c] for c in RECEIPT_COLUMNS))
+                            .where(Transaction.shift_start == shift.start).order_by(Transaction.transaction_id))
+    time_at = RECEIPT_COLUMNS.index("transaction_time")
+    return [(*row[:time_at], row[time_at].astimezone(UTC), *row[time_at + 1:], tuple(lines.get(row[0], ())))
+            for row in receipts]
+
+
+def delete_receipts_from(conn: Connection, shift: ShiftWindow, transaction_id: int) -> None:
+    """The shift's receipts from ``transaction_id`` on (ids follow time within a shift)."""
+    ids = (select(Transaction.transaction_id)
+           .where(Transaction.shift_start == shift.start, Transaction.transaction_id >= transaction_id)
+           .scalar_subquery())
     conn.execute(delete(TransactionItem).where(TransactionItem.transaction_id.in_(ids)))
-    conn.execute(delete(Transaction).where(Transaction.shift_start == shift.start))
+    conn.execute(delete(Transaction).where(Transaction.shift_start == shift.start,
+                                           Transaction.transaction_id >= transaction_id))
+
+
+def shift_progress(conn: Connection, shift: ShiftWindow) -> tuple[bool, bool]:
+    """Whether the shift's deliveries, and its sales, are recorded."""
+    row = conn.execute(select(Shift.deliveries_recorded_at_utc, Shift.sales_recorded_at_utc)
+                       .where(Shift.shift_start == shift.start)).first()
+    return (False, False) if row is None else (row[0] is not None, row[1] is not None)
+
+
+def last_shift_sold(conn: Connection) -> datetime | None:
+    """The start of the newest shift whose sales are recorded."""
+    return conn.scalar(select(func.max(Shift.shift_start)).where(Shift.sales_recorded_at_utc.is_not(None)))
 
 
 def insert_receipts(conn: Connection, shift: ShiftWindow, receipts: Sequence[Receipt]) -> None:

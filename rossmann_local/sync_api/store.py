@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -237,6 +237,8 @@ class CatalogueStore:
             self.engine = create_engine(url)
         StoreBase.metadata.create_all(self.engine)
         self.world: World | None = None  # set by ``seed``: its end bounds the changes' times
+        # Live mode's simulated clock: a change made without ``at`` takes effect at its time.
+        self.clock: Callable[[], datetime] | None = None
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -246,7 +248,10 @@ class CatalogueStore:
     def _next_change_time(self, session: Session) -> datetime:
         """Now, or just after the newest change recorded so far if the clock is behind it: the time a
         change made by hand without a simulated time (``at``) takes effect, i.e. the live mapping of
-        the simulated clock onto the wall clock; every change the chain's demo makes passes ``at``."""
+        the simulated clock onto the wall clock; every change the chain's demo makes passes ``at``. In
+        live mode (``clock`` set) it is the live clock's simulated time."""
+        if self.clock is not None:
+            return self.clock().astimezone(UTC)
         newest = [
             session.scalar(select(func.max(table.updated_at_utc)))
             for table in (CategoryRow, ProductRow, ProductPriceRow)

@@ -1,0 +1,137 @@
+"""Live mode in Dagster: a sensor on the live clock, and the job that writes terminal sales as their
+simulated time arrives.
+
+Each tick of ``live_clock_sensor`` reads the shops' progress from their databases and requests the
+one next step: the end-of-shift run of a shift that has ended (``shop_shift_job``: sync, sales,
+stock messages, reports; its receipts are the ones written live, verified, not rewritten), the
+start-of-shift run of a shift that has opened (sync and deliveries), or a ``live_sales_job`` run
+that writes each open shop's receipts up to the clock's simulated now. ``make live`` ticks it and
+executes what it requests in its own process; it waits while a run it requested is unfinished, so
+under a daemon it requests the same steps in the same order.
+"""
+
+from datetime import datetime
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from rossmann_local.defs.partitions import partition_key
+from rossmann_local.defs.streaming import RUN_KIND_TAG
+from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.domain.world import World
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.live_clock import LiveClockFile
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.settings import ConfigError
+from rossmann_local.shop.shift import ShiftNotOpen, ShiftOutOfOrder, shop_progress, write_live_sales
+from rossmann_local.shop.stock import deliver_queued, queue_stock_levels
+
+LIVE_SALES_JOB = "live_sales_job"
+LIVE_SENSOR = "live_clock_sensor"
+LIVE_STEP_TAG = "rossmann_local/live_step"  # open, sales or close
+LIVE_UNTIL_TAG = "rossmann_local/live_until"
+OPENING_ASSETS = ("synced_cache", "shift_deliveries")
+CLOSING_ASSETS = ("synced_cache", "shift_transactions", "shift_stock_levels", "transactions_report",
+                  "delivery_report")
+UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+class LiveSalesConfig(dg.Config):
+    until_utc: str  # simulated time: every receipt before it is written
+    shop_ids: list[int]
+
+
+def shift_runs_tags(shift: ShiftWindow, shop_ids: list[int], step: str) -> dict[str, str]:
+    """One run over the shift's partitions of these shops (a range from the first to the last)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(shift, min(shop_ids))),
+            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(shift, max(shop_ids))),
+            LIVE_STEP_TAG: step}
+
+
+def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefinition",
+                    ) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
+    @dg.op
+    def write_terminal_sales(context: dg.OpExecutionContext, config: LiveSalesConfig, shop_databases: ShopDatabases,
+                             kafka: KafkaResource) -> dg.Output[dict]:
+        """The open shift's receipts of each shop up to the simulated time, as the terminals ring
+        them up, and the stock messages whose checkpoint has passed."""
+        until = datetime.fromisoformat(config.until_utc)
+        figures, rows = {"receipts_written": 0, "receipts_in_shift": 0}, []
+        for shop_id in config.shop_ids:
+            shop = world.shop(shop_id)
+            try:
+                progress = shop_progress(world, shop, until, shop_databases)
+                if progress.shift is None or not progress.shift.contains(until):
+                    continue
+                written = write_live_sales(world, shop, progress.shift, until, shop_databases)
+                queue_stock_levels(world, shop, progress.shift, shop_databases, until)
+            except (ShiftNotOpen, ShiftOutOfOrder, ConfigError) as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from None
+            figures["receipts_written"] += written.stored.written
+            figures["receipts_in_shift"] += written.receipts_so_far
+            rows.append(dg.TableRecord({
+                "shop_id": shop_id, "written": written.stored.written, "in_shift": written.receipts_so_far,
+                "replaced": written.stored.replaced,
+                "first": written.written_from.astimezone(until.tzinfo).strftime("%H:%M:%S")
+                if written.written_from else "",
+                "last": written.written_to.astimezone(until.tzinfo).strftime("%H:%M:%S")
+                if written.written_to else ""}))
+        _, outcome, _ = deliver_queued(config.shop_ids, shop_databases, kafka)
+        figures["stock_parts_sent"] = len(outcome.confirmed)
+        context.log.info(f"up to {until:%Y-%m-%d %H:%M:%S}: {figures['receipts_written']} receipts written, "
+                         f"{figures['receipts_in_shift']} in the open shifts")
+        columns = [dg.TableColumn(n, t) for n, t in (("shop_id", "int"), ("written", "int"), ("in_shift", "int"),
+                                                     ("replaced", "int"), ("first", "string"),
+                                                     ("last", "string"))]
+        return dg.Output({**figures, "until": until.isoformat(), "per_shop": [r.data for r in rows]}, metadata={
+            **figures, "up_to": dg.MetadataValue.text(until.isoformat()),
+            "per_shop": dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=columns))})
+
+    @dg.job(name=LIVE_SALES_JOB, tags={RUN_KIND_TAG: "live_sales"},
+            description="Live mode: the terminals' receipts of the open shift up to a simulated time, written "
+                        "into the shop databases as that time arrives.")
+    def live_sales_job() -> None:
+        write_terminal_sales()
+
+    @dg.sensor(jobs=[live_sales_job, shop_shift_job], minimum_interval_seconds=2,
+               default_status=dg.DefaultSensorStatus.STOPPED,
+               description="Live mode's clock (make live): opens and closes the shifts as simulated time "
+                           "passes, and requests the live sales in between.")
+    def live_clock_sensor(context: dg.SensorEvaluationContext, live_clock: LiveClockFile,
+                          shop_databases: ShopDatabases) -> dg.SensorResult | dg.SkipReason:
+        state = live_clock.read()
+        if state is None or not state.running:
+            return dg.SkipReason("live mode is not running (make live)")
+        waiting = [r for r in context.instance.get_runs(dg.RunsFilter(statuses=UNFINISHED), limit=50)
+                   if LIVE_STEP_TAG in r.tags]
+        if waiting:
+            return dg.SkipReason(f"waiting for run {waiting[0].run_id}")
+        now = live_clock.now(state)
+        progress = {s.shop_id: shop_progress(world, s, state.first_shift, shop_databases) for s in world.shops}
+        pending = [p.shift for p in progress.values() if p.shift is not None]
+        if not pending:
+            return dg.SkipReason("every shift of the world is sold")
+        shift = min(pending, key=lambda s: s.start)
+        shops = [shop_id for shop_id, p in progress.items() if p.shift == shift]
+        if now < shift.start:
+            return dg.SkipReason(f"the shops open at {shift.start:%Y-%m-%d %H:%M}; it is {now:%H:%M}")
+        if shift.end <= now:
+            assets = CLOSING_ASSETS if all(progress[s].delivered for s in shops) else (*CLOSING_ASSETS,
+                                                                                     "shift_deliveries")
+            return dg.SensorResult(run_requests=[dg.RunRequest(
+                job_name=shop_shift_job.name, asset_selection=[dg.AssetKey(a) for a in assets],
+                tags=shift_runs_tags(shift, shops, "close"))])
+        closed = [s for s in shops if not progress[s].delivered]
+        if closed:
+            return dg.SensorResult(run_requests=[dg.RunRequest(
+                job_name=shop_shift_job.name, asset_selection=[dg.AssetKey(a) for a in OPENING_ASSETS],
+                tags=shift_runs_tags(shift, closed, "open"))])
+        if context.cursor == now.isoformat():
+            return dg.SkipReason(f"sales are written up to {now:%H:%M:%S}")
+        config = LiveSalesConfig(until_utc=now.isoformat(), shop_ids=shops)
+        return dg.SensorResult(cursor=now.isoformat(), run_requests=[dg.RunRequest(
+            job_name=LIVE_SALES_JOB, run_config=dg.RunConfig(ops={"write_terminal_sales": config}),
+            tags={LIVE_STEP_TAG: "sales", LIVE_UNTIL_TAG: now.isoformat()})])
+
+    return live_sales_job, live_clock_sensor

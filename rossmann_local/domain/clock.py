@@ -1,0 +1,54 @@
+"""Live mode's clock: the world's one simulated clock mapped onto the wall clock at a speed.
+
+A backfill runs simulated time as fast as the machine allows; live mode lets it pass at ``speed``
+simulated seconds per wall second from an anchor (a simulated moment and the wall moment it was
+reached). Nothing in the simulation reads this clock: it only decides *how much* of a shift has
+happened, and the rows written for that part are the ones a backfill writes for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
+from rossmann_local.domain.world import World
+
+
+@dataclass(frozen=True)
+class LiveClock:
+    sim_at: datetime  # a simulated moment (aware) ...
+    wall_at: datetime  # ... and the wall moment (aware) at which the clock showed it
+    speed: float  # simulated seconds per wall second: 1 is real time, 60 a minute per second
+
+    def __post_init__(self) -> None:
+        if self.sim_at.tzinfo is None or self.wall_at.tzinfo is None:
+            raise ValueError("the live clock needs aware times")
+        if not self.speed > 0:
+            raise ValueError(f"speed must be above 0, got {self.speed}")
+
+    def sim(self, wall: datetime) -> datetime:
+        """The simulated time at wall time ``wall``."""
+        return self.sim_at + (wall - self.wall_at) * self.speed
+
+    def wall(self, sim: datetime) -> datetime:
+        """The wall time at which the clock shows simulated time ``sim``."""
+        return self.wall_at + (sim - self.sim_at) / self.speed
+
+
+def shift_at_or_after(world: World, moment: datetime) -> ShiftWindow | None:
+    """The shift open at ``moment``, or the next one to open (None after the world's last day)."""
+    local = moment.astimezone(ZoneInfo(world.timezone))
+    day = max(local.date(), world.start_date)
+    while day <= world.end_date:
+        for shift in shifts_of_day(world, day):
+            if moment < shift.end:
+                return shift
+        day += timedelta(days=1)
+    return None
+
+
+def next_shift(world: World, shift: ShiftWindow) -> ShiftWindow | None:
+    """The shift after ``shift`` (the next day's first after a day's last), None after the world's end."""
+    return shift_at_or_after(world, shift.end)

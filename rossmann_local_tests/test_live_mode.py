@@ -1,0 +1,253 @@
+"""Live mode (``make live``): receipts written as their simulated time arrives, stopped and resumed,
+ending with exactly a backfill's rows; its runs visible in the Dagster UI while the shift is open."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
+from rossmann_local.defs.live import LIVE_STEP_TAG, LIVE_UNTIL_TAG
+from rossmann_local.domain.clock import LiveClock, next_shift, shift_at_or_after
+from rossmann_local.domain.world import World, reference_world
+from rossmann_local.local.day import run_shifts
+from rossmann_local.local.instance import managed_instance
+from rossmann_local.local.stack import local_stack
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.settings import load_world
+from rossmann_local.shop.cache import sync_cache
+from rossmann_local.shop.shift import sell_shift, take_deliveries, write_live_sales
+from rossmann_local_tests.helpers import receipts_of, shift_of
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOPS = 2
+
+
+def live_env(data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "KAFKA_BOOTSTRAP_SERVERS")}
+    env = {k: v for k, v in env.items() if not k.startswith("ROSSMANN_") or k == "ROSSMANN_TEST_PG_URL"}
+    env.update(ROSSMANN_DATA_DIR=str(data), ROSSMANN_SHOP_COUNT=str(SHOPS), TZ="UTC")
+    return env
+
+
+def start_live(data: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "rossmann_local.local.live", *args], env=live_env(data),
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@contextlib.contextmanager
+def stopped_at_the_end(process: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def shift_state(data: Path, shop_id: int) -> tuple[int, bool]:
+    """(receipts in the shop's database, whether a shift's sales are recorded), read as a user would."""
+    path = data / "shops" / f"shop_{shop_id}.sqlite"
+    if not path.exists():
+        return 0, False
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+        try:
+            receipts = db.execute("SELECT count(*) FROM transactions").fetchone()[0]
+            closed = db.execute("SELECT count(*) FROM shifts WHERE sales_recorded_at_utc IS NOT NULL").fetchone()[0]
+        except sqlite3.OperationalError:  # the tables are not there yet
+            return 0, False
+    return receipts, bool(closed)
+
+
+def wait_for(what: str, condition, process: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"live mode exited with {process.returncode} before {what}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def test_the_live_clock_maps_wall_time_onto_simulated_time() -> None:
+    world = reference_world()
+    opening = shift_of(world).start
+    wall = datetime(2030, 1, 1, tzinfo=UTC)
+    clock = LiveClock(opening, wall, speed=60)
+    assert clock.sim(wall + timedelta(minutes=1)) == opening + timedelta(hours=1)
+    assert clock.wall(opening + timedelta(hours=6)) == wall + timedelta(minutes=6)
+    assert shift_at_or_after(world, opening - timedelta(hours=3)) == shift_of(world)
+    assert shift_at_or_after(world, opening + timedelta(hours=13)) == shift_of(world, world.start_date + timedelta(1))
+    assert next_shift(world, shift_of(world)) == shift_of(world, index=1)
+    with pytest.raises(ValueError, match="speed"):
+        LiveClock(opening, wall, speed=0)
+
+
+def test_live_sales_written_in_pieces_are_the_shifts_receipts_row_for_row(
+        shop_databases: ShopDatabases, sync_api: SyncApiClient, world: World, tmp_path: Path) -> None:
+    """The unit of work: the prefix up to each moment, then the shift's end, leaves exactly what one
+    whole sale leaves in another database, and the end keeps every live receipt."""
+    shift, shop = shift_of(world), world.shops[0]
+    reference = ShopDatabases(sqlite_dir=str(tmp_path / "reference"))
+    for databases in (shop_databases, reference):
+        sync_cache(shop, databases, sync_api)
+        take_deliveries(world, shop, shift, databases)
+    whole = sell_shift(world, shop, shift, reference)
+
+    written, times = 0, []
+    for hours in (1, 2.5, 2.5, 4):  # the same moment twice writes nothing the second time
+        live = write_live_sales(world, shop, shift, shift.start + timedelta(hours=hours), shop_databases)
+        assert all(r.transaction_time < live.until for r in whole.sales.receipts[:live.receipts_so_far])
+        written += live.stored.written
+        if live.written_from:
+            times.append((live.written_from, live.written_to))
+        assert live.stored.replaced == 0
+    assert written == sum(1 for r in whole.sales.receipts if r.transaction_time < shift.start + timedelta(hours=4))
+    assert all(a[1] < b[0] for a, b in pairwise(times)), "each batch follows the last in time"
+    closed = sell_shift(world, shop, shift, shop_databases)
+    assert (closed.stored.kept, closed.stored.replaced) == (written, 0)
+    assert closed.stored.kept + closed.stored.written == len(whole.sales.receipts)
+    assert receipts_of(shop_databases, shop.shop_id) == receipts_of(reference, shop.shop_id)
+    again = sell_shift(world, shop, shift, shop_databases)
+    assert (again.stored.kept, again.stored.written, again.stored.replaced) == (len(whole.sales.receipts), 0, 0)
+
+
+def live_sales_batches(instance: dg.DagsterInstance) -> list[tuple[datetime, list[dict]]]:
+    """(until, per-shop rows) of every live sales run that wrote something, in the order they ran."""
+    batches = []
+    for run in reversed(instance.get_runs(dg.RunsFilter(tags={LIVE_STEP_TAG: "sales"}))):
+        assert run.status == dg.DagsterRunStatus.SUCCESS, run.run_id
+        [output] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_OUTPUT)
+        table = output.dagster_event.event_specific_data.metadata["per_shop"]
+        rows = [record.data for record in table.records]
+        if any(row["written"] for row in rows):
+            batches.append((datetime.fromisoformat(run.tags[LIVE_UNTIL_TAG]), rows))
+    return batches
+
+
+def test_live_mode_stopped_and_restarted_ends_with_a_backfills_rows(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    data, log = tmp_path / "live", tmp_path / "live.log"
+    args = ("--speed", "1800", "--stop-at", "2026-06-01T15:00", "--tick", "0.3")  # 6 simulated hours in 12 s
+    with stopped_at_the_end(start_live(data, log, *args)) as first:
+        wait_for("receipts", lambda: shift_state(data, 1)[0] >= 30, first, log)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0, log.read_text()[-3000:]
+    stopped = [shift_state(data, shop) for shop in range(1, SHOPS + 1)]
+    assert all(receipts and not closed for receipts, closed in stopped), f"stopped inside the shift: {stopped}"
+    assert "stopped by SIGTERM" in log.read_text()
+
+    with stopped_at_the_end(start_live(data, log, *args)) as second:  # no --start: it resumes
+        assert second.wait(timeout=180) == 0, log.read_text()[-3000:]
+    out = log.read_text()
+    assert "shift 2026-06-01 09:00-15:00 closed" in out, out[-3000:]
+    assert out.count("shift 2026-06-01 09:00-15:00 open") == 1, "the restart found the shift open"
+
+    monkeypatch.setenv("ROSSMANN_SHOP_COUNT", str(SHOPS))
+    world = load_world()
+    shift = shift_of(world)
+    live_shops = ShopDatabases(sqlite_dir=str(data / "shops"))
+    monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))  # its dagster.yaml names its storage by it
+    with dg.DagsterInstance.get() as instance:
+        batches = live_sales_batches(instance)
+        closes = instance.get_runs(dg.RunsFilter(tags={LIVE_STEP_TAG: "close"}))
+        [close] = closes
+        events = instance.get_records_for_run(close.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    assert len(batches) >= 3, f"the receipts came in several batches: {len(batches)}"
+    untils = [until for until, _ in batches]
+    assert untils == sorted(untils) and untils[-1] < shift.end
+    live_written = {shop.shop_id: 0 for shop in world.shops}
+    last_time: dict[int, str] = {}
+    for until, rows in batches:
+        for row in rows:
+            if row["written"]:
+                assert row["first"] > last_time.get(row["shop_id"], ""), "each batch follows the last in time"
+                last_time[row["shop_id"]] = row["last"]
+                assert row["last"] < until.astimezone(shift.start.tzinfo).strftime("%H:%M:%S")
+                live_written[row["shop_id"]] += row["written"]
+    kept = {}
+    for record in events:
+        materialization = record.event_log_entry.dagster_event.event_specific_data.materialization
+        if materialization.asset_key == dg.AssetKey("shift_transactions"):
+            figures = {k: v.value for k, v in materialization.metadata.items()}
+            kept[int(materialization.partition.split("|")[1])] = (figures["receipts_already_written"],
+                                                                   figures["receipts_rewritten"])
+    assert kept == {shop: (count, 0) for shop, count in live_written.items()}, \
+        "the shift's end kept every receipt written live and rewrote none"
+
+    # The same partitions backfilled in a fresh data directory.
+    monkeypatch.delenv("DAGSTER_HOME")
+    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "backfill"))
+    with local_stack(world, command="the test's backfill") as stack:
+        definitions = build_definitions(world, stack.resources)
+        result = run_shifts(definitions.resolve_job_def(SHOP_SHIFT_JOB), managed_instance(), world, shift, shift)
+        assert result.success
+        for shop in world.shops:
+            rows = receipts_of(stack.shop_databases, shop.shop_id)
+            assert rows, "the backfill sold the shift"
+            assert receipts_of(live_shops, shop.shop_id) == rows, f"shop {shop.shop_id}: live rows == backfill rows"
+        stack.shop_databases.dispose()
+    live_shops.dispose()
+
+
+def test_the_ui_shows_the_live_runs_while_the_shift_is_open(tmp_path: Path) -> None:
+    data, log = tmp_path / "live", tmp_path / "live.log"
+    with socket_port() as port, stopped_at_the_end(
+            start_live(data, log, "--speed", "120", "--ui", "--port", str(port), "--tick", "0.5")) as live:
+        url = f"http://127.0.0.1:{port}/graphql"
+        query = """query($filter: RunsFilter) { runsOrError(filter: $filter) {
+            ... on Runs { results { runId status tags { key value } } } } }"""
+
+        def live_runs() -> list[dict]:
+            try:
+                answer = httpx.post(url, timeout=10, json={"query": query, "variables": {"filter": {
+                    "tags": [{"key": LIVE_STEP_TAG, "value": "sales"}]}}})
+                return answer.json()["data"]["runsOrError"]["results"]
+            except (httpx.HTTPError, KeyError, TypeError, ValueError):
+                return []
+
+        seen: list[list[dict]] = []
+
+        def runs_listed(more_than: int) -> bool:
+            seen.append(live_runs())
+            return len(seen[-1]) > more_than
+
+        wait_for("receipts", lambda: shift_state(data, 1)[0] > 0, live, log, timeout=240)
+        wait_for("live runs in the UI", lambda: runs_listed(0), live, log)
+        first_view = len(seen[-1])
+        wait_for("more live runs in the UI", lambda: runs_listed(first_view), live, log)
+        receipts, closed = shift_state(data, 1)
+        assert not closed, "the shift is still open while the UI lists its live runs"
+        assert receipts > 0
+        statuses = [run["status"] for run in seen[-1]]
+        assert "FAILURE" not in statuses and statuses.count("SUCCESS") >= 2, statuses  # one may be running now
+        untils = sorted(next(t["value"] for t in run["tags"] if t["key"] == LIVE_UNTIL_TAG) for run in seen[-1])
+        assert len(set(untils)) == len(untils) >= 2, "each run wrote up to a later simulated time"
+
+
+@contextlib.contextmanager
+def socket_port() -> Iterator[int]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    yield port
