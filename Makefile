@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export TZ := UTC
 
-.PHONY: install day test lint chromium bench bench-scale dev about contracts migration clean
+.PHONY: install day live test lint chromium bench bench-scale dev about contracts migration clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 day: $(STAMP)
 	$(BIN)/python -m rossmann_local.local.day $(ARGS)
+
+# Live mode: the chain on a clock, receipts written as their simulated time arrives (ARGS="--speed 60 --ui").
+live: $(STAMP)
+	$(BIN)/python -m rossmann_local.local.live $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check rossmann_local rossmann_local_tests bench

@@ -4,6 +4,7 @@ ending with exactly a backfill's rows; its runs visible in the Dagster UI while 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -12,25 +13,31 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
 
 import dagster as dg
 import httpx
 import pytest
+from sqlalchemy import select
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.live import LIVE_STEP_TAG, LIVE_UNTIL_TAG
+from rossmann_local.defs.live import LIVE_SENSOR, LIVE_STEP_TAG, LIVE_UNTIL_TAG
 from rossmann_local.domain.clock import LiveClock, next_shift, shift_at_or_after
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.day import run_shifts
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.local.stack import local_stack
+from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import load_world
 from rossmann_local.shop.cache import sync_cache
-from rossmann_local.shop.shift import sell_shift, take_deliveries, write_live_sales
+from rossmann_local.shop.shift import next_live_sale, sell_shift, take_deliveries, write_live_sales
+from rossmann_local.shop_db.models import Transaction, TransactionItem
 from rossmann_local_tests.helpers import receipts_of, shift_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +188,8 @@ def test_live_mode_stopped_and_restarted_ends_with_a_backfills_rows(tmp_path: Pa
             if row["written"]:
                 assert row["first"] > last_time.get(row["shop_id"], ""), "each batch follows the last in time"
                 last_time[row["shop_id"]] = row["last"]
-                assert row["last"] < until.astimezone(shift.start.tzinfo).strftime("%H:%M:%S")
+                # receipts have whole seconds, the clock's "now" has fractions: last < until, to the second
+                assert row["last"] <= until.astimezone(shift.start.tzinfo).strftime("%H:%M:%S")
                 live_written[row["shop_id"]] += row["written"]
     kept = {}
     for record in events:
@@ -251,3 +259,116 @@ def socket_port() -> Iterator[int]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     yield port
+
+
+def test_a_price_changed_during_the_live_shift_takes_effect_at_the_clocks_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change made by hand (the stand-in's CLI, no --at) while the shift is open takes effect at the
+    live clock's simulated time: the receipts before it keep the old price, those after it charge the
+    new one, none written live is rewritten at the shift's end, and a backfill given the same change
+    at the same time writes the same rows."""
+    data, log = tmp_path / "live", tmp_path / "live.log"
+    with socket_port() as port, stopped_at_the_end(start_live(
+            data, log, "--speed", "900", "--stop-at", "2026-06-01T15:00", "--tick", "0.3",
+            "--sync-api-port", str(port))) as live:
+        wait_for("receipts", lambda: shift_state(data, 1)[0] >= 20, live, log)
+        env = {**live_env(data), "ROSSMANN_SYNC_API_URL": f"http://127.0.0.1:{port}"}
+        change = subprocess.run([sys.executable, "-m", "rossmann_local.sync_api", "change", "price", "--product",
+                                 str(PRODUCT), "--city", "Berlin", "--price", NEW_PRICE], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert change.returncode == 0, change.stdout + change.stderr
+        effective = datetime.fromisoformat(json.loads(change.stdout.split(" ", 1)[1])["updated_at_utc"])
+        assert live.wait(timeout=180) == 0, log.read_text()[-3000:]
+
+    monkeypatch.setenv("ROSSMANN_SHOP_COUNT", str(SHOPS))
+    world = load_world()
+    shift = shift_of(world)
+    assert shift.start < effective < shift.end, "the change is dated on the live clock, inside the shift"
+    monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))
+    with dg.DagsterInstance.get() as instance:
+        [close] = instance.get_runs(dg.RunsFilter(tags={LIVE_STEP_TAG: "close"}))
+        records = instance.get_records_for_run(close.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    rewritten = [m.metadata["receipts_rewritten"].value for m in (
+        r.event_log_entry.dagster_event.event_specific_data.materialization for r in records.records)
+        if m.asset_key == dg.AssetKey("shift_transactions")]
+    assert rewritten == [0] * SHOPS, "no receipt written live had to be rewritten"
+    live_shops = ShopDatabases(sqlite_dir=str(data / "shops"))
+    charged = prices_charged(live_shops, 1, effective)
+    assert charged["after"] == {Decimal(NEW_PRICE)}, charged
+    assert charged["before"] and Decimal(NEW_PRICE) not in charged["before"], charged
+
+    monkeypatch.delenv("DAGSTER_HOME")
+    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "backfill"))
+    with local_stack(world, command="the test's backfill") as stack:
+        assert stack.store is not None
+        regular = next(p for p in world.products if p.product_id == PRODUCT).prices["Berlin"]
+        stack.store.set_price(PRODUCT, "Berlin", Decimal(NEW_PRICE), regular.discount, at=effective)
+        result = run_shifts(build_definitions(world, stack.resources).resolve_job_def(SHOP_SHIFT_JOB),
+                            managed_instance(), world, shift, shift)
+        assert result.success
+        for shop in world.shops:
+            assert receipts_of(live_shops, shop.shop_id) == receipts_of(stack.shop_databases, shop.shop_id)
+        stack.shop_databases.dispose()
+    live_shops.dispose()
+
+
+PRODUCT, NEW_PRICE = 1, "1.99"
+
+
+def prices_charged(shops: ShopDatabases, shop_id: int, effective: datetime) -> dict[str, set[Decimal]]:
+    """The unit prices the shop's receipts charged for PRODUCT before and after ``effective``."""
+    with shops.transaction(shop_id) as conn:
+        rows = conn.execute(select(Transaction.transaction_time, TransactionItem.unit_price)
+                            .join(TransactionItem, TransactionItem.transaction_id == Transaction.transaction_id)
+                            .where(TransactionItem.product_id == PRODUCT)).all()
+    return {"before": {price for at, price in rows if at < effective},
+            "after": {price for at, price in rows if at >= effective}}
+
+
+def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
+        world: World, shop_databases: ShopDatabases, sync_api: SyncApiClient, kafka: KafkaResource,
+        clickhouse: ClickHouseReports, tmp_path: Path) -> None:
+    """Each tick requests the one next step for the simulated now it reads: nothing before the shops
+    open, the shift's start, sales only once a receipt is due, the shift's end once it is over."""
+    shift = shift_of(world)
+    clock_file = LiveClockFile(path=str(tmp_path / "clock.json"))
+    definitions = build_definitions(world, {"shop_databases": shop_databases, "sync_api": sync_api,
+                                            "kafka": kafka, "clickhouse": clickhouse, "live_clock": clock_file})
+    sensor = definitions.resolve_sensor_def(LIVE_SENSOR)
+    cursor: list[str | None] = [None]
+
+    def tick(at: datetime) -> dg.RunRequest | str:
+        pinned = LiveClockFile(path=clock_file.path, pinned_sim_utc=at.isoformat())
+        with dg.build_sensor_context(instance=instance, cursor=cursor[0],
+                                     resources={"live_clock": pinned, "shop_databases": shop_databases}) as context:
+            result = sensor(context)
+        if isinstance(result, dg.SkipReason):
+            return result.skip_message or ""
+        cursor[0] = result.cursor or cursor[0]
+        [request] = result.run_requests
+        return request
+
+    with dg.instance_for_test() as instance:
+        assert "not running" in tick(shift.start)
+        clock_file.write(LiveClockState(speed=60, sim_at=shift.start, wall_at=datetime.now(UTC),
+                                        first_shift=shift.start, sim_reached=shift.start, running=True))
+        assert "open at" in tick(shift.start - timedelta(minutes=5))
+        opening = tick(shift.start + timedelta(minutes=1))
+        assert opening.tags[LIVE_STEP_TAG] == "open"
+        assert {k.to_user_string() for k in opening.asset_selection} == {"synced_cache", "shift_deliveries"}
+        for shop in world.shops:
+            sync_cache(shop, shop_databases, sync_api)
+            take_deliveries(world, shop, shift, shop_databases)
+        first_sale = min(next_live_sale(world, shop, shift, shop_databases) for shop in world.shops)
+        checkpoint = shift.start + timedelta(minutes=world.sales.stock_report_interval_minutes)
+        assert checkpoint < first_sale - timedelta(minutes=1), "stock starts at 0: sales follow a delivery"
+        assert "next receipt is due" in tick(checkpoint - timedelta(seconds=1)), "no run while nothing is due"
+        assert tick(checkpoint).tags[LIVE_STEP_TAG] == "sales", "a stock checkpoint is due"
+        assert "next receipt is due" in tick(first_sale - timedelta(seconds=1)), "that checkpoint is done"
+        sales = tick(first_sale + timedelta(seconds=1))
+        assert sales.tags[LIVE_STEP_TAG] == "sales" and sales.tags[LIVE_UNTIL_TAG] == \
+            (first_sale + timedelta(seconds=1)).isoformat()
+        closing = tick(shift.end + timedelta(minutes=1))
+        assert closing.tags[LIVE_STEP_TAG] == "close"
+        assert "shift_transactions" in {k.to_user_string() for k in closing.asset_selection}
+        assert "shift_deliveries" not in {k.to_user_string() for k in closing.asset_selection}, "taken at the start"

@@ -148,6 +148,7 @@ def test_about_names_versions_services_and_data_without_creating_or_revealing_an
     assert f"dagster {dg.__version__}" in out and "World: 5 shops" in out
     assert f"{data}, not created yet" in out and not data.exists(), "it makes nothing"
     assert "SQLite files (default)" in out and "shop 1: no database yet" in out
+    assert "live mode: never run on this data dir" in out
     assert "127.0.0.1:1 does not answer" in out and "http://default:***@127.0.0.1:1: does not answer" in out
     assert "s3cret" not in out
     env[WORLD_FILE] = str(tmp_path / "missing.json")

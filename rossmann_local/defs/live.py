@@ -18,12 +18,13 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from rossmann_local.defs.partitions import partition_key
 from rossmann_local.defs.streaming import RUN_KIND_TAG
 from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.domain.stock_levels import checkpoints
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.live_clock import LiveClockFile
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import ConfigError
-from rossmann_local.shop.shift import ShiftNotOpen, ShiftOutOfOrder, shop_progress, write_live_sales
+from rossmann_local.shop.shift import ShiftNotOpen, ShiftOutOfOrder, next_live_sale, shop_progress, write_live_sales
 from rossmann_local.shop.stock import deliver_queued, queue_stock_levels
 
 LIVE_SALES_JOB = "live_sales_job"
@@ -127,8 +128,16 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
             return dg.SensorResult(run_requests=[dg.RunRequest(
                 job_name=shop_shift_job.name, asset_selection=[dg.AssetKey(a) for a in OPENING_ASSETS],
                 tags=shift_runs_tags(shift, closed, "open"))])
-        if context.cursor == now.isoformat():
-            return dg.SkipReason(f"sales are written up to {now:%H:%M:%S}")
+        # A run when something is due: a receipt the shops do not hold yet, or a stock checkpoint
+        # passed since the last run (not one run per tick: at speed 1 a receipt every few seconds).
+        since = max(datetime.fromisoformat(context.cursor), shift.start) if context.cursor else shift.start
+        next_sale = min(filter(None, (next_live_sale(world, world.shop(s), shift, shop_databases) for s in shops)),
+                        default=None)
+        checkpoint = any(since < c <= now for c in checkpoints(shift, world.sales.stock_report_interval_minutes))
+        if not checkpoint and (next_sale is None or next_sale >= now):
+            nothing = "every receipt of the shift is written" if next_sale is None else \
+                f"the next receipt is due at {next_sale.astimezone(shift.start.tzinfo):%H:%M:%S}"
+            return dg.SkipReason(f"{nothing}; it is {now.astimezone(shift.start.tzinfo):%H:%M:%S}")
         config = LiveSalesConfig(until_utc=now.isoformat(), shop_ids=shops)
         return dg.SensorResult(cursor=now.isoformat(), run_requests=[dg.RunRequest(
             job_name=LIVE_SALES_JOB, run_config=dg.RunConfig(ops={"write_terminal_sales": config}),

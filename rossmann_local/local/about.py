@@ -15,6 +15,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
@@ -22,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rossmann_local.local.processes import data_dir_holder
 from rossmann_local.resources.clickhouse import redacted
+from rossmann_local.resources.live_clock import LiveClockFile
 from rossmann_local.resources.shop_databases import shop_database_url
 from rossmann_local.settings import (
     CLICKHOUSE_DSN,
@@ -95,6 +97,16 @@ def _latest_sold_shift(url: str) -> str:
     return f"latest shift sold starts {latest:%Y-%m-%d %H:%M} UTC" if latest else "no shift sold yet"
 
 
+def _live_mode() -> str:
+    """Where live mode's clock stands (make live), read from its clock file."""
+    state = LiveClockFile().read()
+    if state is None:
+        return "  live mode: never run on this data dir (make live)"
+    reached = state.sim_reached.astimezone(ZoneInfo(load_world().timezone))
+    return (f"  live mode: {'running' if state.running else 'stopped'} at x{state.speed:g}, simulated time "
+            f"{reached:%Y-%m-%d %H:%M}{'' if state.running else ' (make live resumes there)'}")
+
+
 def report() -> list[str]:
     data = data_dir()
     world = load_world()
@@ -107,7 +119,7 @@ def report() -> list[str]:
 
     holder = data_dir_holder(data)
     lines += [f"Data directory ({DATA_DIR if os.environ.get(DATA_DIR) else 'default'}): "
-              f"{data}, {_size(data)}", f"  in use by: {holder or 'nothing now'}", ""]
+              f"{data}, {_size(data)}", f"  in use by: {holder or 'nothing now'}", _live_mode(), ""]
 
     lines.append("Services:")
     template = os.environ.get(SHOP_DB_URL)
@@ -134,7 +146,7 @@ def report() -> list[str]:
         answer = _answers(*_host_port(first, 9092))
         lines.append(f"  Kafka           {KAFKA_BOOTSTRAP_SERVERS}={servers}: {first} {answer}")
     else:
-        lines.append(f"  Kafka           a local broker (noida-db) while make day / make dev runs, data in "
+        lines.append(f"  Kafka           a local broker (noida-db) while make day / make live / make dev runs, data in "
                      f"{data / 'kafka'}: {_size(data / 'kafka')}")
 
     api = os.environ.get(SYNC_API_URL)
@@ -142,7 +154,8 @@ def report() -> list[str]:
         lines.append(f"  Sync API        {SYNC_API_URL}={api}: {_answers(*_host_port(api, 80))}")
     else:
         store = make_url(default_store_url()).render_as_string(hide_password=True)
-        lines.append(f"  Sync API        the stand-in on 127.0.0.1:8765 while make day / make dev runs, store {store}")
+        lines.append("  Sync API        the stand-in on 127.0.0.1:8765 while make day / make live / make dev runs, "
+                     f"store {store}")
     lines.append(f"  Dagster         instance {data / 'dagster_home'}: {_size(data / 'dagster_home')}")
     return lines
 

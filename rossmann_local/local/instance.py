@@ -48,6 +48,11 @@ def managed_instance_yaml() -> str:
         "event_log_storage": {"module": "dagster.core.storage.event_log",
                               "class": "ConsolidatedSqliteEventLogStorage",
                               "config": {"base_dir": {"env": "DAGSTER_HOME"}}},
+        # Each step's stdout/stderr is not captured to files: capturing spawns a `tail` and a Python
+        # watcher process per step (ours log through Dagster's event log, which the UI shows), and
+        # those children took Ctrl-C with a traceback each.
+        "compute_logs": {"module": "dagster.core.storage.noop_compute_log_manager",
+                         "class": "NoOpComputeLogManager"},
         "concurrency": {"runs": run_queue_policy(),
                         # Only the ClickHouse ops are in a pool: chDB lets one process open its directory.
                         "pools": {"default_limit": 1}},

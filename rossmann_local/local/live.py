@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -46,7 +47,15 @@ from rossmann_local.local.instance import WORKSPACE, InstanceSensorCursor, manag
 from rossmann_local.local.processes import GracefulStop, StopRequested, die_with_parent
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
-from rossmann_local.settings import DATA_DIR, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, ConfigError, data_dir, load_world
+from rossmann_local.settings import (
+    DATA_DIR,
+    DEFAULT_SYNC_API_URL,
+    KAFKA_BOOTSTRAP_SERVERS,
+    SYNC_API_URL,
+    ConfigError,
+    data_dir,
+    load_world,
+)
 from rossmann_local.shop.shift import shop_progress
 from rossmann_local.shop_db import ledger
 
@@ -74,7 +83,7 @@ def session_start(world: World, clock_file: LiveClockFile, stack: LocalStack, st
     wall = datetime.now(UTC)  # bookkeeping: the wall moment the simulated clock is anchored to
     if start is None and previous is not None:
         return previous.model_copy(update={"sim_at": previous.sim_reached, "wall_at": wall, "running": True,
-                                           "speed": speed or previous.speed, "stop_at": stop_at or previous.stop_at})
+                                           "speed": speed or previous.speed, "stop_at": stop_at})
     if start is None:
         start = resume_at or world_start(world)
     first = shift_at_or_after(world, start)
@@ -134,7 +143,8 @@ class LiveMode:
 
     def step(self, now: datetime) -> str | None:
         """One tick of the live sensor at simulated ``now`` and its run; returns the step it ran."""
-        clock_file = self.clock_file.model_copy(update={"pinned_sim_utc": now.isoformat()})
+        # Constructed, not copied: Dagster rebuilds a resource from the values it was constructed with.
+        clock_file = LiveClockFile(path=self.clock_file.path, pinned_sim_utc=now.isoformat())
         with dg.build_sensor_context(instance=self.instance, cursor=self.cursor.read(),
                                      resources={"live_clock": clock_file,
                                                 "shop_databases": self.stack.shop_databases}) as context:
@@ -254,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick", type=float, default=1.0, help="wall seconds between sales batches (default 1)")
     parser.add_argument("--ui", action="store_true", help="also serve the Dagster UI on this instance")
     parser.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
+    parser.add_argument("--sync-api-port", type=int, default=urlsplit(DEFAULT_SYNC_API_URL).port,
+                        help="the stand-in Sync API's port, where `python -m rossmann_local.sync_api change` finds it "
+                             "(default 8765; unused when ROSSMANN_SYNC_API_URL names a Sync API)")
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
@@ -268,8 +281,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--tick must be above 0, got {args.tick:g}")
         start = parse_moment(args.start, world, "--start") if args.start else None
         stop_at = parse_moment(args.stop_at, world, "--stop-at") if args.stop_at else None
-        with GracefulStop() as stop, local_stack(world, command="make live") as stack:
+        with GracefulStop() as stop, local_stack(world, sync_api_port=args.sync_api_port,
+                                                  command="make live") as stack:
             preflight(world, stack.resources)
+            if stack.store is not None:
+                say(f"Sync API stand-in on {stack.sync_api.base_url}: a change made now takes effect at the live "
+                    "clock's time, e.g. python -m rossmann_local.sync_api change price --product 1 --city Berlin "
+                    "--price 1.99")
             clock_file = LiveClockFile()
             managed_instance()
             state = session_start(world, clock_file, stack, start, args.speed, stop_at)

@@ -150,6 +150,15 @@ def write_live_sales(world: World, shop: Shop, shift: ShiftWindow, until: dateti
                             new[0].transaction_time if new else None, new[-1].transaction_time if new else None)
 
 
+def next_live_sale(world: World, shop: Shop, shift: ShiftWindow, shop_databases: ShopDatabases) -> datetime | None:
+    """The simulated time of the shift's first receipt the shop database does not hold yet (None when
+    it holds them all): live mode writes when that time has come, not on every tick."""
+    with shop_databases.transaction(shop.shop_id) as conn:
+        sales = _simulate(conn, world, shop, shift)
+        stored = ledger.shift_receipt_count(conn, shift)
+    return sales.receipts[stored].transaction_time if stored < len(sales.receipts) else None
+
+
 @dataclass(frozen=True)
 class ShopProgress:
     """Where a shop stands for live mode, read from its database (so a restart resumes there)."""

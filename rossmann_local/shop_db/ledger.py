@@ -163,6 +163,10 @@ def stored_receipts(conn: Connection, shift: ShiftWindow) -> list[tuple]:
             for row in receipts]
 
 
+def shift_receipt_count(conn: Connection, shift: ShiftWindow) -> int:
+    return conn.scalar(select(func.count()).select_from(Transaction).where(Transaction.shift_start == shift.start)) or 0
+
+
 def delete_receipts_from(conn: Connection, shift: ShiftWindow, transaction_id: int) -> None:
     """The shift's receipts from ``transaction_id`` on (ids follow time within a shift)."""
     ids = (select(Transaction.transaction_id)

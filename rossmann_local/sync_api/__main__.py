@@ -15,7 +15,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
+from decimal import Decimal, InvalidOperation
 
 import httpx
 import uvicorn
@@ -52,14 +54,28 @@ def serve(argv: list[str]) -> int:
     return 0
 
 
+def _amount(option: str) -> Callable[[str], float]:
+    """A decimal amount from the command line, sent as the JSON number the API takes (a float's repr
+    is the shortest text that reads back the same, so ``7.49`` goes as ``7.49``)."""
+    def parse(text: str) -> float:
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            raise argparse.ArgumentTypeError(f"{option} {text!r} is not a number like 7.49") from None
+        if not value.is_finite():
+            raise argparse.ArgumentTypeError(f"{option} {text!r} is not a number like 7.49")
+        return float(value)
+    return parse
+
+
 def change(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m rossmann_local.sync_api change")
     kinds = parser.add_subparsers(dest="kind", required=True)
     price = kinds.add_parser("price", help="a product's price and discount in one city")
     price.add_argument("--product", type=int, required=True)
     price.add_argument("--city", required=True)
-    price.add_argument("--price", required=True)
-    price.add_argument("--discount", default="0")
+    price.add_argument("--price", type=_amount("--price"), required=True)
+    price.add_argument("--discount", type=_amount("--discount"), default=0.0)
     for kind, key in (("product", "--product"), ("category", "--category")):
         sub = kinds.add_parser(kind, help=f"a {kind}'s name, description or deletion")
         sub.add_argument(key, type=int, required=True)
