@@ -179,7 +179,8 @@ class LiveMode:
                 self.batches += 1
                 self.receipts += out["receipts_written"]
                 shops = ", ".join(f"{r['shop_id']}: {r['in_shift']}" for r in out["per_shop"])
-                self.say(f"{self.local(now)}  +{out['receipts_written']} receipts "
+                written = out["receipts_written"]
+                self.say(f"{self.local(now)}  +{written} receipt{'' if written == 1 else 's'} "
                          f"(in the shift so far, by shop: {shops})"
                          + (f", {out['stock_parts_sent']} stock messages sent" if out["stock_parts_sent"] else ""))
             return
