@@ -38,6 +38,7 @@ from rossmann_local.settings import load_world
 from rossmann_local.shop.cache import sync_cache
 from rossmann_local.shop.shift import next_live_sale, sell_shift, take_deliveries, write_live_sales
 from rossmann_local.shop_db.models import Transaction, TransactionItem
+from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.helpers import receipts_of, shift_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +136,30 @@ def test_live_sales_written_in_pieces_are_the_shifts_receipts_row_for_row(
     assert receipts_of(shop_databases, shop.shop_id) == receipts_of(reference, shop.shop_id)
     again = sell_shift(world, shop, shift, shop_databases)
     assert (again.stored.kept, again.stored.written, again.stored.replaced) == (len(whole.sales.receipts), 0, 0)
+
+
+def test_a_change_that_reaches_the_shop_after_its_live_receipts_rewrites_them_at_the_shifts_end(
+        shop_databases: ShopDatabases, store: CatalogueStore, sync_api: SyncApiClient, world: World,
+        tmp_path: Path) -> None:
+    """A price change dated 10:00 that the shop learns of after it wrote its receipts up to 13:00:
+    the shift's end rewrites from the first receipt that differs, says how many, and leaves what a
+    shop that knew of the change from the start sells."""
+    shift, shop = shift_of(world), world.shops[0]
+    reference = ShopDatabases(sqlite_dir=str(tmp_path / "reference"))
+    for databases in (shop_databases, reference):
+        sync_cache(shop, databases, sync_api)
+        take_deliveries(world, shop, shift, databases)
+    live = write_live_sales(world, shop, shift, shift.start + timedelta(hours=4), shop_databases)
+    regular = next(p for p in world.products if p.product_id == PRODUCT).prices[shop.city]
+    store.set_price(PRODUCT, shop.city, Decimal(NEW_PRICE), regular.discount, at=shift.start + timedelta(hours=1))
+    for databases in (shop_databases, reference):
+        sync_cache(shop, databases, sync_api)
+    closed = sell_shift(world, shop, shift, shop_databases)
+    assert 0 < closed.stored.replaced <= live.receipts_so_far, "the receipts from the first one it concerns"
+    assert closed.stored.kept == live.receipts_so_far - closed.stored.replaced
+    sell_shift(world, shop, shift, reference)
+    assert receipts_of(shop_databases, shop.shop_id) == receipts_of(reference, shop.shop_id)
+    reference.dispose()
 
 
 def live_sales_batches(instance: dg.DagsterInstance) -> list[tuple[datetime, list[dict]]]:
