@@ -20,6 +20,7 @@ import dagster as dg
 from sqlalchemy import Connection, func, select
 
 from bench.chain import no_service_chain
+from bench.where_time_goes import WhereTimeGoes
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.simulation import stock_levels
@@ -76,7 +77,8 @@ def main() -> None:
         instance = managed_instance()
         rss_before = peak_rss_mib()
         started = time.perf_counter()
-        result = run_shifts(job, instance, world, shifts[0], shifts[-1])
+        with WhereTimeGoes() as profile:
+            result = run_shifts(job, instance, world, shifts[0], shifts[-1])
         seconds = time.perf_counter() - started
         rss_peak, broker_peak = peak_rss_mib(), peak_rss_mib(broker.pid if broker and broker.pid else 0)
         assert result.success, [e.step_failure_data.error.to_string()[:2000] for e in result.all_events
@@ -88,7 +90,7 @@ def main() -> None:
         steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
                  if e.is_step_success}
         materialized = {a: len(instance.get_materialized_partitions(dg.AssetKey(a))) for a in ASSETS}
-        receipts, revenue, unsent = 0, Decimal("0"), 0
+        receipts, lines, revenue, unsent = 0, 0, Decimal("0"), 0
         lowest_stock, highest_stock, over_target = 0, 0, 0
         for shop in world.shops:
             shop_id = shop.shop_id
@@ -98,6 +100,7 @@ def main() -> None:
                 highest_stock = max(highest_stock, *highest.values())
                 over_target += sum(1 for pid, top in highest.items() if top > stock_levels(world, shop, pid).target)
                 receipts += conn.scalar(select(func.count()).select_from(Transaction))
+                lines += conn.scalar(select(func.count()).select_from(TransactionItem))
                 revenue += conn.scalar(select(func.coalesce(func.sum(Transaction.total_amount), 0)))
                 unsent += conn.scalar(select(func.count()).select_from(StockMessage)
                                       .where(StockMessage.sent_at_utc.is_(None)))
@@ -112,6 +115,9 @@ def main() -> None:
         ("backfill", f"{args.shops} shops x {args.days} days = {partitions} shop x shift partitions, 1 run", ""),
         ("wall time", f"{seconds:.1f} s", f"<= {TARGET_SECONDS} s"),
         ("partitions per second", f"{partitions / seconds:.2f}", ""),
+        ("receipt lines per second, end to end", f"{lines / seconds:,.0f} ({lines:,} lines)", ""),
+        ("where the run's time goes (sampled)", "", ""),
+        *profile.rows(),
         ("peak RSS, the run's process", f"{rss_peak:.0f} MiB (before the run: {rss_before:.0f} MiB)", "bounded"),
         ("peak RSS, Kafka broker", f"{broker_peak:.0f} MiB", ""),
         ("run start to first step", f"{first_step - run_started:.1f} s ({planned} planned-materialization events)", ""),
