@@ -59,3 +59,40 @@ def replace_shift_rows(client: Client, shop_id: int, shift_start: datetime, repo
                        parameters={"shop_id": shop_id, "shift_start": shift_start})
     if report.rows:  # one INSERT; a shift is far below max_insert_block_size (1,048,576 rows), so one block
         client.insert(f"{DATABASE}.{table}", report.rows, column_names=list(report.columns))
+
+
+# Rows per INSERT when a run writes many shifts: far below max_insert_block_size (1,048,576), so
+# each INSERT is one block, and a shift's rows (one day, one month partition) land in one part.
+ROWS_PER_INSERT = 200_000
+
+
+class ReportBatch:
+    """Many shop x shifts of one report table, written with as few INSERTs as fit: each shift's
+    earlier copy is deleted when it is added (``present``), its rows wait in the batch, and the batch
+    goes in one INSERT once it holds ``ROWS_PER_INSERT`` rows (and at ``flush``). An INSERT per
+    shift made a part per shift: ClickHouse's cost per part was most of the report steps' time.
+    Memory stays bounded by the batch, however many shifts a run has."""
+
+    def __init__(self, client: Client, rows_per_insert: int = ROWS_PER_INSERT) -> None:
+        self.client, self.rows_per_insert = client, rows_per_insert
+        self.table: str | None = None
+        self.columns: tuple[str, ...] = ()
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(self, shop_id: int, shift_start: datetime, report: ReportRows, present: bool) -> None:
+        if self.table is not None and (report.table, report.columns) != (self.table, self.columns):
+            self.flush()
+        self.table, self.columns = report.table, report.columns
+        if present:
+            self.client.command(f"DELETE FROM {DATABASE}.{report.table} "
+                                "WHERE shop_id = {shop_id:UInt32} AND shift_start = {shift_start:DateTime('UTC')}",
+                                parameters={"shop_id": shop_id, "shift_start": shift_start})
+        self.rows.extend(report.rows)
+        if len(self.rows) >= self.rows_per_insert:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows and self.table is not None:
+            self.client.insert(f"{DATABASE}.{self.table}", self.rows, column_names=list(self.columns))
+        self.rows = []
+
