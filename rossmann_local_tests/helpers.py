@@ -14,6 +14,7 @@ from rossmann_local.defs.partitions import partition_key
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
 from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import Product, Transaction, TransactionItem
 
 ASSET_NAMES = ("synced_cache", "shift_deliveries", "shift_transactions")
@@ -75,3 +76,12 @@ def receipts_of(shops: ShopDatabases, shop_id: int) -> list[tuple]:
 def products_of(shops: ShopDatabases, shop_id: int) -> dict[int, Any]:
     with shops.transaction(shop_id) as conn:
         return {p.product_id: p for p in conn.execute(select(Product))}
+
+
+def stock_and_ledger(shops: ShopDatabases, shop_id: int) -> tuple[dict[int, int], dict[int, int]]:
+    """``products.stock_quantity`` (kept by each write's own change) and the whole ledger's sum:
+    they must be equal."""
+    with shops.transaction(shop_id) as conn:
+        kept = {p.product_id: p.stock_quantity for p in conn.execute(select(Product)) if p.stock_quantity}
+        return kept, ledger.ledger_stock(conn)
+

@@ -39,7 +39,7 @@ from rossmann_local.shop.cache import sync_cache
 from rossmann_local.shop.shift import next_live_sale, sell_shift, take_deliveries, write_live_sales
 from rossmann_local.shop_db.models import Transaction, TransactionItem
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.helpers import receipts_of, shift_of
+from rossmann_local_tests.helpers import receipts_of, shift_of, stock_and_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOPS = 2
@@ -136,6 +136,8 @@ def test_live_sales_written_in_pieces_are_the_shifts_receipts_row_for_row(
     assert receipts_of(shop_databases, shop.shop_id) == receipts_of(reference, shop.shop_id)
     again = sell_shift(world, shop, shift, shop_databases)
     assert (again.stored.kept, again.stored.written, again.stored.replaced) == (len(whole.sales.receipts), 0, 0)
+    kept, summed = stock_and_ledger(shop_databases, shop.shop_id)
+    assert kept == summed and kept, "the stock each write kept is the ledger's sum"
 
 
 def test_a_change_that_reaches_the_shop_after_its_live_receipts_rewrites_them_at_the_shifts_end(
@@ -159,6 +161,9 @@ def test_a_change_that_reaches_the_shop_after_its_live_receipts_rewrites_them_at
     assert closed.stored.kept == live.receipts_so_far - closed.stored.replaced
     sell_shift(world, shop, shift, reference)
     assert receipts_of(shop_databases, shop.shop_id) == receipts_of(reference, shop.shop_id)
+    take_deliveries(world, shop, shift, shop_databases)  # a re-run of the deliveries replaces them
+    kept, summed = stock_and_ledger(shop_databases, shop.shop_id)
+    assert kept == summed == stock_and_ledger(reference, shop.shop_id)[0], "rewritten receipts gave their stock back"
     reference.dispose()
 
 

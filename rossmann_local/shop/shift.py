@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,6 +34,9 @@ class DeliveriesTaken:
     @property
     def units_delivered(self) -> int:
         return sum(line.quantity for d in self.deliveries for line in d.lines)
+
+
+PRODUCT, QUANTITY = ledger.LINE_COLUMNS.index("product_id"), ledger.LINE_COLUMNS.index("quantity")
 
 
 class ShiftNotOpen(RuntimeError):
@@ -105,10 +109,18 @@ def _store_receipts(conn: Connection, shift: ShiftWindow, receipts: list[Receipt
         if have != ledger.receipt_row(want):
             break
         same += 1
+    changes: Counter[int] = Counter()
     if same < len(stored):
         ledger.delete_receipts_from(conn, shift, stored[same][0])
+        for removed in stored[same:]:
+            for line in removed[-1]:
+                changes[line[PRODUCT]] += line[QUANTITY]
     target = max(count, same)
     ledger.insert_receipts(conn, shift, receipts[same:target])
+    for receipt in receipts[same:target]:
+        for sold in receipt.lines:
+            changes[sold.product_id] -= sold.quantity
+    ledger.change_stock(conn, changes)
     return ReceiptsStored(kept=same, written=target - same, replaced=len(stored) - same)
 
 
@@ -121,7 +133,6 @@ def sell_shift(world: World, shop: Shop, shift: ShiftWindow, shop_databases: Sho
         _refuse_if_out_of_order(conn, shop, shift)
         sales = _simulate(conn, world, shop, shift)
         stored = _store_receipts(conn, shift, sales.receipts, len(sales.receipts))
-        ledger.recompute_stock(conn)
         ledger.record_shift_sales(conn, shift, shop.admin_id, sales, datetime.now(UTC))  # bookkeeping, wall clock
         negative = ledger.negative_stock(conn)
     return ShiftSold(sales, negative, stored)
@@ -143,8 +154,6 @@ def write_live_sales(world: World, shop: Shop, shift: ShiftWindow, until: dateti
         sales = _simulate(conn, world, shop, shift)
         count = len(sales.receipts) if sold else bisect_left([r.transaction_time for r in sales.receipts], until)
         stored = _store_receipts(conn, shift, sales.receipts, count)
-        if stored.written or stored.replaced:
-            ledger.recompute_stock(conn)
     new = sales.receipts[stored.kept:stored.kept + stored.written]
     return LiveSalesWritten(shift, until, stored, stored.kept + stored.written,
                             new[0].transaction_time if new else None, new[-1].transaction_time if new else None)

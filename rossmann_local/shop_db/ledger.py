@@ -1,18 +1,20 @@
 """What a shift writes into the shop database, each as one replace-the-shift unit of work.
 
-Stock is a ledger: delivered minus sold. ``products.stock_quantity`` is recomputed from it after
-every write, so re-running a shift (which first removes that shift's own rows) can never count
-its deliveries or sales twice, and the opening stock of a shift is the same on every re-run.
+Stock is a ledger: delivered minus sold. ``products.stock_quantity`` is that sum, kept by each
+write adding the change it makes (rows removed and rows added), so re-running a shift (which first
+removes that shift's own rows) can never count its deliveries or sales twice, and the opening stock
+of a shift is the same on every re-run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.simulation import Delivery as PlannedDelivery
@@ -47,25 +49,43 @@ def shelf(conn: Connection) -> list[ShelfProduct]:
 
 
 def stock_at(conn: Connection, moment: datetime) -> dict[int, int]:
-    """Stock per product just before ``moment``: everything delivered minus everything sold before it."""
-    delivered = conn.execute(
+    """Stock per product just before ``moment``: the current stock less what was delivered, plus what
+    was sold, at or after it. A shift run in order has only its own movements after its start, so
+    this costs the shift, not the shop's whole history (which summing every movement before
+    ``moment`` would: quadratic over a year of shifts)."""
+    stock = {pid: qty for pid, qty in conn.execute(select(Product.product_id, Product.stock_quantity))}
+    delivered_later = conn.execute(
         select(DeliveryItem.product_id, func.sum(DeliveryItem.quantity))
         .join(Delivery, Delivery.delivery_id == DeliveryItem.delivery_id)
-        .where(Delivery.accepted_time < moment)
+        .where(Delivery.accepted_time >= moment)
         .group_by(DeliveryItem.product_id)
     )
-    sold = conn.execute(
+    sold_later = conn.execute(
         select(TransactionItem.product_id, func.sum(TransactionItem.quantity))
         .join(Transaction, Transaction.transaction_id == TransactionItem.transaction_id)
-        .where(Transaction.transaction_time < moment)
+        .where(Transaction.transaction_time >= moment)
         .group_by(TransactionItem.product_id)
     )
+    for product_id, units in delivered_later:
+        stock[product_id] = stock.get(product_id, 0) - int(units)
+    for product_id, units in sold_later:
+        stock[product_id] = stock.get(product_id, 0) + int(units)
+    return {pid: qty for pid, qty in stock.items() if qty}
+
+
+def ledger_stock(conn: Connection) -> dict[int, int]:
+    """Stock per product summed over the whole ledger: what ``products.stock_quantity`` must equal
+    (the tests' reference)."""
+    delivered = conn.execute(select(DeliveryItem.product_id, func.sum(DeliveryItem.quantity))
+                             .group_by(DeliveryItem.product_id))
+    sold = conn.execute(select(TransactionItem.product_id, func.sum(TransactionItem.quantity))
+                        .group_by(TransactionItem.product_id))
     stock: dict[int, int] = {}
     for product_id, units in delivered:
         stock[product_id] = int(units)
     for product_id, units in sold:
         stock[product_id] = stock.get(product_id, 0) - int(units)
-    return stock
+    return {pid: qty for pid, qty in stock.items() if qty}
 
 
 def stock_movements(conn: Connection, start: datetime, end: datetime) -> list[tuple[datetime, int, int]]:
@@ -81,12 +101,14 @@ def stock_movements(conn: Connection, start: datetime, end: datetime) -> list[tu
     return sorted((at, int(product), int(units)) for at, product, units in [*delivered, *sold])
 
 
-def recompute_stock(conn: Connection) -> None:
-    delivered = (select(func.coalesce(func.sum(DeliveryItem.quantity), 0))
-                 .where(DeliveryItem.product_id == Product.product_id).scalar_subquery())
-    sold = (select(func.coalesce(func.sum(TransactionItem.quantity), 0))
-            .where(TransactionItem.product_id == Product.product_id).scalar_subquery())
-    conn.execute(update(Product).values(stock_quantity=delivered - sold))
+def change_stock(conn: Connection, changes: Mapping[int, int]) -> None:
+    """Add each product's change of units to ``products.stock_quantity``, in the write's transaction:
+    the stock stays the ledger's sum without summing the ledger."""
+    table = Product.__table__
+    rows = [{"product": pid, "units": units} for pid, units in sorted(changes.items()) if units]
+    if rows:
+        conn.execute(update(table).where(table.c.product_id == bindparam("product"))
+                     .values(stock_quantity=table.c.stock_quantity + bindparam("units")), rows)
 
 
 def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -108,6 +130,10 @@ def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
 
 def replace_shift_deliveries(conn: Connection, shift: ShiftWindow, deliveries: Sequence[PlannedDelivery]) -> None:
     ids = select(Delivery.delivery_id).where(Delivery.shift_start == shift.start).scalar_subquery()
+    changes: Counter[int] = Counter()
+    for product_id, quantity in conn.execute(select(DeliveryItem.product_id, DeliveryItem.quantity)
+                                             .where(DeliveryItem.delivery_id.in_(ids))):
+        changes[product_id] -= quantity
     conn.execute(delete(DeliveryItem).where(DeliveryItem.delivery_id.in_(ids)))
     conn.execute(delete(Delivery).where(Delivery.shift_start == shift.start))
     _bulk_insert(conn, Delivery.__table__, [
@@ -120,7 +146,10 @@ def replace_shift_deliveries(conn: Connection, shift: ShiftWindow, deliveries: S
          "product_name": line.product_name, "category_id": line.category_id, "category_name": line.category_name}
         for d in deliveries for line in d.lines
     ])
-    recompute_stock(conn)
+    for d in deliveries:
+        for line in d.lines:
+            changes[line.product_id] += line.quantity
+    change_stock(conn, changes)
 
 
 def shift_deliveries(conn: Connection, shift: ShiftWindow) -> list[PlannedDelivery]:
