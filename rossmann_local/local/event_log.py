@@ -35,6 +35,7 @@ class BulkSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
         self._batch = threading.local()
+        self._schema: dict[tuple[str, str], bool] = {}
         super().__init__(base_dir, inst_data)
 
     def engine(self) -> Engine:
@@ -54,6 +55,21 @@ class BulkSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
             return
         with self.engine().connect() as conn, conn.begin():
             yield conn
+
+    # The base class asks the database schema on every event (a new engine for has_table, an
+    # inspector for the asset key columns); a process sees the schema it started with. Only a
+    # "yes" is kept, so a schema upgraded meanwhile is still noticed.
+    def has_table(self, table_name: str) -> bool:
+        if not self._schema.get(("table", table_name)):
+            with self.engine().connect() as conn:
+                self._schema[("table", table_name)] = bool(self.engine().dialect.has_table(conn, table_name))
+        return self._schema[("table", table_name)]
+
+    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
+        if not self._schema.get(("asset_keys column", column_name)):
+            self._schema[("asset_keys column", column_name)] = super()._has_asset_key_col_on_connection(
+                conn, column_name)
+        return self._schema[("asset_keys column", column_name)]
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         """The events in one transaction, each stored as ``store_event`` stores it."""
