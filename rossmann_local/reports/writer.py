@@ -84,7 +84,8 @@ class ReportBatch:
             self.flush()
         self.table, self.columns = report.table, report.columns
         if present:
-            self.client.command(f"DELETE FROM {DATABASE}.{report.table} "
+            table = report.table
+            self.client.command(f"DELETE FROM {DATABASE}.{table} "
                                 "WHERE shop_id = {shop_id:UInt32} AND shift_start = {shift_start:DateTime('UTC')}",
                                 parameters={"shop_id": shop_id, "shift_start": shift_start})
         self.rows.extend(report.rows)
