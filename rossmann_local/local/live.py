@@ -118,7 +118,8 @@ class LiveMode:
         self.failures: dict[str, int] = {}
         self.batches = self.receipts = 0
         if stack.store is not None:
-            stack.store.clock = lambda: self.clock.sim(datetime.now(UTC))  # the live mapping (wall -> simulated)
+            # Bookkeeping of the live mapping (wall -> simulated): a hand-made change is dated in simulated time.
+            stack.store.clock = lambda: self.clock.sim(datetime.now(UTC))
 
     @property
     def clock(self) -> LiveClock:
@@ -242,7 +243,7 @@ def run_live(stack: LocalStack, state: LiveClockState, clock_file: LiveClockFile
     reached = clock.sim_at
     while True:
         stop.check(f"at {live.local(reached)} (simulated); make live resumes there")
-        now = clock.sim(datetime.now(UTC))  # the live mapping of the wall clock
+        now = clock.sim(datetime.now(UTC))  # bookkeeping: the live mapping of the wall clock onto simulated time
         stop.call(live.settle_catalogue)
         step = stop.call(lambda now=now: live.step(now))
         reached = now

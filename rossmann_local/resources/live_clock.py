@@ -68,4 +68,5 @@ class LiveClockFile(dg.ConfigurableResource):
         """Simulated 'now': the pinned time, or the clock's reading of the wall clock."""
         if self.pinned_sim_utc:
             return datetime.fromisoformat(self.pinned_sim_utc)
-        return state.clock.sim(datetime.now(UTC))  # the live mapping: the one place it reads the wall clock
+        # Bookkeeping of live mode's mapping (wall clock -> simulated time); every fact is dated in simulated time.
+        return state.clock.sim(datetime.now(UTC))
