@@ -54,16 +54,18 @@ def stock_at(conn: Connection, moment: datetime) -> dict[int, int]:
     this costs the shift, not the shop's whole history (which summing every movement before
     ``moment`` would: quadratic over a year of shifts)."""
     stock = {pid: qty for pid, qty in conn.execute(select(Product.product_id, Product.stock_quantity))}
+    # The later deliveries and receipts are selected first (through their time index), then their
+    # lines: written as a join, SQLite walked every line in product order (the GROUP BY's index).
+    later_deliveries = select(Delivery.delivery_id).where(Delivery.accepted_time >= moment)
     delivered_later = conn.execute(
         select(DeliveryItem.product_id, func.sum(DeliveryItem.quantity))
-        .join(Delivery, Delivery.delivery_id == DeliveryItem.delivery_id)
-        .where(Delivery.accepted_time >= moment)
+        .where(DeliveryItem.delivery_id.in_(later_deliveries))
         .group_by(DeliveryItem.product_id)
     )
+    later_receipts = select(Transaction.transaction_id).where(Transaction.transaction_time >= moment)
     sold_later = conn.execute(
         select(TransactionItem.product_id, func.sum(TransactionItem.quantity))
-        .join(Transaction, Transaction.transaction_id == TransactionItem.transaction_id)
-        .where(Transaction.transaction_time >= moment)
+        .where(TransactionItem.transaction_id.in_(later_receipts))
         .group_by(TransactionItem.product_id)
     )
     for product_id, units in delivered_later:
