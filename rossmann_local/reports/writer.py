@@ -50,15 +50,12 @@ def replace_shift_rows(client: Client, shop_id: int, shift_start: datetime, repo
                        present: bool | None = None) -> None:
     """Make the report hold exactly these rows for the shop x shift. ``present`` says whether earlier
     rows exist, when the caller asked ``shifts_present`` for a whole run."""
-    table = report.table
     if present is None:
-        present = (shop_id, int(shift_start.timestamp())) in shifts_present(client, table, [(shop_id, shift_start)])
-    if present:
-        client.command(f"DELETE FROM {DATABASE}.{table} "
-                       "WHERE shop_id = {shop_id:UInt32} AND shift_start = {shift_start:DateTime('UTC')}",
-                       parameters={"shop_id": shop_id, "shift_start": shift_start})
-    if report.rows:  # one INSERT; a shift is far below max_insert_block_size (1,048,576 rows), so one block
-        client.insert(f"{DATABASE}.{table}", report.rows, column_names=list(report.columns))
+        present = (shop_id, int(shift_start.timestamp())) in shifts_present(client, report.table,
+                                                                             [(shop_id, shift_start)])
+    batch = ReportBatch(client)  # a batch of one shift: its DELETE if present, then one INSERT
+    batch.add(shop_id, shift_start, report, present)
+    batch.flush()
 
 
 # Rows per INSERT when a run writes many shifts: far below max_insert_block_size (1,048,576), so
