@@ -97,12 +97,12 @@ def _latest_sold_shift(url: str) -> str:
     return f"latest shift sold starts {latest:%Y-%m-%d %H:%M} UTC" if latest else "no shift sold yet"
 
 
-def _live_mode() -> str:
+def _live_mode(timezone: str) -> str:
     """Where live mode's clock stands (make live), read from its clock file."""
     state = LiveClockFile().read()
     if state is None:
         return "  live mode: never run on this data dir (make live)"
-    reached = state.sim_reached.astimezone(ZoneInfo(load_world().timezone))
+    reached = state.sim_reached.astimezone(ZoneInfo(timezone))
     return (f"  live mode: {'running' if state.running else 'stopped'} at x{state.speed:g}, simulated time "
             f"{reached:%Y-%m-%d %H:%M}{'' if state.running else ' (make live resumes there)'}")
 
@@ -119,7 +119,7 @@ def report() -> list[str]:
 
     holder = data_dir_holder(data)
     lines += [f"Data directory ({DATA_DIR if os.environ.get(DATA_DIR) else 'default'}): "
-              f"{data}, {_size(data)}", f"  in use by: {holder or 'nothing now'}", _live_mode(), ""]
+              f"{data}, {_size(data)}", f"  in use by: {holder or 'nothing now'}", _live_mode(world.timezone), ""]
 
     lines.append("Services:")
     template = os.environ.get(SHOP_DB_URL)
