@@ -6,14 +6,19 @@ time comes from the shift window passed in, so a re-run of a shift reproduces th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from bisect import bisect
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
+from itertools import accumulate
+from math import log
 from random import Random
+from typing import NamedTuple
 
 from rossmann_local.domain.shifts import (
+    CENT,
     ShiftWindow,
     inflation_factor,
     round_money,
@@ -82,8 +87,9 @@ class Delivery:
     lines: tuple[DeliveryLine, ...]
 
 
-@dataclass(frozen=True)
-class ReceiptLine:
+class ReceiptLine(NamedTuple):
+    """A line of a receipt (a named tuple: made some hundred thousand times a second)."""
+
     item_id: int
     product_id: int
     quantity: int
@@ -96,8 +102,7 @@ class ReceiptLine:
     product_discount: Decimal
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(NamedTuple):
     transaction_id: int
     terminal_id: int
     cashier_id: int
@@ -178,25 +183,67 @@ def plan_deliveries(world: World, shop: Shop, shift: ShiftWindow, shelf: Sequenc
                      courier_id=world.courier_id, admin_id=shop.admin_id, lines=tuple(lines))]
 
 
+class _Weighted:
+    """A weighted choice drawn as ``Random.choices(values, weights)[0]`` draws it (one ``random()``,
+    bisected on the cumulative weights), with the cumulative weights summed once, not per draw."""
+
+    __slots__ = ("cumulative", "hi", "total", "values")
+
+    def __init__(self, values: list, weights: list[float]) -> None:
+        self.values = values
+        self.cumulative = list(accumulate(weights))
+        self.total = self.cumulative[-1] + 0.0
+        self.hi = len(values) - 1
+
+    def draw(self, random: Callable[[], float]):
+        return self.values[bisect(self.cumulative, random() * self.total, 0, self.hi)]
+
+
 @cache
-def _fewer_more_likely(upper: int) -> tuple[list[int], list[float]]:
+def _fewer_more_likely(upper: int) -> _Weighted:
     """Choices 1..upper with weight 1/k: one is most likely, each larger count less so."""
     values = list(range(1, upper + 1))
-    return values, [1 / k for k in values]
+    return _Weighted(values, [1 / k for k in values])
+
+
+_ZERO = Decimal("0")
+_SAMPLE_POOL_SIZE = 21  # Random.sample draws from a pool (not a set) up to this population, for k <= 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Priced:
+    product_id: int
+    unit_price: Decimal  # the catalogue price with the day's inflation and the product's discount
+    line_fields: tuple  # a receipt line's fields from its unit price on, in ReceiptLine's order
+
+    @classmethod
+    def of(cls, p: ShelfProduct, inflation: Decimal) -> _Priced:
+        list_price = round_money(p.price * inflation)
+        unit_price = round_money(p.price * inflation * (1 - p.discount))
+        return cls(p.product_id, unit_price,
+                   (unit_price, p.name, p.barcode, p.category_id, p.category_name, list_price, p.discount))
+
+
+def _priced_shelf(products: Sequence[ShelfProduct], inflation: Decimal) -> list[_Priced]:
+    return [_Priced.of(p, inflation) for p in sorted(products, key=lambda p: p.product_id)]
 
 
 def _customer_arrivals(world: World, shop: Shop, shift: ShiftWindow, rng: Random) -> list[tuple[datetime, int]]:
-    """(time, terminal) of every customer: a Poisson stream per terminal with the model's mean gap."""
-    mean_gap = world.sales.customer_interval_minutes
+    """(time, terminal) of every customer: a Poisson stream per terminal with the model's mean gap
+    (``rng.expovariate``'s draw, inline), each rounded to the second."""
+    rate = 1 / world.sales.customer_interval_minutes
     length = (shift.end - shift.start).total_seconds() / 60
+    seconds = int((shift.end - shift.start).total_seconds())
+    random = rng.random
     arrivals = []
     for terminal_id in shop.terminal_ids:
-        minute = rng.expovariate(1 / mean_gap)
+        minute = -log(1.0 - random()) / rate
         while minute < length:
-            arrivals.append((shift.start + timedelta(seconds=round(minute * 60)), terminal_id))
-            minute += rng.expovariate(1 / mean_gap)
+            arrivals.append((round(minute * 60), terminal_id))
+            minute += -log(1.0 - random()) / rate
     arrivals.sort()
-    return [a for a in arrivals if a[0] < shift.end]
+    start = shift.start
+    return [(start + timedelta(seconds=at), terminal_id) for at, terminal_id in arrivals if at < seconds]
 
 
 def simulate_terminal_sales(world: World, shop: Shop, shift: ShiftWindow,
@@ -210,69 +257,110 @@ def simulate_terminal_sales(world: World, shop: Shop, shift: ShiftWindow,
     """
     timeline = shelf if isinstance(shelf, ShelfTimeline) else ShelfTimeline.constant(shelf, shift.start)
     rng = seeded_rng(world.seed, "sales", shop.shop_id, shift.code)
+    random, sample, below = rng.random, rng.sample, rng._randbelow
     model = world.sales
     inflation = inflation_factor(world, shift.local_date)
     cashiers = shop.cashier_ids
     first = shift_index(world, shift)
     cashier_at = {t: cashiers[(i + first) % len(cashiers)] for i, t in enumerate(shop.terminal_ids)}
-    loyalty_values = [Decimal(v) for v in model.loyalty_discounts]
-    loyalty_weights = list(model.loyalty_discounts.values())
-    methods, method_weights = list(model.payment_methods), list(model.payment_methods.values())
-    priced: dict[tuple[ShelfProduct, ...], tuple[list[ShelfProduct], dict[int, Decimal], dict[int, Decimal]]] = {}
-
-    def shelf_at(moment: datetime) -> tuple[list[ShelfProduct], dict[int, Decimal], dict[int, Decimal]]:
-        """The shelf in effect, sorted, with its list and unit prices (worked out once per shelf)."""
-        products = timeline.at(moment)
-        if products not in priced:
-            priced[products] = (sorted(products, key=lambda p: p.product_id),
-                                {p.product_id: round_money(p.price * inflation) for p in products},
-                                {p.product_id: round_money(p.price * inflation * (1 - p.discount)) for p in products})
-        return priced[products]
+    loyalty = _Weighted([Decimal(v) for v in model.loyalty_discounts], list(model.loyalty_discounts.values()))
+    to_pay = {value: 1 - value for value in loyalty.values}
+    method = _Weighted(list(model.payment_methods), list(model.payment_methods.values()))
+    max_lines, max_units = model.max_lines_per_receipt, model.max_units_per_line
+    # A count of 1..upper (``_fewer_more_likely(upper)``), drawn inline: the loop's hottest call.
+    counts = [None, *(_fewer_more_likely(upper) for upper in range(1, max(max_lines, max_units) + 1))]
+    # Each shelf of the timeline, sorted, with its products' list and unit prices, worked out once.
+    # Receipts are drawn exactly as ``Random.choices``/``Random.sample`` would (same calls, same
+    # order), so the rows are those of every earlier release for the same seed.
+    shelves = [(since, _priced_shelf(products, inflation)) for since, products in timeline.changes]
 
     stock = dict.fromkeys(sorted(timeline.products), 0) | dict(opening_stock)
     pending = sorted(deliveries, key=lambda d: d.accepted_time)
     sales = ShiftSales()
+    receipts = sales.receipts
+    sold_out = sales.products_sold_out
+    shelf_index = 0
+    on_shelf = shelves[0][1]
+    base_id = shift.code * RECEIPTS_PER_SHIFT_LIMIT
+    new_line = new_receipt = tuple.__new__  # the named tuples made from their fields in order (no keywords)
 
     def restock_until(moment: datetime | None) -> None:
         while pending and (moment is None or pending[0].accepted_time <= moment):
             for line in pending.pop(0).lines:
                 stock[line.product_id] = stock.get(line.product_id, 0) + line.quantity
 
+    in_stock: list[_Priced] | None = None  # the shelf's products in stock, listed again when that changes
     for arrived, terminal_id in _customer_arrivals(world, shop, shift, rng):
-        restock_until(arrived)
-        on_shelf, list_price, unit_price = shelf_at(arrived)
-        in_stock = [p for p in on_shelf if stock.get(p.product_id, 0) > 0]
+        if pending and pending[0].accepted_time <= arrived:
+            restock_until(arrived)
+            in_stock = None
+        while shelf_index + 1 < len(shelves) and shelves[shelf_index + 1][0] <= arrived:
+            shelf_index += 1
+            on_shelf = shelves[shelf_index][1]
+            in_stock = None
+        if in_stock is None:
+            in_stock = [p for p in on_shelf if stock.get(p.product_id, 0) > 0]
         if not in_stock:
             sales.customers_turned_away += 1
             continue
-        seq = len(sales.receipts) + 1
+        seq = len(receipts) + 1
         if seq >= RECEIPTS_PER_SHIFT_LIMIT:
             raise ValueError(f"more than {RECEIPTS_PER_SHIFT_LIMIT - 1} receipts in one shift of shop {shop.shop_id}")
-        transaction_id = shift.code * RECEIPTS_PER_SHIFT_LIMIT + seq
-        values, weights = _fewer_more_likely(min(model.max_lines_per_receipt, len(in_stock)))
-        picked = rng.sample(in_stock, rng.choices(values, weights)[0])
+        transaction_id = base_id + seq
+        n = len(in_stock)
+        w = counts[n if n < max_lines else max_lines]
+        k = w.values[bisect(w.cumulative, random() * w.total, 0, w.hi)]
+        if n <= _SAMPLE_POOL_SIZE and k <= 5:  # Random.sample's own steps for a small population
+            pool = in_stock.copy()
+            picked = []
+            for i in range(k):
+                j = below(n - i)
+                picked.append(pool[j])
+                pool[j] = pool[n - i - 1]
+        else:
+            picked = sample(in_stock, k)
         lines = []
-        for line_no, product in enumerate(picked, start=1):
-            pid = product.product_id
-            values, weights = _fewer_more_likely(min(model.max_units_per_line, stock[pid]))
-            quantity = rng.choices(values, weights)[0]
-            stock[pid] -= quantity
-            if stock[pid] == 0:
-                sales.products_sold_out.add(pid)
-            lines.append(ReceiptLine(
-                item_id=transaction_id * 100 + line_no, product_id=pid, quantity=quantity,
-                unit_price=unit_price[pid], product_name=product.name, product_barcode=product.barcode,
-                category_id=product.category_id, category_name=product.category_name,
-                product_price=list_price[pid], product_discount=product.discount,
-            ))
-        amount = round_money(sum((line.unit_price * line.quantity for line in lines), Decimal("0")))
-        loyalty = rng.choices(loyalty_values, loyalty_weights)[0]
-        sales.receipts.append(Receipt(
-            transaction_id=transaction_id, terminal_id=terminal_id, cashier_id=cashier_at[terminal_id],
-            transaction_time=arrived, amount=amount, loyalty_discount=loyalty, discount_type=DISCOUNT_TYPE,
-            total_amount=round_money(amount * (1 - loyalty)),
-            payment_method=rng.choices(methods, method_weights)[0], lines=tuple(lines),
-        ))
+        amount = _ZERO
+        for line_no, priced in enumerate(picked, start=1):
+            pid = priced.product_id
+            left = stock[pid]
+            w = counts[left if left < max_units else max_units]
+            quantity = w.values[bisect(w.cumulative, random() * w.total, 0, w.hi)]
+            stock[pid] = left - quantity
+            if left == quantity:
+                sold_out.add(pid)
+                in_stock = None
+            amount += priced.unit_price * quantity
+            lines.append(new_line(ReceiptLine, (transaction_id * 100 + line_no, pid, quantity, *priced.line_fields)))
+        amount = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+        discount = loyalty.values[bisect(loyalty.cumulative, random() * loyalty.total, 0, loyalty.hi)]
+        paid_by = method.values[bisect(method.cumulative, random() * method.total, 0, method.hi)]
+        receipts.append(new_receipt(Receipt, (
+            transaction_id, terminal_id, cashier_at[terminal_id], arrived, amount, discount, DISCOUNT_TYPE,
+            (amount * to_pay[discount]).quantize(CENT, rounding=ROUND_HALF_UP), paid_by, tuple(lines))))
     restock_until(None)
     sales.closing_stock = stock
     return sales
+
+
+@dataclass(frozen=True)
+class ShiftSimulated:
+    shift: ShiftWindow
+    deliveries: list[Delivery]
+    sales: ShiftSales
+
+
+def simulate_shifts(world: World, shop: Shop, shifts: Sequence[ShiftWindow],
+                    shelf: Callable[[ShiftWindow], Sequence[ShelfProduct] | ShelfTimeline],
+                    opening_stock: Mapping[int, int] | None = None) -> Iterator[ShiftSimulated]:
+    """The shop's shifts one after another as the chain runs them, without a database: each shift's
+    delivery planned from the stock the previous one left, then its sales (``shelf(shift)`` gives the
+    shelf or its timeline in the shift). The benchmarks time it; the tests pin its rows."""
+    stock = dict(opening_stock or {})
+    for shift in shifts:
+        on_sale = shelf(shift)
+        at_start = on_sale.at(shift.start) if isinstance(on_sale, ShelfTimeline) else on_sale
+        deliveries = plan_deliveries(world, shop, shift, at_start, stock)
+        sales = simulate_terminal_sales(world, shop, shift, on_sale, stock, deliveries)
+        stock = {pid: units for pid, units in sales.closing_stock.items() if units}
+        yield ShiftSimulated(shift, deliveries, sales)
