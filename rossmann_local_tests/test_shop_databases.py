@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect
 
 from rossmann_local.defs import default_resources
+from rossmann_local.domain.catalogue import CategoryRecord, ProductRecord
+from rossmann_local.domain.shifts import shifts_of_day
+from rossmann_local.domain.simulation import configured_shelf, simulate_terminal_sales
+from rossmann_local.domain.world import World
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import ConfigError
+from rossmann_local.shop_db import ledger
+from rossmann_local.shop_db.cache import upsert_categories, upsert_products
+from rossmann_local.shop_db.models import Transaction, TransactionItem
+
+CATALOGUE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def catalogue(world: World, city: str) -> list[ProductRecord]:
+    return [ProductRecord(product_id=p.product_id, name=p.name, barcode=p.barcode, category_id=p.category_id,
+                          price=p.prices[city].price, discount=p.prices[city].discount, updated_at_utc=CATALOGUE_TIME)
+            for p in world.products]
 
 DOMAIN_TABLES = {"categories", "products", "transactions", "transaction_items"}
 
@@ -80,3 +96,36 @@ def test_a_throwaway_postgres_starts_takes_databases_and_leaves_nothing_behind()
     finally:
         server.stop()
     assert not server.base.exists() and not answers(url)
+
+
+
+def test_receipts_written_in_bulk_are_stored_exactly_as_an_insert_stores_them(world: World,
+                                                                              shop_databases: ShopDatabases) -> None:
+    """The ledger's bulk writer (SQLite's executemany, Postgres's COPY) binds each value as SQLAlchemy
+    would: the same receipts written by it into shop 1 and by a plain INSERT into shop 2 are stored
+    alike, value for value (a time stored in another text format would compare wrongly in SQL)."""
+    shop = world.shop(1)
+    shift = shifts_of_day(world, world.start_date)[0]
+    shelf = configured_shelf(world, shop.city)
+    receipts = simulate_terminal_sales(world, shop, shift, shelf, {p.product_id: 50 for p in shelf}, []).receipts
+    rows = {Transaction.__table__: [{"shift_start": shift.start, **{c: getattr(r, c) for c in ledger.RECEIPT_COLUMNS}}
+                                    for r in receipts],
+            TransactionItem.__table__: [{"transaction_id": r.transaction_id,
+                                         **{c: getattr(line, c) for c in ledger.LINE_COLUMNS}}
+                                        for r in receipts for line in r.lines]}
+    stored = []
+    for shop_id, write in ((1, lambda conn: ledger.insert_receipts(conn, shift, receipts)),
+                           (2, lambda conn: [conn.execute(insert(table), values) for table, values in rows.items()])):
+        with shop_databases.transaction(shop_id) as conn:
+            upsert_categories(conn, [CategoryRecord(category_id=c.category_id, name=c.name, description=None,
+                                                    updated_at_utc=CATALOGUE_TIME) for c in world.categories])
+            upsert_products(conn, catalogue(world, shop.city), shop.city)
+            write(conn)
+            stored.append([conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY 1").all()
+                           for table in ("transactions", "transaction_items")])
+    assert len(stored[0][0]) == len(receipts) > 100
+    assert len(stored[0][1]) == sum(len(r.lines) for r in receipts)
+    assert stored[0] == stored[1]
+    with shop_databases.transaction(1) as conn:  # and SQL compares them as times
+        assert ledger.shift_receipt_count(conn, shift) == len(receipts)
+        assert len(ledger.stock_movements(conn, shift.start, shift.end)) == len(stored[0][1])

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.stock_levels import (
     MAX_STOCK_MESSAGE_BYTES,
     PART_SEPARATOR,
@@ -25,7 +26,12 @@ from rossmann_local.local.broker import LocalBroker
 from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
-from rossmann_local.shop.stock import StockNotDelivered, queue_stock_levels, settle_and_verify
+from rossmann_local.shop.stock import (
+    StockNotDelivered,
+    queue_shifts_stock_levels,
+    queue_stock_levels,
+    settle_and_verify,
+)
 from rossmann_local.shop_db.ledger import stock_at
 from rossmann_local.shop_db.models import StockMessage
 from rossmann_local.shop_db.stock_outbox import unsent_parts, verified_count
@@ -189,3 +195,24 @@ def test_a_crash_between_the_confirmation_and_its_record_sends_nothing_twice(
     assert meta["parts_found_already_sent"] == len(parts) and meta["messages_sent"] == 0
     assert set(topic_copies(kafka, 5).values()) == {1}
     assert queued(sqlite_shops, 5, sent=False) == 0
+
+
+def test_a_run_of_many_shifts_queues_the_messages_each_shift_would_queue_alone(
+        world: World, shop_databases: ShopDatabases, sync_api: SyncApiClient) -> None:
+    """A run's stock step rolls each shift's opening stock forward from the previous shift's instead of
+    reading it from the ledger: the messages are the same as those of each shift queued on its own."""
+    resources = {"shop_databases": shop_databases, "sync_api": sync_api}
+    shifts = [*shifts_of_day(world, world.start_date), *shifts_of_day(world, world.start_date + timedelta(days=1))]
+    for shift in shifts:
+        materialize_shift(world, shift, 3, resources, assets=("synced_cache", "shift_deliveries", "shift_transactions"))
+
+    def queue() -> list[tuple]:
+        with shop_databases.transaction(3) as conn:
+            return conn.execute(select(StockMessage.shift_start, StockMessage.checkpoint, StockMessage.payload)
+                                .order_by(StockMessage.checkpoint)).all()
+
+    counts = queue_shifts_stock_levels(world, world.shop(3), reversed(shifts), shop_databases)
+    together = queue()
+    alone = [queue_stock_levels(world, world.shop(3), shift, shop_databases) for shift in shifts]
+    assert list(counts.values()) == alone and all(alone)
+    assert together == queue() and len(together) == sum(alone)

@@ -85,6 +85,31 @@ def queue_stock_levels(world: World, shop: Shop, shift: ShiftWindow, shop_databa
     return len(messages)
 
 
+def queue_shifts_stock_levels(world: World, shop: Shop, shifts: Iterable[ShiftWindow],
+                              shop_databases: ShopDatabases) -> dict[datetime, int]:
+    """``queue_stock_levels`` for many shifts of one shop, in one transaction: the first shift's
+    opening stock is read from the ledger, each next one's is rolled forward through the movements
+    in between. Reading each from the ledger costs the movements after it, i.e. the rest of the run
+    when every shift of a long run is sold before its stock is sent: quadratic in the run's length."""
+    queued: dict[datetime, int] = {}
+    ordered = sorted({s.start: s for s in shifts}.values(), key=lambda s: s.start)
+    if not ordered:
+        return queued
+    interval = world.sales.stock_report_interval_minutes
+    with shop_databases.transaction(shop.shop_id) as conn:
+        opening = ledger.stock_at(conn, ordered[0].start)
+        for shift, following in zip(ordered, [*ordered[1:], None], strict=True):
+            until = shift.end if following is None else max(shift.end, following.start)
+            movements = ledger.stock_movements(conn, shift.start, until)
+            messages = plan_stock_messages(shop.shop_id, shift, interval, opening, movements)
+            queue_shift_messages(conn, shift, messages)
+            queued[shift.start] = len(messages)
+            for _at, product_id, units in movements:
+                opening[product_id] = opening.get(product_id, 0) + units
+            opening = {pid: units for pid, units in opening.items() if units}
+    return queued
+
+
 def _identity(value: bytes | None) -> tuple[str, int, int] | None:
     """(shop id, sequence, part) of a stock message read from the topic, None for anything else."""
     try:
@@ -184,8 +209,12 @@ def send_stock_levels(world: World, shifts: Sequence[tuple[Shop, ShiftWindow]], 
                       kafka: KafkaResource) -> StockLevelsSent:
     """Queue the shifts' stock messages, then deliver every queue of their shops (``deliver_queued``).
     Raises ``StockNotDelivered`` for what the broker did not confirm."""
-    planned_per_shift = {(shop.shop_id, shift.start): queue_stock_levels(world, shop, shift, shop_databases)
-                         for shop, shift in shifts}
+    per_shop: dict[int, tuple[Shop, list[ShiftWindow]]] = {}
+    for shop, shift in shifts:
+        per_shop.setdefault(shop.shop_id, (shop, []))[1].append(shift)
+    planned_per_shift = {(shop_id, start): count for shop_id, (shop, its_shifts) in per_shop.items()
+                         for start, count in queue_shifts_stock_levels(world, shop, its_shifts,
+                                                                       shop_databases).items()}
     checked, outcome, queued = deliver_queued([shop.shop_id for shop, _ in shifts], shop_databases, kafka)
     confirmed = Counter(shop_id for shop_id, _ in outcome.confirmed)
     missing = {shop_id: count - confirmed[shop_id] for shop_id, count in queued.items() if confirmed[shop_id] < count}

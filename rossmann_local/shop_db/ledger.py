@@ -9,7 +9,7 @@ of a shift is the same on every re-run.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -114,20 +114,49 @@ def change_stock(conn: Connection, changes: Mapping[int, int]) -> None:
 
 
 def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Many rows at once, inside the caller's transaction: COPY on Postgres (psycopg 3), where a
-    row-by-row executemany costs a protocol round per row; executemany elsewhere."""
+    """Many rows at once, inside the caller's transaction, each value through its column's own bind
+    processor (so the rows stored are exactly what an INSERT would store, UTC times included): COPY on
+    Postgres (psycopg 3), where a row-by-row executemany costs a protocol round per row; on SQLite, the
+    driver's ``executemany`` of one statement compiled once, without SQLAlchemy's work per row (which
+    was most of a shift's insert time)."""
     if not rows:
         return
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        columns = list(rows[0])
-        # The columns' own bind processors, so COPY stores exactly what an INSERT would (UTC times).
-        processors = [table.c[c].type.bind_processor(conn.dialect) for c in columns]
+        columns = tuple(rows[0])
         statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
         with conn.connection.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row([p(row[c]) if p else row[c] for c, p in zip(columns, processors, strict=True)])
+            for row in _bound_values(conn, table, columns, rows):
+                copy.write_row(row)
+    elif conn.dialect.name == "sqlite":
+        statement, columns = _insert_statement(conn, table, tuple(rows[0]))
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(statement, _bound_values(conn, table, columns, rows))
+        finally:
+            cursor.close()
     else:
         conn.execute(insert(table), rows)
+
+
+def _bound_values(conn: Connection, table: Table, columns: Sequence[str],
+                  rows: list[dict[str, Any]]) -> Iterator[list[Any]]:
+    # The dialect's own type (SQLite stores times as text in its own format), as an INSERT would bind.
+    processors = [table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
+    for row in rows:
+        yield [p(row[c]) if p else row[c] for c, p in zip(columns, processors, strict=True)]
+
+
+_INSERTS: dict[tuple[str, str, frozenset[str]], tuple[str, tuple[str, ...]]] = {}
+
+
+def _insert_statement(conn: Connection, table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """``INSERT INTO table (columns) VALUES (?, ...)`` in the driver's parameter style, compiled once,
+    and the columns in the order it binds them."""
+    key = (conn.dialect.name, table.name, frozenset(columns))
+    if key not in _INSERTS:
+        compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(columns))
+        _INSERTS[key] = (str(compiled), tuple(compiled.positiontup or ()))
+    return _INSERTS[key]
 
 
 def replace_shift_deliveries(conn: Connection, shift: ShiftWindow, deliveries: Sequence[PlannedDelivery]) -> None:
