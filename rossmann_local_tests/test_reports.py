@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -298,5 +298,9 @@ def test_report_rows_are_bound_to_the_reports_columns_by_name(world: World, sqli
         replace_shift_rows(client, 1, shift.start, backwards)
     stored = query(clickhouse, f"SELECT {', '.join(rows.columns)} FROM shop_reports.delivery ORDER BY delivery_id, "
                                "product_id")
-    naive_utc = [tuple(v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in r) for r in rows.rows]
-    assert [tuple(r) for r in stored] == naive_utc and stored  # chDB answers DateTime('UTC') as naive UTC
+    # Times go as epoch seconds; chDB answers DateTime('UTC') as naive UTC.
+    times = {name for name, kind in DELIVERY_COLUMNS if kind.startswith("DateTime")}
+    naive_utc = [tuple(datetime.fromtimestamp(v, UTC).replace(tzinfo=None) if name in times else v
+                       for name, v in zip(rows.columns, r, strict=True)) for r in rows.rows]
+    assert [tuple(r) for r in stored] == naive_utc and stored
+    assert naive_utc[0][rows.columns.index("shift_start")] == shift.start.astimezone(UTC).replace(tzinfo=None)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Float, Select, cast, select
+from sqlalchemy import BigInteger, ColumnElement, Connection, Float, Select, cast, extract, func, select
 
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.reports.schema import DELIVERY, TABLES, TRANSACTIONS
@@ -42,11 +42,28 @@ DELIVERED_PRODUCT_SOURCES: dict[str, ColumnElement[Any]] = {
 }
 
 
-def _report_select(table: str, sources: Mapping[str, ColumnElement[Any]]) -> Select[Any]:
-    """SELECT each source labelled with its report column, cast to float where the report says Float64."""
+def _epoch_seconds(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """A stored UTC time as seconds since 1970, computed by the database: ClickHouse takes a
+    ``DateTime`` as those seconds, and reading the text (SQLite) or timestamp back into aware Python
+    datetimes was most of a report's read time."""
+    if dialect == "sqlite":
+        return cast(func.strftime("%s", column), BigInteger)
+    return cast(extract("epoch", column), BigInteger)  # a timestamp without time zone holds UTC here
+
+
+def _report_select(table: str, sources: Mapping[str, ColumnElement[Any]], dialect: str) -> Select[Any]:
+    """SELECT each source labelled with its report column, cast to float where the report says
+    Float64, as epoch seconds where it says DateTime."""
     types = dict(TABLES[table][0])
-    return select(*[(cast(source, Float) if types[name] == "Float64" else source).label(name)
-                    for name, source in sources.items()])
+
+    def value(name: str, source: ColumnElement[Any]) -> ColumnElement[Any]:
+        if types[name] == "Float64":
+            return cast(source, Float)
+        if types[name].startswith("DateTime"):
+            return _epoch_seconds(source, dialect)
+        return source
+
+    return select(*[value(name, source).label(name) for name, source in sources.items()])
 
 
 def _report_rows(conn: Connection, table: str, query: Select[Any], constants: dict[str, Any]) -> ReportRows:
@@ -67,7 +84,7 @@ def transactions_report_rows(conn: Connection, shift: ShiftWindow, shop_id: int,
                              city: str) -> ReportRows:
     """One row per receipt line of this shift, for ``shop_reports.transactions``."""
     constants = {"shop_id": shop_id, "country": country, "city": city, "admin_id": _shift_admin(conn, shift)}
-    query = (_report_select(TRANSACTIONS, RECEIPT_LINE_SOURCES)
+    query = (_report_select(TRANSACTIONS, RECEIPT_LINE_SOURCES, conn.dialect.name)
              .join_from(Transaction, TransactionItem, TransactionItem.transaction_id == Transaction.transaction_id)
              .where(Transaction.shift_start == shift.start).order_by(TransactionItem.item_id))
     return _report_rows(conn, TRANSACTIONS, query, constants)
@@ -75,7 +92,7 @@ def transactions_report_rows(conn: Connection, shift: ShiftWindow, shop_id: int,
 
 def delivery_report_rows(conn: Connection, shift: ShiftWindow, shop_id: int, country: str, city: str) -> ReportRows:
     """One row per delivered product of this shift, for ``shop_reports.delivery``."""
-    query = (_report_select(DELIVERY, DELIVERED_PRODUCT_SOURCES)
+    query = (_report_select(DELIVERY, DELIVERED_PRODUCT_SOURCES, conn.dialect.name)
              .join_from(Delivery, DeliveryItem, DeliveryItem.delivery_id == Delivery.delivery_id)
              .where(Delivery.shift_start == shift.start).order_by(Delivery.delivery_id, DeliveryItem.product_id))
     return _report_rows(conn, DELIVERY, query, {"shop_id": shop_id, "country": country, "city": city})
