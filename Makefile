@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export TZ := UTC
 
-.PHONY: install day live test lint chromium bench bench-scale dev about contracts migration clean
+.PHONY: install day live backfill test lint chromium bench bench-scale dev about contracts migration clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ day: $(STAMP)
 # Live mode: the chain on a clock, receipts written as their simulated time arrives (ARGS="--speed 60 --ui").
 live: $(STAMP)
 	$(BIN)/python -m rossmann_local.local.live $(ARGS)
+
+# Many days of every shop, shop groups in parallel processes (ARGS="--days 30 --workers 2").
+backfill: $(STAMP)
+	$(BIN)/python -m rossmann_local.local.backfill $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check rossmann_local rossmann_local_tests bench

@@ -4,8 +4,11 @@ Backfills every shop x shift of ``--days`` days for ``--shops`` shops on the no-
 (SQLite shop files, chDB, the local Kafka broker, the stand-in Sync API on loopback, the persistent
 SQLite Dagster instance of ``make day``) as **one run** over the whole partition range: what a
 backfill launches under the assets' single-run backfill policy, instead of a process per partition.
-Prints wall time, partitions per second, peak RSS, and checks the result: every partition of every
-asset materialized, ClickHouse equal to the shop databases, every stock message confirmed.
+With ``--workers N`` the shops are split into N groups run side by side in worker processes
+(``rossmann_local.local.backfill``, what ``make backfill`` runs); ``--days-per-run`` cuts the days into
+several runs per group. Prints wall time, partitions per second, where the time goes (one worker),
+peak RSS, and checks the result: every partition of every asset materialized, ClickHouse equal to
+the shop databases, every stock message confirmed, stock never below zero nor above its target.
 """
 
 from __future__ import annotations
@@ -21,16 +24,15 @@ from sqlalchemy import Connection, func, select
 
 from bench.chain import no_service_chain
 from bench.where_time_goes import WhereTimeGoes
-from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.simulation import stock_levels
 from rossmann_local.domain.world import reference_world
-from rossmann_local.local.day import run_shifts
+from rossmann_local.local.backfill import backfill
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, StockMessage, Transaction, TransactionItem
 
-TARGET_SECONDS = 300
+TARGET_SECONDS = 60
 ASSETS = ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels", "transactions_report",
           "delivery_report")
 
@@ -65,30 +67,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shops", type=int, default=100)
     parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=1, help="shop groups in parallel processes (local/backfill)")
+    parser.add_argument("--days-per-run", type=int, default=0, help="days per run (default: all in one run)")
     args = parser.parse_args()
     world = reference_world(args.shops)
     first_day = world.start_date
     shifts = [s for d in range(args.days) for s in shifts_of_day(world, first_day + timedelta(days=d))]
     partitions = len(shifts) * args.shops
     with no_service_chain(world) as stack:
-        resources, broker = stack.resources, stack.broker
         shops, clickhouse = stack.shop_databases, stack.clickhouse
-        job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
+        broker = stack.broker
         instance = managed_instance()
         rss_before = peak_rss_mib()
         started = time.perf_counter()
         with WhereTimeGoes() as profile:
-            result = run_shifts(job, instance, world, shifts[0], shifts[-1])
+            groups = backfill(world, stack, first_day, args.days, args.workers, args.days_per_run or args.days,
+                              quiet=True)
         seconds = time.perf_counter() - started
         rss_peak, broker_peak = peak_rss_mib(), peak_rss_mib(broker.pid if broker and broker.pid else 0)
-        assert result.success, [e.step_failure_data.error.to_string()[:2000] for e in result.all_events
-                                if e.is_step_failure]
-        logs = [e for e in instance.all_logs(result.run_id) if e.dagster_event]
-        run_started = min(e.timestamp for e in logs)
-        first_step = next(e.timestamp for e in logs if e.dagster_event.event_type_value == "STEP_START")
+        failures = [cause for g in groups for _, ok, _, cause in g.runs if not ok]
+        assert not failures, failures
+        run_ids = [run_id for g in groups for run_id, _, _, _ in g.runs]
+        logs = [e for run_id in run_ids for e in instance.all_logs(run_id) if e.dagster_event]
+        first_run = [e for e in instance.all_logs(run_ids[0]) if e.dagster_event]
+        run_started = min(e.timestamp for e in first_run)
+        first_step = next(e.timestamp for e in first_run if e.dagster_event.event_type_value == "STEP_START")
         planned = sum(1 for e in logs if e.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED")
-        steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
-                 if e.is_step_success}
+        steps: dict[str, float] = {}
+        for e in logs:
+            if e.dagster_event.event_type_value == "STEP_SUCCESS":
+                steps[e.step_key] = steps.get(e.step_key, 0) + e.dagster_event.event_specific_data.duration_ms / 1000
         materialized = {a: len(instance.get_materialized_partitions(dg.AssetKey(a))) for a in ASSETS}
         receipts, lines, revenue, unsent = 0, 0, Decimal("0"), 0
         lowest_stock, highest_stock, over_target = 0, 0, 0
@@ -112,16 +120,20 @@ def main() -> None:
         ch_revenue = sum((r.revenue for r in reported), Decimal("0"))
 
     rows = [
-        ("backfill", f"{args.shops} shops x {args.days} days = {partitions} shop x shift partitions, 1 run", ""),
+        ("backfill", f"{args.shops} shops x {args.days} days = {partitions} shop x shift partitions, "
+                     f"{len(run_ids)} run(s), {len(groups)} worker(s)", ""),
         ("wall time", f"{seconds:.1f} s", f"<= {TARGET_SECONDS} s"),
         ("partitions per second", f"{partitions / seconds:.2f}", ""),
         ("receipt lines per second, end to end", f"{lines / seconds:,.0f} ({lines:,} lines)", ""),
-        ("where the run's time goes (sampled)", "", ""),
-        *profile.rows(),
-        ("peak RSS, the run's process", f"{rss_peak:.0f} MiB (before the run: {rss_before:.0f} MiB)", "bounded"),
+        *([("where the run's time goes (sampled)", "", ""), *profile.rows()] if len(groups) == 1 else []),
+        ("peak RSS, the run's process" if len(groups) == 1 else "peak RSS, the parent / each worker",
+         f"{rss_peak:.0f} MiB (before the run: {rss_before:.0f} MiB)" if len(groups) == 1 else
+         f"{rss_peak:.0f} MiB / {', '.join(f'{g.peak_rss_mib:.0f}' for g in groups)} MiB", "bounded"),
         ("peak RSS, Kafka broker", f"{broker_peak:.0f} MiB", ""),
+        ("each worker: its runs' seconds, in order", "; ".join(
+            f"{g.group}: " + ", ".join(f"{r[2]:.1f}" for r in g.runs) for g in groups), ""),
         ("run start to first step", f"{first_step - run_started:.1f} s ({planned} planned-materialization events)", ""),
-        ("step seconds (one step per asset)", ", ".join(f"{k} {v:.0f}" for k, v in steps.items()), ""),
+        ("step seconds (summed over runs)", ", ".join(f"{k} {v:.0f}" for k, v in steps.items()), ""),
         ("partitions materialized per asset", ", ".join(f"{a} {n}" for a, n in materialized.items()),
          f"{partitions} each"),
         ("receipts, shop databases / ClickHouse", f"{receipts:,} / {ch_receipts:,}", "equal"),

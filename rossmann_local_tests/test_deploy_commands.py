@@ -156,12 +156,13 @@ def test_a_missing_instance_setting_is_named(instance_dir: Path, monkeypatch: py
 
 
 def test_the_no_service_instance_takes_its_run_queue_from_dagster_yaml() -> None:
-    """The run queue's policy is written once, in dagster.yaml; make day and make dev's instance
-    keeps its own storage and a ClickHouse pool of 1 (chDB: one process per directory)."""
+    """The run queue's and the pools' policy is written once, in dagster.yaml; make day and make dev's
+    instance keeps its own storage (chDB's one process at a time is the ClickHouse resource's lock)."""
     written = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]
     config = managed_instance().get_concurrency_config()
     queue = config.run_queue_config
     assert queue.max_concurrent_runs == written["max_concurrent_runs"]
     assert [(limit["key"], limit.get("value"), limit["limit"]) for limit in queue.tag_concurrency_limits] == [
         (limit["key"], limit.get("value"), limit["limit"]) for limit in written["tag_concurrency_limits"]]
-    assert config.pool_config.default_pool_limit == 1
+    pools = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["pools"]
+    assert config.pool_config.default_pool_limit == pools["default_limit"]

@@ -2,8 +2,8 @@
 daemon keeps it.
 
 The run queue's policy is written once, in the repository's ``dagster.yaml`` (the deployment's
-instance): this instance takes its ``concurrency.runs`` from there and keeps its own storage
-(SQLite under the data dir) and pool limit (chDB lets one process open its directory at a time).
+instance): this instance takes its ``concurrency`` (runs and pools) from there and keeps its own storage
+(SQLite under the data dir).
 """
 
 from __future__ import annotations
@@ -33,13 +33,18 @@ DEPLOYMENT_INSTANCE = REPO_ROOT / "dagster.yaml"
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 
 
-def run_queue_policy() -> dict[str, Any]:
-    """``concurrency.runs`` of the repository's dagster.yaml: the one place the policy is written."""
+def concurrency_policy(part: str) -> dict[str, Any]:
+    """``concurrency.<part>`` (``runs``: the run queue, ``pools``: the op pools) of the repository's
+    dagster.yaml: the one place the policy is written."""
     try:
-        return yaml.safe_load(DEPLOYMENT_INSTANCE.read_text())["concurrency"]["runs"]
+        return yaml.safe_load(DEPLOYMENT_INSTANCE.read_text())["concurrency"][part]
     except (OSError, KeyError, TypeError) as exc:
-        raise ConfigError(f"the run queue's policy is read from {DEPLOYMENT_INSTANCE} (concurrency.runs), "
+        raise ConfigError(f"the instance's concurrency is read from {DEPLOYMENT_INSTANCE} (concurrency.{part}), "
                           f"which is missing or has none: {exc}") from None
+
+
+def run_queue_policy() -> dict[str, Any]:
+    return concurrency_policy("runs")
 
 
 def managed_instance_yaml() -> str:
@@ -56,9 +61,10 @@ def managed_instance_yaml() -> str:
         # those children took Ctrl-C with a traceback each.
         "compute_logs": {"module": "dagster.core.storage.noop_compute_log_manager",
                          "class": "NoOpComputeLogManager"},
-        "concurrency": {"runs": run_queue_policy(),
-                        # Only the ClickHouse ops are in a pool: chDB lets one process open its directory.
-                        "pools": {"default_limit": 1}},
+        # The deployment's pools too: chDB's one process at a time is the ClickHouse resource's own
+        # lock, held only while a report is written, so report steps of parallel runs read the shop
+        # databases side by side (make backfill --workers).
+        "concurrency": {"runs": run_queue_policy(), "pools": concurrency_policy("pools")},
     }
     return ("# Written by rossmann_local for the no-service default instance from the repository's\n"
             "# dagster.yaml (its run queue); edits are overwritten.\n" + yaml.safe_dump(config, sort_keys=False))

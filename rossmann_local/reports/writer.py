@@ -7,7 +7,8 @@ shift (one block, atomic). See ``reports.schema`` for the alternatives and why t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,7 +54,7 @@ def replace_shift_rows(client: Client, shop_id: int, shift_start: datetime, repo
     if present is None:
         present = (shop_id, int(shift_start.timestamp())) in shifts_present(client, report.table,
                                                                              [(shop_id, shift_start)])
-    batch = ReportBatch(client)  # a batch of one shift: its DELETE if present, then one INSERT
+    batch = ReportBatch(lambda: nullcontext(client))  # a batch of one shift: its DELETE if present, one INSERT
     batch.add(shop_id, shift_start, report, present)
     batch.flush()
 
@@ -64,33 +65,39 @@ ROWS_PER_INSERT = 200_000
 
 
 class ReportBatch:
-    """Many shop x shifts of one report table, written with as few INSERTs as fit: each shift's
-    earlier copy is deleted when it is added (``present``), its rows wait in the batch, and the batch
-    goes in one INSERT once it holds ``ROWS_PER_INSERT`` rows (and at ``flush``). An INSERT per
-    shift made a part per shift: ClickHouse's cost per part was most of the report steps' time.
-    Memory stays bounded by the batch, however many shifts a run has."""
+    """Many shop x shifts of one report table, written with as few INSERTs as fit: each shift's rows
+    wait in the batch, and the batch goes once it holds ``ROWS_PER_INSERT`` rows (and at ``flush``):
+    the earlier copies of its shifts (``present``) deleted, then one INSERT. An INSERT per shift made
+    a part per shift: ClickHouse's cost per part was most of the report steps' time. A client is
+    opened (``open_client``) only to write a batch, so gathering the rows does not hold ClickHouse
+    (chDB: one process at a time). Memory stays bounded by the batch, however many shifts a run has."""
 
-    def __init__(self, client: Client, rows_per_insert: int = ROWS_PER_INSERT) -> None:
-        self.client, self.rows_per_insert = client, rows_per_insert
+    def __init__(self, open_client: Callable[[], AbstractContextManager[Client]],
+                 rows_per_insert: int = ROWS_PER_INSERT) -> None:
+        self.open_client, self.rows_per_insert = open_client, rows_per_insert
         self.table: str | None = None
         self.columns: tuple[str, ...] = ()
         self.rows: list[tuple[Any, ...]] = []
+        self.replaced: list[tuple[int, datetime]] = []  # (shop, shift start) whose earlier rows go first
 
     def add(self, shop_id: int, shift_start: datetime, report: ReportRows, present: bool) -> None:
         if self.table is not None and (report.table, report.columns) != (self.table, self.columns):
             self.flush()
         self.table, self.columns = report.table, report.columns
         if present:
-            table = report.table
-            self.client.command(f"DELETE FROM {DATABASE}.{table} "
-                                "WHERE shop_id = {shop_id:UInt32} AND shift_start = {shift_start:DateTime('UTC')}",
-                                parameters={"shop_id": shop_id, "shift_start": shift_start})
+            self.replaced.append((shop_id, shift_start))
         self.rows.extend(report.rows)
         if len(self.rows) >= self.rows_per_insert:
             self.flush()
 
     def flush(self) -> None:
-        if self.rows and self.table is not None:
-            self.client.insert(f"{DATABASE}.{self.table}", self.rows, column_names=list(self.columns))
-        self.rows = []
-
+        if self.table is not None and (self.rows or self.replaced):
+            table = self.table
+            with self.open_client() as client:
+                for shop_id, shift_start in self.replaced:
+                    client.command(f"DELETE FROM {DATABASE}.{table} WHERE shop_id = {{shop_id:UInt32}} "
+                                   "AND shift_start = {shift_start:DateTime('UTC')}",
+                                   parameters={"shop_id": shop_id, "shift_start": shift_start})
+                if self.rows:
+                    client.insert(f"{DATABASE}.{table}", self.rows, column_names=list(self.columns))
+        self.rows, self.replaced = [], []

@@ -5,16 +5,20 @@ the ClickHouse engine inside this process via clickhouse-connect's chDB backend)
 ``http(s)://user:password@host:8123`` (a server, as in compose). The resource is a client factory:
 what the reports read and write lives beside their schema (``reports/``), as the shop databases'
 SQL lives in ``shop_db/``. Everything above the client is the same code; the DSN decides. chDB lets
-one process open a directory at a time, so the client is closed after each use and the Dagster ops
-that use it share the ``clickhouse`` pool (limit 1 in the default instance).
+one process open a directory at a time: a chDB client holds an exclusive lock on
+``<dir>.lock`` while it is open (processes wanting it wait their turn) and is closed after each
+use, so hold it only to read or write ClickHouse. The Dagster ops that use it are in the
+``clickhouse`` pool, for a deployment to limit its ClickHouse load.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -146,12 +150,52 @@ class ClickHouseReports(dg.ConfigurableResource):
 
     @contextmanager
     def client(self) -> Iterator[Client]:
-        """A client for one unit of work, closed afterwards (chDB: one process per directory)."""
-        client = open_client(self.resolved_dsn())
-        try:
+        """A client for one unit of work, closed afterwards (chDB: one process per directory, which
+        this process holds meanwhile)."""
+        dsn = self.resolved_dsn()
+        with ExitStack() as stack:
+            parts = Dsn.parse(dsn)
+            if parts.scheme == "chdb" and parts.path.startswith("/"):
+                stack.enter_context(chdb_directory_held(Path(parts.path)))
+            client = open_client(dsn)
+            stack.callback(client.close)
             yield client
-        finally:
-            client.close()
+
+
+_HELD_LOCK = threading.RLock()
+_HOLDERS: dict[Path, tuple[int, int]] = {}  # chDB directory -> (lock file descriptor, clients open on it)
+
+
+@contextmanager
+def chdb_directory_held(directory: Path) -> Iterator[None]:
+    """This process holds the chDB directory: an exclusive ``flock`` on ``<directory>.lock``, waited for
+    while another process (a parallel backfill's other worker, a run under ``make dev``) holds it.
+    Re-entrant within the process: a client opened inside another's use shares the hold."""
+    directory = directory.resolve()
+    with _HELD_LOCK:
+        if directory in _HOLDERS:
+            fd, count = _HOLDERS[directory]
+            _HOLDERS[directory] = (fd, count + 1)
+        else:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{directory}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            _HOLDERS[directory] = (fd, 1)
+    try:
+        yield
+    finally:
+        with _HELD_LOCK:
+            fd, count = _HOLDERS[directory]
+            if count > 1:
+                _HOLDERS[directory] = (fd, count - 1)
+            else:
+                del _HOLDERS[directory]
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
 
 def clickhouse_from_env() -> ClickHouseReports:

@@ -60,23 +60,25 @@ class ReportSent:
 def send_report(world: World, report: Report, shifts: Sequence[tuple[Shop, ShiftWindow]],
                 shop_databases: ShopDatabases, clickhouse: ClickHouseReports) -> list[ReportSent]:
     """For each shift, read its rows and replace them in ClickHouse; then reconcile them all with one
-    query, and record locally only the shifts that reconcile. One ClickHouse client, one look for
-    earlier copies, an INSERT per ``ROWS_PER_INSERT`` rows and one reconciliation query, however
-    many shifts. A failure midway leaves some shifts written and none recorded: the next run finds
-    them present, deletes and writes them again, so there is still exactly one copy."""
+    query, and record locally only the shifts that reconcile. One look for earlier copies, an INSERT
+    per ``ROWS_PER_INSERT`` rows and one reconciliation query, however many shifts; ClickHouse is
+    held only for those, not while the rows are read from the shop databases. A failure midway
+    leaves some shifts written and none recorded: the next run finds them present, deletes and
+    writes them again, so there is still exactly one copy."""
     keys = [(shop.shop_id, shift.start) for shop, shift in shifts]
     local, sent = {}, {}
     with clickhouse.client() as client:
         present = shifts_present(client, report.table, keys)
-        batch = ReportBatch(client)
-        for (shop, shift), key in zip(shifts, keys, strict=True):
-            city = world.city_of(shop)
-            with shop_databases.transaction(shop.shop_id) as conn:
-                rows = report.rows_of(conn, shift, shop.shop_id, city.country, city.name)
-                local[key] = report.local_totals(conn, shift)
-            batch.add(shop.shop_id, shift.start, rows, present=(shop.shop_id, int(shift.start.timestamp())) in present)
-            sent[key] = len(rows)
-        batch.flush()
+    batch = ReportBatch(clickhouse.client)  # ClickHouse is held only while a batch is written
+    for (shop, shift), key in zip(shifts, keys, strict=True):
+        city = world.city_of(shop)
+        with shop_databases.transaction(shop.shop_id) as conn:
+            rows = report.rows_of(conn, shift, shop.shop_id, city.country, city.name)
+            local[key] = report.local_totals(conn, shift)
+        batch.add(shop.shop_id, shift.start, rows, present=(shop.shop_id, int(shift.start.timestamp())) in present)
+        sent[key] = len(rows)
+    batch.flush()
+    with clickhouse.client() as client:
         reported = report.reported_totals(client, keys)
     outcomes = [ReportSent(shop, shift, sent[key], local[key], reported[key])
                 for (shop, shift), key in zip(shifts, keys, strict=True)]
