@@ -184,8 +184,9 @@ def plan_deliveries(world: World, shop: Shop, shift: ShiftWindow, shelf: Sequenc
 
 
 class _Weighted:
-    """A weighted choice drawn as ``Random.choices(values, weights)[0]`` draws it (one ``random()``,
-    bisected on the cumulative weights), with the cumulative weights summed once, not per draw."""
+    """A weighted choice, drawn inline in the sales loop exactly as ``Random.choices(values,
+    weights)[0]`` draws it: ``values[bisect(cumulative, random() * total, 0, hi)]``, with the
+    cumulative weights summed once, not on every draw."""
 
     __slots__ = ("cumulative", "hi", "total", "values")
 
@@ -194,9 +195,6 @@ class _Weighted:
         self.cumulative = list(accumulate(weights))
         self.total = self.cumulative[-1] + 0.0
         self.hi = len(values) - 1
-
-    def draw(self, random: Callable[[], float]):
-        return self.values[bisect(self.cumulative, random() * self.total, 0, self.hi)]
 
 
 @cache

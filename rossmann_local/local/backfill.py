@@ -89,12 +89,21 @@ class GroupRuns:
         return all(ok for _, ok, _, _ in self.runs)
 
 
-def peak_rss_mib() -> float:
-    """This process's high-water mark of resident memory (VmHWM), in MiB."""
+def _status_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def peak_rss_mib() -> float:
+    """This process's high-water mark of resident memory (VmHWM), in MiB."""
+    return _status_mib("VmHWM")
+
+
+def resident_mib() -> float:
+    """This process's resident memory now (VmRSS), in MiB."""
+    return _status_mib("VmRSS")
 
 
 def run_group(world: World, group: ShopGroup, spans: Sequence[tuple[ShiftWindow, ShiftWindow]],
@@ -116,7 +125,8 @@ def run_group(world: World, group: ShopGroup, spans: Sequence[tuple[ShiftWindow,
         done.runs.append((result.run_id, result.success, seconds, "" if result.success else first_failure(result)))
         if not quiet:
             print(f"{group}: {first.local_date} .. {last.local_date} "
-                  f"{'done' if result.success else 'FAILED'} in {seconds:.1f} s (run {result.run_id[:8]})", flush=True)
+                  f"{'done' if result.success else 'FAILED'} in {seconds:.1f} s (run {result.run_id[:8]}, "
+                  f"memory {resident_mib():.0f} MiB)", flush=True)
         del result  # a run's result holds all its events: drop it before the next run
         if not done.runs[-1][1]:
             break
