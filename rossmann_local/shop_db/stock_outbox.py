@@ -47,8 +47,12 @@ def queue_shift_messages(conn: Connection, shift: ShiftWindow, messages: Iterabl
 def unsent_parts(conn: Connection) -> list[tuple[PartKey, str]]:
     """Every part of every message not yet wholly confirmed and not yet placed, oldest first (a broker
     outage may have left several shifts')."""
+    unsent = select(StockMessage.shift_start, StockMessage.checkpoint).where(StockMessage.sent_at_utc.is_(None))
+    # Only the unsent messages' placed parts: reading every part ever placed grew with the shop's history.
     placed = set(conn.execute(select(StockMessageOffset.shift_start, StockMessageOffset.checkpoint,
-                                     StockMessageOffset.part)).tuples())
+                                     StockMessageOffset.part)
+                              .where(tuple_(StockMessageOffset.shift_start, StockMessageOffset.checkpoint).in_(unsent))
+                              ).tuples())
     rows = conn.execute(select(StockMessage.shift_start, StockMessage.checkpoint, StockMessage.payload)
                         .where(StockMessage.sent_at_utc.is_(None)).order_by(StockMessage.checkpoint))
     return [((r.shift_start, r.checkpoint, number), part)
