@@ -75,18 +75,11 @@ def queue_stock_levels(world: World, shop: Shop, shift: ShiftWindow, shop_databa
     shift's unsent ones are replaced, confirmed ones never sent again); returns how many. With
     ``until`` (live mode, the receipts before it written), only the checkpoints at or before it: each
     covers the movements before its time, so it is already final."""
-    with shop_databases.transaction(shop.shop_id) as conn:
-        messages = plan_stock_messages(shop.shop_id, shift, world.sales.stock_report_interval_minutes,
-                                       ledger.stock_at(conn, shift.start),
-                                       ledger.stock_movements(conn, shift.start, shift.end))
-        if until is not None:
-            messages = [(at, payload) for at, payload in messages if at <= until]
-        queue_shift_messages(conn, shift, messages)
-    return len(messages)
+    return queue_shifts_stock_levels(world, shop, [shift], shop_databases, until)[shift.start]
 
 
 def queue_shifts_stock_levels(world: World, shop: Shop, shifts: Iterable[ShiftWindow],
-                              shop_databases: ShopDatabases) -> dict[datetime, int]:
+                              shop_databases: ShopDatabases, until: datetime | None = None) -> dict[datetime, int]:
     """``queue_stock_levels`` for many shifts of one shop, in one transaction: the first shift's
     opening stock is read from the ledger, each next one's is rolled forward through the movements
     in between. Reading each from the ledger costs the movements after it, i.e. the rest of the run
@@ -102,6 +95,8 @@ def queue_shifts_stock_levels(world: World, shop: Shop, shifts: Iterable[ShiftWi
             until = shift.end if following is None else max(shift.end, following.start)
             movements = ledger.stock_movements(conn, shift.start, until)
             messages = plan_stock_messages(shop.shop_id, shift, interval, opening, movements)
+            if until is not None:
+                messages = [(at, payload) for at, payload in messages if at <= until]
             queue_shift_messages(conn, shift, messages)
             queued[shift.start] = len(messages)
             for _at, product_id, units in movements:
