@@ -17,7 +17,6 @@ import argparse
 import time
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import dagster as dg
 from sqlalchemy import Connection, func, select
@@ -27,7 +26,7 @@ from bench.where_time_goes import WhereTimeGoes
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.simulation import stock_levels
 from rossmann_local.domain.world import reference_world
-from rossmann_local.local.backfill import backfill
+from rossmann_local.local.backfill import backfill, peak_rss_mib
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, StockMessage, Transaction, TransactionItem
@@ -35,14 +34,6 @@ from rossmann_local.shop_db.models import Delivery, DeliveryItem, StockMessage, 
 TARGET_SECONDS = 60
 ASSETS = ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels", "transactions_report",
           "delivery_report")
-
-
-def peak_rss_mib(pid: int | str = "self") -> float:
-    """The kernel's high-water mark of a process's resident memory (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 def stock_extremes(conn: Connection) -> tuple[dict[int, int], dict[int, int]]:

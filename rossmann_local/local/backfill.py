@@ -91,16 +91,16 @@ class GroupRuns:
         return all(ok for _, ok, _, _ in self.runs)
 
 
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _status_mib(field: str, pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
-def peak_rss_mib() -> float:
-    """This process's high-water mark of resident memory (VmHWM), in MiB."""
-    return _status_mib("VmHWM")
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """A process's high-water mark of resident memory (VmHWM), in MiB (this process by default)."""
+    return _status_mib("VmHWM", pid)
 
 
 def resident_mib() -> float:
@@ -120,7 +120,7 @@ def run_group(world: World, group: ShopGroup, spans: Sequence[tuple[ShiftWindow,
     instance = managed_instance()
     done = GroupRuns(group)
     for first, last in spans:
-        started = time.perf_counter()
+        started = time.perf_counter()  # bookkeeping: how long the run took on the wall clock
         result = run_shifts(job, instance, world, first, last, first_shop=world.shop(group.first),
                             last_shop=world.shop(group.last))
         seconds = time.perf_counter() - started
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         if not world.start_date <= first_day <= last_day <= world.end_date:
             raise ConfigError(f"--from {first_day} --days {args.days} is outside the world's days, {world.start_date} "
                               f"to {world.end_date} (start_date and days in {WORLD_FILE})")
-        started = time.perf_counter()
+        started = time.perf_counter()  # bookkeeping: the command's wall time for its summary
         with local_stack(world, command="make backfill") as stack:
             preflight(world, stack.resources)
             groups = backfill(world, stack, first_day, args.days, args.workers, args.days_per_run)
