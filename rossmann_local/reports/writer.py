@@ -47,15 +47,10 @@ def shifts_present(client: Client, table: str, keys: Sequence[ShiftKey]) -> set[
     return {(int(shop), int(epoch)) for shop, epoch in rows.result_rows}
 
 
-def replace_shift_rows(client: Client, shop_id: int, shift_start: datetime, report: ReportRows,
-                       present: bool | None = None) -> None:
-    """Make the report hold exactly these rows for the shop x shift. ``present`` says whether earlier
-    rows exist, when the caller asked ``shifts_present`` for a whole run."""
-    if present is None:
-        present = (shop_id, int(shift_start.timestamp())) in shifts_present(client, report.table,
-                                                                             [(shop_id, shift_start)])
+def replace_shift_rows(client: Client, shop_id: int, shift_start: datetime, report: ReportRows) -> None:
+    """Make the report hold exactly these rows for the shop x shift."""
     batch = ReportBatch(lambda: nullcontext(client))  # a batch of one shift: its DELETE if present, one INSERT
-    batch.add(shop_id, shift_start, report, present)
+    batch.add(shop_id, shift_start, report)
     batch.flush()
 
 
@@ -67,10 +62,12 @@ ROWS_PER_INSERT = 200_000
 class ReportBatch:
     """Many shop x shifts of one report table, written with as few INSERTs as fit: each shift's rows
     wait in the batch, and the batch goes once it holds ``ROWS_PER_INSERT`` rows (and at ``flush``):
-    the earlier copies of its shifts (``present``) deleted, then one INSERT. An INSERT per shift made
-    a part per shift: ClickHouse's cost per part was most of the report steps' time. A client is
-    opened (``open_client``) only to write a batch, so gathering the rows does not hold ClickHouse
-    (chDB: one process at a time). Memory stays bounded by the batch, however many shifts a run has."""
+    one look for which of its shifts ClickHouse holds already, their earlier copies deleted, then one
+    INSERT. An INSERT per shift made a part per shift: ClickHouse's cost per part was most of the
+    report steps' time. A client is opened (``open_client``) only to write a batch, so gathering the
+    rows does not hold ClickHouse (chDB: one process at a time); the last batch may be written with
+    a client the caller holds anyway (``flush(client)``), so a run of a few shifts opens ClickHouse
+    once. Memory stays bounded by the batch, however many shifts a run has."""
 
     def __init__(self, open_client: Callable[[], AbstractContextManager[Client]],
                  rows_per_insert: int = ROWS_PER_INSERT) -> None:
@@ -78,26 +75,30 @@ class ReportBatch:
         self.table: str | None = None
         self.columns: tuple[str, ...] = ()
         self.rows: list[tuple[Any, ...]] = []
-        self.replaced: list[tuple[int, datetime]] = []  # (shop, shift start) whose earlier rows go first
+        self.shifts: list[ShiftKey] = []  # (shop, shift start) of the rows waiting
 
-    def add(self, shop_id: int, shift_start: datetime, report: ReportRows, present: bool) -> None:
+    def add(self, shop_id: int, shift_start: datetime, report: ReportRows) -> None:
         if self.table is not None and (report.table, report.columns) != (self.table, self.columns):
             self.flush()
         self.table, self.columns = report.table, report.columns
-        if present:
-            self.replaced.append((shop_id, shift_start))
+        self.shifts.append((shop_id, shift_start))
         self.rows.extend(report.rows)
         if len(self.rows) >= self.rows_per_insert:
             self.flush()
 
-    def flush(self) -> None:
-        if self.table is not None and (self.rows or self.replaced):
-            table = self.table
-            with self.open_client() as client:
-                for shop_id, shift_start in self.replaced:
-                    client.command(f"DELETE FROM {DATABASE}.{table} WHERE shop_id = {{shop_id:UInt32}} "
-                                   "AND shift_start = {shift_start:DateTime('UTC')}",
-                                   parameters={"shop_id": shop_id, "shift_start": shift_start})
-                if self.rows:
-                    client.insert(f"{DATABASE}.{table}", self.rows, column_names=list(self.columns))
-        self.rows, self.replaced = [], []
+    def flush(self, client: Client | None = None) -> None:
+        """Write what waits, with ``client`` if given, else with one opened for it."""
+        if self.table is not None and self.shifts:
+            with nullcontext(client) if client is not None else self.open_client() as held:
+                self._write(held, self.table)
+        self.rows, self.shifts = [], []
+
+    def _write(self, client: Client, table: str) -> None:
+        present = shifts_present(client, table, self.shifts)
+        for shop_id, shift_start in self.shifts:
+            if (shop_id, int(shift_start.timestamp())) in present:
+                client.command(f"DELETE FROM {DATABASE}.{table} WHERE shop_id = {{shop_id:UInt32}} "
+                               "AND shift_start = {shift_start:DateTime('UTC')}",
+                               parameters={"shop_id": shop_id, "shift_start": shift_start})
+        if self.rows:
+            client.insert(f"{DATABASE}.{table}", self.rows, column_names=list(self.columns))

@@ -15,7 +15,7 @@ from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.world import Shop, World
 from rossmann_local.reports.analytics import ShiftKey, shifts_delivery_totals, shifts_transactions_totals
 from rossmann_local.reports.schema import DELIVERY, TRANSACTIONS
-from rossmann_local.reports.writer import ReportBatch, ReportRows, shifts_present
+from rossmann_local.reports.writer import ReportBatch, ReportRows
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db import ledger
@@ -60,25 +60,24 @@ class ReportSent:
 def send_report(world: World, report: Report, shifts: Sequence[tuple[Shop, ShiftWindow]],
                 shop_databases: ShopDatabases, clickhouse: ClickHouseReports) -> list[ReportSent]:
     """For each shift, read its rows and replace them in ClickHouse; then reconcile them all with one
-    query, and record locally only the shifts that reconcile. One look for earlier copies, an INSERT
-    per ``ROWS_PER_INSERT`` rows and one reconciliation query, however many shifts; ClickHouse is
-    held only for those, not while the rows are read from the shop databases. A failure midway
-    leaves some shifts written and none recorded: the next run finds them present, deletes and
-    writes them again, so there is still exactly one copy."""
+    query, and record locally only the shifts that reconcile. Per ``ROWS_PER_INSERT`` rows one look
+    for earlier copies and one INSERT, and one reconciliation query, however many shifts; ClickHouse
+    is held only for those, not while the rows are read from the shop databases, and the last INSERT
+    and the reconciliation share one hold (a run of a few shifts opens ClickHouse once). A failure
+    midway leaves some shifts written and none recorded: the next run finds them present, deletes
+    and writes them again, so there is still exactly one copy."""
     keys = [(shop.shop_id, shift.start) for shop, shift in shifts]
     local, sent = {}, {}
-    with clickhouse.client() as client:
-        present = shifts_present(client, report.table, keys)
     batch = ReportBatch(clickhouse.client)  # ClickHouse is held only while a batch is written
     for (shop, shift), key in zip(shifts, keys, strict=True):
         city = world.city_of(shop)
         with shop_databases.transaction(shop.shop_id) as conn:
             rows = report.rows_of(conn, shift, shop.shop_id, city.country, city.name)
             local[key] = report.local_totals(conn, shift)
-        batch.add(shop.shop_id, shift.start, rows, present=(shop.shop_id, int(shift.start.timestamp())) in present)
+        batch.add(shop.shop_id, shift.start, rows)
         sent[key] = len(rows)
-    batch.flush()
     with clickhouse.client() as client:
+        batch.flush(client)
         reported = report.reported_totals(client, keys)
     outcomes = [ReportSent(shop, shift, sent[key], local[key], reported[key])
                 for (shop, shift), key in zip(shifts, keys, strict=True)]
