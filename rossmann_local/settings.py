@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from rossmann_local.domain.scenario import Scenario, ScenarioError, parse_scenario
 from rossmann_local.domain.world import World, reference_world
 
 T = TypeVar("T", int, float)
@@ -25,11 +26,12 @@ CLICKHOUSE_DSN = "ROSSMANN_CLICKHOUSE_DSN"
 KAFKA_BOOTSTRAP_SERVERS = "KAFKA_BOOTSTRAP_SERVERS"
 SHOP_COUNT = "ROSSMANN_SHOP_COUNT"
 WORLD_FILE = "ROSSMANN_WORLD_FILE"
+SCENARIO = "ROSSMANN_SCENARIO"
 
 # Every setting above: the deployment test checks compose provides what the code reads.
 ALL_SETTINGS = (DATA_DIR, SHOP_DB_URL, SYNC_API_URL, SYNC_API_TIMEOUT, SYNC_API_PASSWORD, SYNC_API_ADMIN_TOKEN,
                 SYNC_API_STORE_URL,
-                CLICKHOUSE_DSN, KAFKA_BOOTSTRAP_SERVERS, SHOP_COUNT, WORLD_FILE)
+                CLICKHOUSE_DSN, KAFKA_BOOTSTRAP_SERVERS, SHOP_COUNT, WORLD_FILE, SCENARIO)
 
 DEFAULT_DATA_DIR = ".rossmann"
 DEFAULT_SYNC_API_URL = "http://127.0.0.1:8765"
@@ -94,6 +96,29 @@ def load_world() -> World:
                                  for e in exc.errors(include_url=False)[:5])
             raise ConfigError(f"{WORLD_FILE}={world_file!r} is not a valid world: {problems}") from None
     return reference_world(shop_count=env_int(SHOP_COUNT, 5))
+
+
+SCENARIOS_DIR = Path(__file__).parent / "scenarios"
+
+
+def shipped_scenarios() -> list[str]:
+    return sorted(p.stem for p in SCENARIOS_DIR.glob("*.toml"))
+
+
+def load_scenario(chosen: str | None = None) -> Scenario | None:
+    """The scenario ``chosen`` names (``--scenario``), else ``ROSSMANN_SCENARIO``: a shipped scenario's
+    name (``rossmann_local/scenarios/<name>.toml``) or a TOML file; none, the world as it is."""
+    chosen = chosen or os.environ.get(SCENARIO)
+    if not chosen:
+        return None
+    path = SCENARIOS_DIR / f"{chosen}.toml" if chosen in shipped_scenarios() else Path(chosen)
+    if not path.is_file():
+        raise ConfigError(f"{SCENARIO} (or --scenario) {chosen!r} is neither a shipped scenario "
+                          f"({', '.join(shipped_scenarios())}) nor a readable file")
+    try:
+        return parse_scenario(path.read_text(), str(path.name if path.parent == SCENARIOS_DIR else path))
+    except ScenarioError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 if __name__ == "__main__":

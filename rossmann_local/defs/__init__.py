@@ -11,12 +11,14 @@ from rossmann_local.defs import _quiet  # noqa: F401 - before the assets are def
 from rossmann_local.defs.live import build_live_defs
 from rossmann_local.defs.partitions import shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
+from rossmann_local.defs.scenario_assets import build_scenario_assets
 from rossmann_local.defs.shop_assets import build_shop_assets
 from rossmann_local.defs.streaming import RUN_KIND_TAG, build_stock_assets, build_streaming_defs
 from rossmann_local.domain.world import World
 from rossmann_local.resources.clickhouse import clickhouse_from_env
 from rossmann_local.resources.kafka import kafka_from_env
 from rossmann_local.resources.live_clock import LiveClockFile
+from rossmann_local.resources.scenario_ledger import scenario_ledger_from_env
 from rossmann_local.resources.shop_databases import shop_databases_from_env
 from rossmann_local.resources.sync_api_client import sync_api_client_from_env
 from rossmann_local.settings import load_world
@@ -49,6 +51,8 @@ def build_definitions(world: World | None = None, resources: Mapping[str, Any] |
         shop_shift_job, name="shop_shift_schedule", default_status=dg.DefaultScheduleStatus.STOPPED,
         description="At the end of each shift, run that shift for every shop (off until switched on).",
     )
-    return dg.Definitions(assets=assets, jobs=[shop_shift_job, catalogue_upsert_job, live_sales_job],
+    return dg.Definitions(assets=[*assets, *build_scenario_assets(world)],
+                          jobs=[shop_shift_job, catalogue_upsert_job, live_sales_job],
                           schedules=[shift_schedule], sensors=[catalogue_changes_sensor, live_clock_sensor],
-                          resources={"live_clock": LiveClockFile(), **(resources or default_resources())})
+                          resources={"live_clock": LiveClockFile(), "scenario_ledger": scenario_ledger_from_env(),
+                                     **(resources or default_resources())})

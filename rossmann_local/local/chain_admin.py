@@ -1,53 +1,42 @@
-"""What the chain's web/admin side does to the catalogue during the main command's day.
-
-An afternoon promotion, the same every day: from the day's second shift Berlin and Nurnberg get
-cheaper prices on two products, a product gets a new description and a category a new name; the
-next morning the regular ones are back. Each change carries the simulated time it takes effect, so
-it is part of that day's history: re-running any day, in any order, sells at the same prices. Every
-change is a Sync API stand-in change, so it travels through its outbox to Kafka (and to the next
-sync).
+"""What the chain's web/admin side does to the catalogue during the main command's day: the day's
+changes (``domain.catalogue_changes``: the afternoon promotion, and a scenario's burst) made in the
+Sync API stand-in, so each travels through its outbox to Kafka (and to the next sync).
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date
 
-from rossmann_local.domain.shifts import shifts_of_day
+from rossmann_local.domain import catalogue_changes
+from rossmann_local.domain.catalogue_changes import CatalogueChange, CategoryNameChange, DescriptionChange, PriceChange
+from rossmann_local.domain.scenario import MALFORMED, StreamFault, malformed_payload, message_key
 from rossmann_local.domain.topics import PRODUCT_TOPIC
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.sync_api.store import CatalogueStore
 
-PROMOTIONS = ((1, "Berlin", Decimal("0.80")), (9, "Nurnberg", Decimal("0.75")))  # product, city, price factor
-DESCRIBED_PRODUCT = 7
-RENAMED_CATEGORY = (4, "Decor & Home")
 MALFORMED_MESSAGE = b'{"product_id": "seven", "price": -1}'
 
 
-def _publish(store: CatalogueStore, world: World, at: datetime, promoted: bool) -> int:
-    """The promotion's prices, description and category name (or the regular ones), in effect from
-    ``at``; returns how many changes were published."""
-    products = {p.product_id: p for p in world.products}
-    for product_id, city, factor in PROMOTIONS:
-        regular = products[product_id].prices[city]
-        price = (regular.price * factor).quantize(Decimal("0.01")) if promoted else regular.price
-        store.set_price(product_id, city, price, regular.discount, at=at)
-    described = products[DESCRIBED_PRODUCT]
-    store.update_product(DESCRIBED_PRODUCT, at=at, description=f"{described.name}: now in a larger pack"
-                         if promoted else described.description)
-    category_id, name = RENAMED_CATEGORY
-    store.update_category(category_id, at=at, name=name if promoted else next(
-        c.name for c in world.categories if c.category_id == category_id))
-    return len(PROMOTIONS) + 2
+def make_changes(store: CatalogueStore, changes: Iterable[CatalogueChange]) -> int:
+    """Each change in the stand-in, in effect from its simulated time; returns how many."""
+    count = 0
+    for change in changes:
+        if isinstance(change, PriceChange):
+            store.set_price(change.product_id, change.city, change.price, change.discount, at=change.at)
+        elif isinstance(change, DescriptionChange):
+            store.update_product(change.product_id, at=change.at, description=change.description)
+        elif isinstance(change, CategoryNameChange):
+            store.update_category(change.category_id, at=change.at, name=change.name)
+        count += 1
+    return count
 
 
 def afternoon_promotion(store: CatalogueStore, world: World, day: date) -> int:
     """The day's promotion, in effect from its second shift's start until the next day opens: part of
     that day's catalogue history, so the day can be run (and re-run) in any order."""
-    afternoon = shifts_of_day(world, day)[1].start
-    next_morning = shifts_of_day(world, day + timedelta(days=1))[0].start
-    return _publish(store, world, afternoon, promoted=True) + _publish(store, world, next_morning, promoted=False)
+    return make_changes(store, catalogue_changes.afternoon_promotion(world, day))
 
 
 MALFORMED_TAG = "malformed"  # what the demo calls its deliberately malformed message
@@ -58,3 +47,27 @@ def inject_malformed_message(kafka: KafkaResource) -> None:
     sent = kafka.produce_confirmed([Outgoing(PRODUCT_TOPIC, MALFORMED_MESSAGE, tag=MALFORMED_TAG)])
     if sent.unconfirmed:
         raise RuntimeError(f"the malformed demo message was not confirmed: {sent.errors[:3]}")
+
+
+def inject_stream_faults(store: CatalogueStore, kafka: KafkaResource, faults: Sequence[StreamFault]) -> int:
+    """Deliver the scenario's faults on the stream, after the chain published the day's messages: each
+    fault's message (found by topic, key and effective time in the stand-in's outbox) delivered
+    again, or spoiled. Returns how many the broker confirmed; all of them, or it raises."""
+    if not faults:
+        return 0
+    first, last = min(f.change.at for f in faults), max(f.change.at for f in faults)
+    payloads = {(topic, message_key(topic, payload), at): payload
+                for topic, payload, at in store.messages_effective_between(first, last)}
+    outgoing = []
+    for fault in faults:
+        entry = fault.entry
+        payload = payloads[(entry.topic, entry.key, entry.effective_at.astimezone(UTC))]
+        tag: int | str = entry.number
+        if entry.kind == MALFORMED:
+            payload, tag = malformed_payload(payload, entry.detail.removeprefix("malformed: ")), MALFORMED_TAG
+        outgoing.append(Outgoing(entry.topic, payload.encode(), tag=tag))
+    sent = kafka.produce_confirmed(outgoing)
+    if sent.unconfirmed:
+        raise RuntimeError(f"{sent.unconfirmed} of the scenario's {len(outgoing)} messages were not confirmed: "
+                           f"{sent.errors[:3]}")
+    return len(outgoing)

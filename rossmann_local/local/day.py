@@ -25,17 +25,22 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.defs.partitions import partition_key
+from rossmann_local.defs.scenario_assets import build_scenario_assets
+from rossmann_local.domain.catalogue_changes import PROMOTIONS
+from rossmann_local.domain.scenario import Scenario, day_changes, plan_day
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import Shop, World
 from rossmann_local.local import chain_admin
 from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR, CatalogueSensorDriver
+from rossmann_local.local.chain_admin import inject_stream_faults
 from rossmann_local.local.instance import InstanceSensorCursor, managed_instance
 from rossmann_local.local.processes import GracefulStop, StopRequested
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.local.summary import ShopDay, Streaming, format_summary, read_shop_days
 from rossmann_local.resources.clickhouse import redacted
+from rossmann_local.resources.scenario_ledger import ScenarioLedger, scenario_ledger_from_env
 from rossmann_local.resources.shop_databases import ShopDatabases
-from rossmann_local.settings import WORLD_FILE, ConfigError, data_dir, load_world
+from rossmann_local.settings import SCENARIO, WORLD_FILE, ConfigError, data_dir, load_world, shipped_scenarios
 from rossmann_local.shop.stock import settle_and_verify
 from rossmann_local.shop_db import ledger
 
@@ -137,8 +142,8 @@ class CatalogueDemo:
     """The chain's side during the day: catalogue changes through the stand-in's outbox to Kafka,
     then a sensor tick and its upsert runs, as the daemon would do them."""
 
-    def __init__(self, stack: LocalStack, instance: dg.DagsterInstance) -> None:
-        self.stack = stack
+    def __init__(self, stack: LocalStack, instance: dg.DagsterInstance, scenario: Scenario | None = None) -> None:
+        self.stack, self.scenario = stack, scenario
         self.sensor = CatalogueSensorDriver(build_definitions(stack.world, stack.resources), instance,
                                             InstanceSensorCursor(instance, CATALOGUE_SENSOR), QUIET_RUN_CONFIG)
         self.streaming = Streaming()
@@ -147,10 +152,28 @@ class CatalogueDemo:
         store = self.stack.store
         if store is None:
             return  # an external Sync API: its own admin side changes its catalogue
-        self.streaming.changes_published += chain_admin.afternoon_promotion(store, self.stack.world, day)
+        self.streaming.changes_published += chain_admin.make_changes(store, day_changes(self.scenario, self.stack.world,
+                                                                                       day))
         deadline = time.monotonic() + 60
         while store.unpublished() and time.monotonic() < deadline:
             time.sleep(0.05)
+        if self.scenario is not None:
+            plan = plan_day(self.scenario, self.stack.world, day)
+            self.streaming.scenario_faults = inject_stream_faults(store, self.stack.kafka, plan.faults)
+
+    def write_ledger(self, day: date, ledger: ScenarioLedger) -> None:
+        """The day's scenario ledger, materialized as the ``scenario_ledger`` asset's partition."""
+        if self.scenario is None:
+            return
+        result = dg.materialize(build_scenario_assets(self.stack.world), partition_key=day.isoformat(),
+                                instance=self.sensor.instance, resources={"scenario_ledger": ledger},
+                                run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+        if not result.success:
+            self.streaming.failed_runs.append(f"scenario_ledger {day}: {first_failure(result)}")
+            return
+        self.streaming.scenario = f"{self.scenario.name} (seed {self.scenario.seed})"
+        self.streaming.ledger_counts = ledger.counts(day)
+        self.streaming.ledger_table = ledger.describe()
 
     def apply(self) -> None:
         for request, run in self.sensor.tick_and_run():
@@ -165,7 +188,8 @@ class CatalogueDemo:
         before every shift, the sensor ticks and its upsert runs apply what arrived."""
         if index == 1:
             self.publish(day)
-            chain_admin.inject_malformed_message(self.stack.kafka)
+            if self.scenario is None:  # a scenario brings its own malformed messages, in its ledger
+                chain_admin.inject_malformed_message(self.stack.kafka)
         self.apply()
 
     def check_broker(self) -> None:
@@ -182,7 +206,7 @@ class CatalogueDemo:
             return []
         world, shop_databases = self.stack.world, self.stack.shop_databases
         lines = []
-        for product_id, city, _factor in chain_admin.PROMOTIONS:
+        for product_id, city, _factor in PROMOTIONS:
             shop = next(s for s in world.shops if s.city == city)
             with shop_databases.transaction(shop.shop_id) as conn:
                 prices = [[str(p) for p in ledger.unit_prices_charged(conn, shift, product_id)]
@@ -196,9 +220,13 @@ class CatalogueDemo:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Simulate one day of every shop through Dagster.")
     parser.add_argument("--day", type=date.fromisoformat, help="YYYY-MM-DD (default: the world's first day)")
+    parser.add_argument("--scenario", help=f"a shipped scenario ({', '.join(shipped_scenarios())}) or a TOML file "
+                        f"(default: {SCENARIO}, else none)")
     args = parser.parse_args(argv)
     try:
         world = load_world()
+        ledger = ScenarioLedger(scenario=args.scenario) if args.scenario else scenario_ledger_from_env()
+        scenario = ledger.loaded()
         day = args.day or world.start_date
         if not world.start_date <= day <= world.end_date:
             raise ConfigError(f"--day {day} is outside the world's days, {world.start_date} to {world.end_date} "
@@ -206,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         with GracefulStop() as stop, local_stack(world, command="make day") as stack:
             preflight(world, stack.resources)
-            demo = CatalogueDemo(stack, managed_instance())
+            demo = CatalogueDemo(stack, managed_instance(), scenario)
             shop_days = run_day(world, day, stack.resources, demo.sensor.instance,
                                 lambda index: demo.before_shift(day, index), stop, demo.check_broker)
             demo.streaming.promotion_prices = demo.promotion_prices(day)
+            demo.write_ledger(day, ledger)
         summary = format_summary(day, shop_days, time.perf_counter() - started,
                                  redacted(stack.clickhouse.resolved_dsn()), demo.streaming)
         print(summary)

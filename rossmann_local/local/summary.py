@@ -62,6 +62,10 @@ class Streaming:
     upsert_runs: int = 0
     failed_runs: list[str] = field(default_factory=list)
     outcome: Counter[str] = field(default_factory=Counter)
+    scenario: str = ""  # the scenario's name and seed, when one ran
+    scenario_faults: int = 0  # its faults delivered on the stream
+    ledger_counts: dict[str, int] = field(default_factory=dict)  # the day's ledger, per kind
+    ledger_table: str = ""
 
 
 def _read_shop_day(shop_databases: ShopDatabases, shifts: list[ShiftWindow], shop_day: ShopDay) -> None:
@@ -145,7 +149,8 @@ def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhou
     o = streaming.outcome
     out += ["", "Streaming (Kafka):",
             f"  catalogue changes published by the chain: {streaming.changes_published} "
-            f"(+1 malformed message injected by the demo)",
+            + (f"(+{streaming.scenario_faults} faulty messages of the scenario)" if streaming.scenario
+               else "(+1 malformed message injected by the demo)"),
             f"  upsert runs requested by the sensor: {streaming.upsert_runs}, over {o['messages']} messages",
             f"  messages applied: {o['applied']}, skipped as stale: {o['skipped_as_stale']}, "
             f"dead-lettered: {o['dead_lettered']}, price without city: {o['price_without_city']} "
@@ -157,6 +162,9 @@ def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhou
             + (f", {_sum(shop_days, 'stock_parts_resent')} lost by the broker after confirming and sent again"
                if _sum(shop_days, 'stock_parts_resent') else ""),
             *streaming.promotion_prices]
+    if streaming.scenario:
+        counts = ", ".join(f"{kind} {n}" for kind, n in streaming.ledger_counts.items())
+        out += ["", f"Scenario {streaming.scenario}: the day's ledger ({streaming.ledger_table}): {counts}"]
     out += [f"FAILED upsert run {failure}" for failure in streaming.failed_runs]
     out += [f"FAILED {failure}" for failure in dict.fromkeys(f for d in shop_days for f in d.runs_failed)]
     return "\n".join(out)

@@ -391,6 +391,16 @@ class CatalogueStore:
             return list(s.scalars(select(OutboxRow).where(OutboxRow.published_at_utc.is_(None))
                                   .order_by(OutboxRow.message_id).limit(limit)))
 
+    def messages_effective_between(self, first: datetime, last: datetime) -> list[tuple[str, str, datetime]]:
+        """(topic, payload, effective time in UTC) of every change's message in effect from ``first``
+        to ``last``: what a scenario delivers again or spoils."""
+        with self._session() as s:
+            rows = s.execute(select(OutboxRow.topic, OutboxRow.payload, OutboxRow.created_at_utc)
+                             .where(OutboxRow.created_at_utc.between(first.astimezone(UTC), last.astimezone(UTC)))
+                             .order_by(OutboxRow.message_id))
+            return [(topic, payload, at.replace(tzinfo=UTC) if at.tzinfo is None else at)
+                    for topic, payload, at in rows]
+
     def mark_published(self, message_ids: list[int], placed: dict[int, tuple[int, int]] | None = None) -> None:
         """Mark messages published, with where the broker put them (``placed``: id -> partition, offset)."""
         if message_ids:

@@ -1,0 +1,225 @@
+"""Scenarios: seeded, labelled faults added to the catalogue stream of some days.
+
+A scenario is a TOML file (``scenarios/*.toml``) validated here field by field. It adds a burst of
+promotions to the chain's catalogue (real changes, part of the catalogue's history) and faults to
+what the stream delivers: duplicates, older versions delivered after newer ones, malformed
+messages. Every fault is planned from the scenario's seed, the day and the day's changes alone, so
+the same scenario and seed give the same faults, and each is labelled in the ledger
+(``LedgerEntry``) with what was injected, when and on which topic and key.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rossmann_local.domain.catalogue_changes import PROMOTIONS, CatalogueChange, PriceChange, afternoon_promotion
+from rossmann_local.domain.shifts import seeded_rng, shifts_of_day
+from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_TOPIC
+from rossmann_local.domain.world import World
+
+DUPLICATE, OUT_OF_ORDER, MALFORMED, PROMOTION = "duplicate", "out_of_order", "malformed", "promotion"
+FAULT_KINDS = (PROMOTION, DUPLICATE, OUT_OF_ORDER, MALFORMED)
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PromotionBurst(_Part):
+    """``products`` price cuts in every city from the day's ``shift`` (0 = first) until the next day
+    opens, each by a seeded factor between ``lowest_factor`` and 0.95."""
+
+    products: int = Field(ge=1, le=10_000)
+    shift: int = Field(1, ge=0, le=23)
+    lowest_factor: Decimal = Field(Decimal("0.50"), gt=0, le=Decimal("0.95"))
+
+
+class Share(_Part):
+    """The share of the day's catalogue messages this fault hits (each drawn from the seed)."""
+
+    share: float = Field(ge=0, le=1)
+
+
+class Malformed(_Part):
+    """About ``per_hundred`` malformed messages per hundred catalogue messages of the day."""
+
+    per_hundred: float = Field(ge=0, le=100)
+
+
+class Scenario(_Part):
+    """What a scenario file holds. Days default to every day of the world."""
+
+    name: str = Field(min_length=1, max_length=80, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    seed: int = Field(ge=0)
+    first_day: date | None = None
+    last_day: date | None = None
+    promotion_burst: PromotionBurst | None = None
+    duplicates: Share | None = None
+    out_of_order: Share | None = None
+    malformed: Malformed | None = None
+
+    @model_validator(mode="after")
+    def _days_in_order(self) -> Scenario:
+        if self.first_day and self.last_day and self.last_day < self.first_day:
+            raise ValueError(f"last_day {self.last_day} is before first_day {self.first_day}")
+        return self
+
+    def covers(self, day: date) -> bool:
+        return (self.first_day is None or day >= self.first_day) and (self.last_day is None or day <= self.last_day)
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used: the message names the file and each bad field."""
+
+
+def parse_scenario(text: str, source: str) -> Scenario:
+    """The scenario in a TOML text; ``source`` (its file name) goes into every error."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{source} is not TOML: {exc}") from None
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'scenario'}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise ScenarioError(f"{source} is not a valid scenario: {problems}") from None
+
+
+def promotion_burst(scenario: Scenario, world: World, day: date) -> list[PriceChange]:
+    """The burst's price cuts and, at the next day's opening, the regular prices back, drawn from the
+    scenario's seed and the day: the same scenario and day give the same changes."""
+    burst = scenario.promotion_burst
+    if burst is None or not scenario.covers(day):
+        return []
+    shifts = shifts_of_day(world, day)
+    start = shifts[min(burst.shift, len(shifts) - 1)].start
+    back = shifts_of_day(world, day + timedelta(days=1))[0].start
+    rng = seeded_rng("promotion-burst", scenario.seed, day.isoformat())
+    # Not the everyday promotion's products: two prices of one product and city in effect from the
+    # same moment would leave the history without an order.
+    everyday = {product_id for product_id, _city, _factor in PROMOTIONS}
+    candidates = [p for p in world.products if p.product_id not in everyday]
+    products = rng.sample(candidates, min(burst.products, len(candidates)))
+    changes = []
+    for product in sorted(products, key=lambda p: p.product_id):
+        for city in sorted(product.prices):
+            regular = product.prices[city]
+            factor = Decimal(rng.randint(int(burst.lowest_factor * 100), 95)) / 100
+            cut = max(Decimal("0.01"), (regular.price * factor).quantize(Decimal("0.01")))
+            changes.append(PriceChange(product.product_id, city, cut, regular.discount, start))
+            changes.append(PriceChange(product.product_id, city, regular.price, regular.discount, back))
+    return changes
+
+
+def day_changes(scenario: Scenario | None, world: World, day: date) -> list[CatalogueChange]:
+    """Every catalogue change the chain makes on the day, in the order it makes them: the afternoon
+    promotion, then the scenario's burst."""
+    return afternoon_promotion(world, day) + (promotion_burst(scenario, world, day) if scenario else [])
+
+
+def message_key(topic: str, payload: str) -> str:
+    """The key a catalogue message versions, as the changes name it (``CatalogueChange.key``)."""
+    data = json.loads(payload)
+    if topic == CATEGORY_TOPIC:
+        return f"category {data['category_id']}"
+    if topic == PRODUCT_TOPIC and data.get("city"):
+        return f"product {data['product_id']} {data['city']}"
+    return f"product {data['product_id']}"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One injected fault, as the user reads it: what (``kind``, ``detail``), on which topic and key,
+    and the effective time of the message it concerns. ``number`` orders the day's entries."""
+
+    day: date
+    number: int
+    kind: str
+    topic: str
+    key: str
+    effective_at: datetime
+    detail: str
+
+
+@dataclass(frozen=True)
+class StreamFault:
+    """A fault on the stream: its ledger entry and the change whose message it delivers again (or
+    spoils, for a malformed one)."""
+
+    entry: LedgerEntry
+    change: CatalogueChange
+
+
+# What a malformed message looks like, by form: not JSON, a field of the wrong type, a message cut short.
+MALFORMED_FORMS = ("not JSON", "a field of the wrong type", "cut short")
+
+
+def malformed_payload(payload: str, form: str) -> str:
+    """The message's JSON spoiled in the given form (one of ``MALFORMED_FORMS``)."""
+    if form == MALFORMED_FORMS[0]:
+        return "<html>502 Bad Gateway</html>"
+    if form == MALFORMED_FORMS[1]:
+        data = json.loads(payload)
+        field = "price" if "price" in data else "name"
+        return json.dumps({**data, field: "seven" if field == "price" else 7})
+    return payload[: max(1, len(payload) // 2)]
+
+
+def plan_stream_faults(scenario: Scenario, day: date, changes: Sequence[CatalogueChange]) -> list[StreamFault]:
+    """The day's faults on the messages of its changes (in the order the chain made them): a message
+    delivered again, an older version of a key delivered after its newer one, a malformed message.
+    Each change draws from its own seeded generator, so one change's draw never shifts another's."""
+    if not scenario.covers(day):
+        return []
+    faults: list[StreamFault] = []
+
+    def add(kind: str, change: CatalogueChange, detail: str) -> None:
+        entry = LedgerEntry(day, len(faults) + 1, kind, change.topic, change.key, change.at, detail)
+        faults.append(StreamFault(entry, change))
+
+    newest: dict[tuple[str, str], CatalogueChange] = {}
+    for index, change in enumerate(changes):
+        rng = seeded_rng("stream-faults", scenario.seed, day.isoformat(), index)
+        duplicate, reorder, spoil, form = rng.random(), rng.random(), rng.random(), rng.choice(MALFORMED_FORMS)
+        older = newest.get((change.topic, change.key))
+        if older is None or change.at >= older.at:
+            newest[(change.topic, change.key)] = change
+        if scenario.duplicates and duplicate < scenario.duplicates.share:
+            add(DUPLICATE, change, "delivered twice")
+        if (scenario.out_of_order and older is not None and older.at < change.at
+                and reorder < scenario.out_of_order.share):
+            add(OUT_OF_ORDER, older, f"the version of {older.at:%Y-%m-%d %H:%M} delivered after the one of "
+                f"{change.at:%Y-%m-%d %H:%M}")
+        if scenario.malformed and spoil < scenario.malformed.per_hundred / 100:
+            add(MALFORMED, change, f"malformed: {form}")
+    return faults
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """A scenario's day: the chain's catalogue changes, the faults on their messages, and the ledger
+    (the burst's changes labelled, then the faults), all from the scenario, the world and the day."""
+
+    changes: list[CatalogueChange]
+    faults: list[StreamFault]
+    ledger: list[LedgerEntry]
+
+
+def plan_day(scenario: Scenario, world: World, day: date) -> DayPlan:
+    changes = day_changes(scenario, world, day)
+    burst = promotion_burst(scenario, world, day)
+    ledger = [LedgerEntry(day, i + 1, PROMOTION, c.topic, c.key, c.at, f"price {c.price} ({scenario.name}'s burst)")
+              for i, c in enumerate(burst)]
+    faults = [StreamFault(LedgerEntry(day, len(ledger) + f.entry.number, f.entry.kind, f.entry.topic, f.entry.key,
+                                      f.entry.effective_at, f.entry.detail), f.change)
+              for f in plan_stream_faults(scenario, day, changes)]
+    return DayPlan(changes, faults, ledger + [f.entry for f in faults])

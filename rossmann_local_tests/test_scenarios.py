@@ -1,0 +1,82 @@
+"""Scenarios: seeded, labelled faults on the catalogue stream, and their ledger."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from rossmann_local.defs.scenario_assets import build_scenario_assets
+from rossmann_local.domain.scenario import DUPLICATE, MALFORMED, OUT_OF_ORDER, PROMOTION, plan_day
+from rossmann_local.domain.world import reference_world
+from rossmann_local.local.day import main
+from rossmann_local.resources.scenario_ledger import ScenarioLedger
+from rossmann_local.settings import ConfigError, load_scenario, shipped_scenarios
+
+
+def ledger_rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT * FROM scenario_ledger ORDER BY day, number").fetchall()
+
+
+def test_the_same_scenario_and_seed_give_the_same_ledger_in_any_order_of_days(tmp_path: Path) -> None:
+    world = reference_world()
+    scenario = load_scenario("messy-day")
+    assert scenario is not None and "messy-day" in shipped_scenarios()
+    day = world.start_date
+    plan = plan_day(scenario, world, day)
+    assert plan == plan_day(scenario, world, day)
+    kinds = {e.kind for e in plan.ledger}
+    assert kinds == {PROMOTION, DUPLICATE, OUT_OF_ORDER, MALFORMED}, kinds
+    assert [e.number for e in plan.ledger] == list(range(1, len(plan.ledger) + 1))
+    other_seed = plan_day(scenario.model_copy(update={"seed": scenario.seed + 1}), world, day)
+    assert other_seed.ledger != plan.ledger, "the seed decides the faults"
+
+    [asset] = build_scenario_assets(world)
+    days = [day + timedelta(days=n) for n in range(3)]
+    written = []
+    for name, order in (("forwards", days), ("backwards", days[::-1] + days[:1])):
+        ledger = ScenarioLedger(scenario="messy-day", url=f"sqlite:///{tmp_path / name}.sqlite")
+        for partition in order:
+            assert dg.materialize([asset], partition_key=partition.isoformat(),
+                                  resources={"scenario_ledger": ledger}).success
+        written.append(ledger_rows(tmp_path / f"{name}.sqlite"))
+    assert written[0] == written[1], "a day's ledger is the same whenever and however often it is planned"
+    assert {row[0] for row in written[0]} == {d.isoformat() for d in days}
+
+
+def test_a_bad_scenario_stops_with_a_message_naming_each_bad_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "Messy Day"\nseed = -1\n[duplicates]\nshare = 2\n[malformed]\nrate = 1\n')
+    with pytest.raises(ConfigError) as error:
+        load_scenario(str(bad))
+    message = str(error.value)
+    for field in ("name", "seed", "duplicates.share", "malformed.per_hundred", "malformed.rate"):
+        assert f"{field}:" in message, message
+    with pytest.raises(ConfigError, match="messy-day"):
+        load_scenario("no-such-scenario")
+    bad.write_text("name = ")
+    with pytest.raises(ConfigError, match="is not TOML"):
+        load_scenario(str(bad))
+    assert load_scenario(None) is None, "no scenario: the world as it is"
+
+
+def test_a_messy_day_dead_letters_exactly_its_malformed_messages_and_the_reports_still_reconcile(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--scenario", "messy-day"]) == 0
+    out = capsys.readouterr().out
+    counts = re.search(r"^Scenario messy-day \(seed 17\): the day's ledger \(.*\): promotion (\d+), duplicate (\d+), "
+                       r"out_of_order (\d+), malformed (\d+)$", out, re.MULTILINE)
+    assert counts, out
+    promotions, duplicates, out_of_order, malformed = map(int, counts.groups())
+    assert promotions and duplicates and out_of_order and malformed
+    assert f"dead-lettered: {malformed}," in out, "each malformed message is set aside, and only those"
+    assert f"(+{duplicates + out_of_order + malformed} faulty messages of the scenario)" in out
+    assert re.search(r"^all\s+(\d+)\s+\1\s+([\d,.]+)\s+\2\s+(\d+)\s+\3\s+yes\s", out, re.MULTILINE), out
+    rows = ledger_rows(tmp_path / "data" / "scenario_ledger.sqlite")
+    assert len(rows) == promotions + duplicates + out_of_order + malformed
+    assert {row[0] for row in rows} == {date(2026, 6, 1).isoformat()}
