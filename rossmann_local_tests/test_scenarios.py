@@ -10,12 +10,28 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from rossmann_local.defs.scenario_assets import build_scenario_assets
-from rossmann_local.domain.scenario import DUPLICATE, MALFORMED, OUT_OF_ORDER, PROMOTION, plan_day
+from rossmann_local.defs.scenario_assets import day_asset
+from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
+from rossmann_local.domain.scenario import (
+    BROKER_PAUSE,
+    DUPLICATE,
+    MALFORMED,
+    OUT_OF_ORDER,
+    PROMOTION,
+    SYNC_API_OUTAGE,
+    plan_day,
+)
 from rossmann_local.domain.world import reference_world
+from rossmann_local.local.chain_admin import make_changes
 from rossmann_local.local.day import main
+from rossmann_local.local.stack import local_stack
+from rossmann_local.reports.schema import DATABASE, TRANSACTIONS
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.settings import ConfigError, load_scenario, shipped_scenarios
+from rossmann_local.shop.expected import expected_shop
+from rossmann_local.sync_api.store import CatalogueStore
+
+EXPECTED_LINE = re.compile(r"^Expected answers \(.*\): 5 shops: the reports equal the expected answers$", re.MULTILINE)
 
 
 def ledger_rows(path: Path) -> list[tuple]:
@@ -36,7 +52,7 @@ def test_the_same_scenario_and_seed_give_the_same_ledger_in_any_order_of_days(tm
     other_seed = plan_day(scenario.model_copy(update={"seed": scenario.seed + 1}), world, day)
     assert other_seed.ledger != plan.ledger, "the seed decides the faults"
 
-    [asset] = build_scenario_assets(world)
+    asset = day_asset(world, "scenario_ledger")
     days = [day + timedelta(days=n) for n in range(3)]
     written = []
     for name, order in (("forwards", days), ("backwards", days[::-1] + days[:1])):
@@ -47,6 +63,27 @@ def test_the_same_scenario_and_seed_give_the_same_ledger_in_any_order_of_days(tm
         written.append(ledger_rows(tmp_path / f"{name}.sqlite"))
     assert written[0] == written[1], "a day's ledger is the same whenever and however often it is planned"
     assert {row[0] for row in written[0]} == {d.isoformat() for d in days}
+
+
+def test_the_same_scenario_gives_the_same_expected_answers_and_the_burst_changes_them() -> None:
+    world = reference_world()
+    scenario = load_scenario("messy-day")
+    assert scenario is not None
+
+    def answers(with_scenario: bool) -> list:
+        store = CatalogueStore("sqlite://")
+        store.seed(world)
+        make_changes(store, plan_day(scenario, world, world.start_date).changes if with_scenario else [])
+        categories = store.categories_changed_since(BEGINNING_OF_TIME)
+        return [expected_shop(world, shop, [world.start_date], categories,
+                              store.products_changed_since(shop.shop_id, BEGINNING_OF_TIME)) for shop in world.shops]
+
+    first = answers(True)
+    assert first == answers(True), "the same scenario and seed give the same expected answers"
+    plain = answers(False)
+    assert [s.days[0].receipts for s in first] == [s.days[0].receipts for s in plain]
+    assert [s.days[0].revenue for s in first] != [s.days[0].revenue for s in plain], "the burst cuts prices"
+    assert all(s.catalogue and s.days[0].closing_stock > 0 for s in first)
 
 
 def test_a_bad_scenario_stops_with_a_message_naming_each_bad_field(tmp_path: Path) -> None:
@@ -70,13 +107,47 @@ def test_a_messy_day_dead_letters_exactly_its_malformed_messages_and_the_reports
     assert main(["--scenario", "messy-day"]) == 0
     out = capsys.readouterr().out
     counts = re.search(r"^Scenario messy-day \(seed 17\): the day's ledger \(.*\): promotion (\d+), duplicate (\d+), "
-                       r"out_of_order (\d+), malformed (\d+)$", out, re.MULTILINE)
+                       r"out_of_order (\d+), malformed (\d+), sync_api_outage 0, broker_pause 0$", out, re.MULTILINE)
     assert counts, out
     promotions, duplicates, out_of_order, malformed = map(int, counts.groups())
     assert promotions and duplicates and out_of_order and malformed
     assert f"dead-lettered: {malformed}," in out, "each malformed message is set aside, and only those"
     assert f"(+{duplicates + out_of_order + malformed} faulty messages of the scenario)" in out
     assert re.search(r"^all\s+(\d+)\s+\1\s+([\d,.]+)\s+\2\s+(\d+)\s+\3\s+yes\s", out, re.MULTILINE), out
+    assert EXPECTED_LINE.search(out), "the reports equal the expected answers despite the faults"
     rows = ledger_rows(tmp_path / "data" / "scenario_ledger.sqlite")
     assert len(rows) == promotions + duplicates + out_of_order + malformed
     assert {row[0] for row in rows} == {date(2026, 6, 1).isoformat()}
+
+    # The check on the expected answers fails when a report row goes missing.
+    world = reference_world()
+    with local_stack(world) as stack:
+        expected, day = day_asset(world, "expected_answers"), world.start_date.isoformat()
+        resources = {"sync_api": stack.sync_api, "clickhouse": stack.clickhouse}
+
+        def verdict() -> dg.AssetCheckEvaluation:
+            result = dg.materialize([expected], partition_key=day, resources=resources)
+            [evaluation] = result.get_asset_check_evaluations()
+            return evaluation
+
+        assert verdict().passed
+        with stack.clickhouse.client() as client:
+            client.command(f"DELETE FROM {DATABASE}.{TRANSACTIONS} WHERE item_id = (SELECT max(item_id) FROM "
+                           f"{DATABASE}.{TRANSACTIONS} WHERE shop_id = 2)")
+        failed = verdict()
+        assert not failed.passed and failed.description == "1 of 5 shops differ from the expected answers"
+        assert set(failed.metadata["differing"].value) == {"shop 2"}, failed.metadata
+
+
+def test_an_outage_is_ridden_out_and_the_reports_still_equal_the_expected_answers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--scenario", "outage"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^Scenario outage \(seed 23\): .*: promotion 0, duplicate 0, out_of_order 0, malformed 0, "
+                     r"sync_api_outage 1, broker_pause 1$", out, re.MULTILINE), out
+    assert "the Sync API refused 1 sync request(s) (503); the shops' sync retried" in out
+    assert "the broker paused for 2 s of wall time before the shift of 15:00" in out
+    assert re.search(r"^all\s+10/10\s", out, re.MULTILINE), "every shift ran"
+    assert EXPECTED_LINE.search(out), out
+    kinds = [row[4] for row in ledger_rows(tmp_path / "data" / "scenario_ledger.sqlite")]
+    assert kinds == [SYNC_API_OUTAGE, BROKER_PAUSE]

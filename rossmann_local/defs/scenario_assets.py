@@ -1,7 +1,7 @@
-"""The scenario ledger as a Dagster asset, partitioned by day: the faults the scenario
-(``ROSSMANN_SCENARIO``) plans for the day, labelled, written to the ledger table. It is planned from
-the scenario, its seed, the world and the day alone, so it can be materialized for any day, in any
-order, and gives the same rows."""
+"""Per day: the scenario ledger (the faults the scenario, ``ROSSMANN_SCENARIO``, plans for the day,
+labelled) and the expected answers (what each shop's day must come to, checked against the reports).
+Both are computed from their inputs alone (the scenario, its seed, the world, the chain's catalogue
+and the day), so a day can be materialized in any order, as often as wanted, with the same rows."""
 
 from collections import Counter
 from datetime import date, timedelta
@@ -10,7 +10,10 @@ import dagster as dg
 
 from rossmann_local.domain.scenario import FAULT_KINDS, plan_day
 from rossmann_local.domain.world import World
+from rossmann_local.resources.clickhouse import CLICKHOUSE_POOL, ClickHouseReports
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
+from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.shop.expected import compare_with_reports, expected_shops, write_expected
 
 SCENARIO_GROUP = "scenario"
 
@@ -34,4 +37,39 @@ def build_scenario_assets(world: World) -> list[dg.AssetsDefinition]:
             "scenario": scenario.name if scenario else "none", "seed": scenario.seed if scenario else 0,
             "entries": len(entries), **{kind: kinds.get(kind, 0) for kind in FAULT_KINDS}})
 
-    return [scenario_ledger]
+    @dg.asset(partitions_def=day_partitions(world), group_name=SCENARIO_GROUP, kinds={"clickhouse"},
+              pool=CLICKHOUSE_POOL,
+              check_specs=[dg.AssetCheckSpec(
+                  "reports_equal_expected_answers", asset="expected_answers",
+                  description="Receipts, lines, units, revenue and units delivered in the transactions and "
+                              "delivery reports equal the expected answers, per shop x day.")])
+    def expected_answers(context: dg.AssetExecutionContext, sync_api: SyncApiClient,
+                         clickhouse: ClickHouseReports) -> dg.MaterializeResult:
+        """What each shop's day must come to (``shop_reports.expected_shop_day``) and the catalogue at
+        its close (``shop_reports.expected_catalogue``), simulated from the Sync API's catalogue and
+        the world from its first day, never read back from the chain's outputs. Materialize it after
+        the day's shifts: its check compares the reports with it."""
+        day = date.fromisoformat(context.partition_key)
+        shops = expected_shops(world, [day], sync_api)
+        write_expected(clickhouse, day, shops)
+        compared = compare_with_reports(world, clickhouse, [d for s in shops for d in s.days])
+        differing = {f"shop {c.expected.shop_id}": {name: {"expected": str(getattr(c.expected, name)),
+                                                          "reported": str(c.reported[name])} for name in c.differing}
+                     for c in compared if c.differing}
+        check = dg.AssetCheckResult(
+            passed=not differing,
+            description=f"{len(compared)} shops: the reports equal the expected answers" if not differing
+            else f"{len(differing)} of {len(compared)} shops differ from the expected answers",
+            metadata={"differing": dg.MetadataValue.json(differing)})
+        return dg.MaterializeResult(
+            metadata={"shops": len(shops), "receipts": sum(d.receipts for s in shops for d in s.days),
+                      "revenue": float(sum(d.revenue for s in shops for d in s.days)),
+                      "catalogue_rows": sum(len(s.catalogue) for s in shops)},
+            check_results=[check])
+
+    return [scenario_ledger, expected_answers]
+
+
+def day_asset(world: World, name: str) -> dg.AssetsDefinition:
+    """One of the per-day assets, to materialize on its own (``make day`` does, after the day)."""
+    return next(a for a in build_scenario_assets(world) if a.key == dg.AssetKey(name))

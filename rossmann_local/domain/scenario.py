@@ -14,7 +14,7 @@ import json
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,7 +25,8 @@ from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_TOPIC
 from rossmann_local.domain.world import World
 
 DUPLICATE, OUT_OF_ORDER, MALFORMED, PROMOTION = "duplicate", "out_of_order", "malformed", "promotion"
-FAULT_KINDS = (PROMOTION, DUPLICATE, OUT_OF_ORDER, MALFORMED)
+SYNC_API_OUTAGE, BROKER_PAUSE = "sync_api_outage", "broker_pause"
+FAULT_KINDS = (PROMOTION, DUPLICATE, OUT_OF_ORDER, MALFORMED, SYNC_API_OUTAGE, BROKER_PAUSE)
 
 
 class _Part(BaseModel):
@@ -53,6 +54,21 @@ class Malformed(_Part):
     per_hundred: float = Field(ge=0, le=100)
 
 
+class SyncApiOutage(_Part):
+    """The Sync API is down at the start of the day's ``shift``: it refuses the first
+    ``refused_requests`` sync requests (503). The shops' sync retries twice, so up to 2 are ridden out."""
+
+    shift: int = Field(ge=0, le=23)
+    refused_requests: int = Field(1, ge=1, le=2)
+
+
+class BrokerPause(_Part):
+    """The broker stops answering for ``minutes`` simulated minutes from the start of the day's ``shift``."""
+
+    shift: int = Field(ge=0, le=23)
+    minutes: int = Field(ge=1, le=120)
+
+
 class Scenario(_Part):
     """What a scenario file holds. Days default to every day of the world."""
 
@@ -65,12 +81,22 @@ class Scenario(_Part):
     duplicates: Share | None = None
     out_of_order: Share | None = None
     malformed: Malformed | None = None
+    sync_api_outage: SyncApiOutage | None = None
+    broker_pause: BrokerPause | None = None
 
     @model_validator(mode="after")
     def _days_in_order(self) -> Scenario:
         if self.first_day and self.last_day and self.last_day < self.first_day:
             raise ValueError(f"last_day {self.last_day} is before first_day {self.first_day}")
         return self
+
+    def outage_shift(self, day: date) -> int | None:
+        """The shift (0 = the day's first) whose start finds the Sync API down, if any."""
+        return self.sync_api_outage.shift if self.sync_api_outage and self.covers(day) else None
+
+    def pause_shift(self, day: date) -> int | None:
+        """The shift from whose start the broker is paused, if any."""
+        return self.broker_pause.shift if self.broker_pause and self.covers(day) else None
 
     def covers(self, day: date) -> bool:
         return (self.first_day is None or day >= self.first_day) and (self.last_day is None or day <= self.last_day)
@@ -197,8 +223,8 @@ def plan_stream_faults(scenario: Scenario, day: date, changes: Sequence[Catalogu
             add(DUPLICATE, change, "delivered twice")
         if (scenario.out_of_order and older is not None and older.at < change.at
                 and reorder < scenario.out_of_order.share):
-            add(OUT_OF_ORDER, older, f"the version of {older.at:%Y-%m-%d %H:%M} delivered after the one of "
-                f"{change.at:%Y-%m-%d %H:%M}")
+            add(OUT_OF_ORDER, older, f"the version of {older.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC delivered "
+                f"after the one of {change.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
         if scenario.malformed and spoil < scenario.malformed.per_hundred / 100:
             add(MALFORMED, change, f"malformed: {form}")
     return faults
@@ -207,7 +233,8 @@ def plan_stream_faults(scenario: Scenario, day: date, changes: Sequence[Catalogu
 @dataclass(frozen=True)
 class DayPlan:
     """A scenario's day: the chain's catalogue changes, the faults on their messages, and the ledger
-    (the burst's changes labelled, then the faults), all from the scenario, the world and the day."""
+    (the burst's changes labelled, the outage and the pause, then the stream's faults), all from the
+    scenario, the world and the day."""
 
     changes: list[CatalogueChange]
     faults: list[StreamFault]
@@ -219,6 +246,16 @@ def plan_day(scenario: Scenario, world: World, day: date) -> DayPlan:
     burst = promotion_burst(scenario, world, day)
     ledger = [LedgerEntry(day, i + 1, PROMOTION, c.topic, c.key, c.at, f"price {c.price} ({scenario.name}'s burst)")
               for i, c in enumerate(burst)]
+    shifts = shifts_of_day(world, day)
+    if (shift := scenario.outage_shift(day)) is not None and scenario.sync_api_outage:
+        at = shifts[min(shift, len(shifts) - 1)].start
+        ledger.append(LedgerEntry(day, len(ledger) + 1, SYNC_API_OUTAGE, "", "Sync API", at,
+                                  f"down at the shift start: the first {scenario.sync_api_outage.refused_requests} "
+                                  "sync request(s) refused with 503, then retried by the shops"))
+    if (shift := scenario.pause_shift(day)) is not None and scenario.broker_pause:
+        at = shifts[min(shift, len(shifts) - 1)].start
+        ledger.append(LedgerEntry(day, len(ledger) + 1, BROKER_PAUSE, "", "broker", at,
+                                  f"paused for {scenario.broker_pause.minutes} simulated minutes from the shift start"))
     faults = [StreamFault(LedgerEntry(day, len(ledger) + f.entry.number, f.entry.kind, f.entry.topic, f.entry.key,
                                       f.entry.effective_at, f.entry.detail), f.change)
               for f in plan_stream_faults(scenario, day, changes)]

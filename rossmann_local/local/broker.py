@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +40,7 @@ class LocalBroker:
         self.data_dir = data_dir
         self.port = port or free_port()
         self._process: subprocess.Popen[bytes] | None = None
+        self._resume: threading.Timer | None = None
 
     @property
     def pid(self) -> int | None:
@@ -99,7 +101,27 @@ class LocalBroker:
                                        f"within {timeout:g} s") from None
                 time.sleep(0.1)
 
+    def pause(self, seconds: float) -> None:
+        """Stop the broker answering (SIGSTOP) for ``seconds`` of wall time, as a broker stuck in a
+        long pause would: clients wait and retry; nothing is lost. A scenario's broker pause."""
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError("the local broker is not running: it cannot be paused")
+        self.resume()
+        self._process.send_signal(signal.SIGSTOP)
+        self._resume = threading.Timer(seconds, self.resume)
+        self._resume.daemon = True
+        self._resume.start()
+
+    def resume(self) -> None:
+        """End a pause now (also before stopping: a stopped process cannot act on SIGTERM)."""
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        self.resume()
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
             try:
@@ -118,6 +140,7 @@ class LocalBroker:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing is flushed (the fault tests use it)."""
+        self.resume()
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()

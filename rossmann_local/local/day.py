@@ -25,7 +25,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.defs.partitions import partition_key
-from rossmann_local.defs.scenario_assets import build_scenario_assets
+from rossmann_local.defs.scenario_assets import day_asset
 from rossmann_local.domain.catalogue_changes import PROMOTIONS
 from rossmann_local.domain.scenario import Scenario, day_changes, plan_day
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
@@ -44,6 +44,9 @@ from rossmann_local.settings import SCENARIO, WORLD_FILE, ConfigError, data_dir,
 from rossmann_local.shop.stock import settle_and_verify
 from rossmann_local.shop_db import ledger
 
+# make day runs far faster than the clock: a scenario's broker pause of N simulated minutes holds the
+# broker for N x 0.2 s of wall time, long enough to cover the shift's first Kafka work.
+PAUSE_SECONDS_PER_SIMULATED_MINUTE = 0.2
 # The summary reports failed runs with their cause; Dagster's console log would repeat each with stack traces.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -161,11 +164,25 @@ class CatalogueDemo:
             plan = plan_day(self.scenario, self.stack.world, day)
             self.streaming.scenario_faults = inject_stream_faults(store, self.stack.kafka, plan.faults)
 
+    def check_expected(self, day: date) -> None:
+        """The day's expected answers, materialized as the ``expected_answers`` asset's partition, and
+        its check's verdict on the reports."""
+        expected = day_asset(self.stack.world, "expected_answers")
+        resources = {name: self.stack.resources[name] for name in ("sync_api", "clickhouse")}
+        result = dg.materialize([expected], partition_key=day.isoformat(), instance=self.sensor.instance,
+                                resources=resources, run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+        if not result.success:
+            self.streaming.failed_runs.append(f"expected_answers {day}: {first_failure(result)}")
+            return
+        [evaluation] = result.get_asset_check_evaluations()
+        self.streaming.expected = ("" if evaluation.passed else "FAILED: ") + (evaluation.description or "")
+        self.streaming.expected_passed = evaluation.passed
+
     def write_ledger(self, day: date, ledger: ScenarioLedger) -> None:
         """The day's scenario ledger, materialized as the ``scenario_ledger`` asset's partition."""
         if self.scenario is None:
             return
-        result = dg.materialize(build_scenario_assets(self.stack.world), partition_key=day.isoformat(),
+        result = dg.materialize([day_asset(self.stack.world, "scenario_ledger")], partition_key=day.isoformat(),
                                 instance=self.sensor.instance, resources={"scenario_ledger": ledger},
                                 run_config=QUIET_RUN_CONFIG, raise_on_error=False)
         if not result.success:
@@ -191,6 +208,26 @@ class CatalogueDemo:
             if self.scenario is None:  # a scenario brings its own malformed messages, in its ledger
                 chain_admin.inject_malformed_message(self.stack.kafka)
         self.apply()
+        if self.scenario is not None:
+            self.begin_outages(day, index)
+
+    def begin_outages(self, day: date, index: int) -> None:
+        """A scenario's Sync API outage and broker pause, from this shift's start (its run follows)."""
+        scenario, store, broker = self.scenario, self.stack.store, self.stack.broker
+        assert scenario is not None
+        if scenario.outage_shift(day) == index and scenario.sync_api_outage:
+            if store is None:
+                self.streaming.not_applied.append("the Sync API outage: the Sync API is not the local stand-in")
+            else:
+                store.go_down(scenario.sync_api_outage.refused_requests)
+        if scenario.pause_shift(day) == index and scenario.broker_pause:
+            if broker is None:
+                self.streaming.not_applied.append("the broker pause: the broker is not the local one")
+            else:
+                seconds = scenario.broker_pause.minutes * PAUSE_SECONDS_PER_SIMULATED_MINUTE
+                broker.pause(seconds)
+                self.streaming.applied.append(f"the broker paused for {seconds:g} s of wall time before the shift "
+                                              f"of {shifts_of_day(self.stack.world, day)[index].start:%H:%M}")
 
     def check_broker(self) -> None:
         """Stop the day at once when the local broker died (instead of every run waiting it out)."""
@@ -239,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                                 lambda index: demo.before_shift(day, index), stop, demo.check_broker)
             demo.streaming.promotion_prices = demo.promotion_prices(day)
             demo.write_ledger(day, ledger)
+            demo.check_expected(day)
+            if stack.store is not None and stack.store.syncs_refused:
+                demo.streaming.applied.append(f"the Sync API refused {stack.store.syncs_refused} sync request(s) "
+                                              "(503); the shops' sync retried")
         summary = format_summary(day, shop_days, time.perf_counter() - started,
                                  redacted(stack.clickhouse.resolved_dsn()), demo.streaming)
         print(summary)
@@ -252,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     except StopRequested as exc:
         print(f"{exc}; run the same command again to finish the day", file=sys.stderr)
         return 143
-    failed = any(d.runs_failed or not d.reports_match for d in shop_days) or demo.streaming.failed_runs
+    failed = (any(d.runs_failed or not d.reports_match for d in shop_days) or demo.streaming.failed_runs
+              or not demo.streaming.expected_passed)
     return 1 if failed else 0
 
 

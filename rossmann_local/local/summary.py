@@ -66,6 +66,10 @@ class Streaming:
     scenario_faults: int = 0  # its faults delivered on the stream
     ledger_counts: dict[str, int] = field(default_factory=dict)  # the day's ledger, per kind
     ledger_table: str = ""
+    expected: str = ""  # the expected answers' check on the reports
+    expected_passed: bool = False
+    not_applied: list[str] = field(default_factory=list)  # a scenario's faults this stack cannot inject
+    applied: list[str] = field(default_factory=list)  # what the outages did
 
 
 def _read_shop_day(shop_databases: ShopDatabases, shifts: list[ShiftWindow], shop_day: ShopDay) -> None:
@@ -162,9 +166,14 @@ def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhou
             + (f", {_sum(shop_days, 'stock_parts_resent')} lost by the broker after confirming and sent again"
                if _sum(shop_days, 'stock_parts_resent') else ""),
             *streaming.promotion_prices]
+    if streaming.expected:
+        out += ["", f"Expected answers (shop_reports.expected_shop_day, simulated from the Sync API's catalogue "
+                    f"and the world): {streaming.expected}"]
     if streaming.scenario:
         counts = ", ".join(f"{kind} {n}" for kind, n in streaming.ledger_counts.items())
         out += ["", f"Scenario {streaming.scenario}: the day's ledger ({streaming.ledger_table}): {counts}"]
+        out += [f"  {what}" for what in streaming.applied]
+        out += [f"  not applied: {what}" for what in streaming.not_applied]
     out += [f"FAILED upsert run {failure}" for failure in streaming.failed_runs]
     out += [f"FAILED {failure}" for failure in dict.fromkeys(f for d in shop_days for f in d.runs_failed)]
     return "\n".join(out)

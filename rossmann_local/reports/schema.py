@@ -68,18 +68,48 @@ DELIVERY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("shift_start", "DateTime('UTC')"),
 )
 
-TABLES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
-    TRANSACTIONS: (TRANSACTIONS_COLUMNS, "transaction_time"),
-    DELIVERY: (DELIVERY_COLUMNS, "accepted_time"),
+# The expected answers, per shop x day, from the simulation itself (``shop.expected``), not read back
+# from the reports: what a pipeline fed by this chain should arrive at. A day is replaced as a whole.
+EXPECTED_SHOP_DAY = "expected_shop_day"
+EXPECTED_CATALOGUE = "expected_catalogue"
+
+EXPECTED_SHOP_DAY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("shop_id", "UInt32"),
+    ("day", "Date"),  # the world's local day
+    ("receipts", "UInt32"),
+    ("lines", "UInt32"),
+    ("units_sold", "UInt32"),
+    ("revenue", "Decimal(18, 2)"),  # each receipt's total once
+    ("units_delivered", "UInt32"),
+    ("closing_stock", "UInt32"),  # units of every product in the shop after the day's last shift
+)
+
+EXPECTED_CATALOGUE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("shop_id", "UInt32"),
+    ("day", "Date"),
+    ("product_id", "UInt32"),  # each product on sale at the day's close, at its last version then
+    ("product_name", "String"),
+    ("category_id", "UInt32"),
+    ("category_name", "String"),
+    ("price", "Decimal(18, 2)"),  # of the shop's city
+    ("discount", "Decimal(18, 2)"),
+)
+
+# table -> (columns, the time column it is partitioned by month on, the sort key after shop_id)
+TABLES: dict[str, tuple[tuple[tuple[str, str], ...], str, str]] = {
+    TRANSACTIONS: (TRANSACTIONS_COLUMNS, "transaction_time", "shift_start, transaction_time"),
+    DELIVERY: (DELIVERY_COLUMNS, "accepted_time", "shift_start, accepted_time"),
+    EXPECTED_SHOP_DAY: (EXPECTED_SHOP_DAY_COLUMNS, "day", "day"),
+    EXPECTED_CATALOGUE: (EXPECTED_CATALOGUE_COLUMNS, "day", "day, product_id"),
 }
 
 
 def create_table_sql(table: str) -> str:
-    columns, time_column = TABLES[table]
+    columns, time_column, sort_key = TABLES[table]
     body = ",\n    ".join(f"{name} {kind}" for name, kind in columns)
     return (f"CREATE TABLE IF NOT EXISTS {DATABASE}.{table} (\n    {body}\n)\n"
             f"ENGINE = MergeTree\nPARTITION BY toYYYYMM({time_column})\n"
-            f"ORDER BY (shop_id, shift_start, {time_column})")
+            f"ORDER BY (shop_id, {sort_key})")
 
 
 # How shop_reports changes after release 0.1.0: statements run after the CREATEs, in order, each
@@ -98,7 +128,7 @@ def schema_differences(present: dict[str, dict[str, str]]) -> list[str]:
     """What the tables found (table -> column -> type, from ``system.columns``) lack or type
     differently from the columns above; empty when they match."""
     found = []
-    for table, (columns, _) in TABLES.items():
+    for table, (columns, _, _) in TABLES.items():
         have = present.get(table, {})
         for name, kind in columns:
             if name not in have:

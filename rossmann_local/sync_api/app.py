@@ -311,11 +311,16 @@ def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI
     def authorize_terminal(request: Request, shop_id: QueryId, terminal_id: QueryId, password: Secret) -> bool:
         return password_checked(request, lambda: store.authorize_terminal(shop_id, terminal_id, password))
 
-    @app.get("/categories/sync")
+    def refuse_while_down() -> None:
+        """A scenario's outage (``CatalogueStore.go_down``): the sync endpoints answer 503."""
+        if store.down():
+            raise HTTPException(503, "the Sync API is down (a scenario's outage); try again later")
+
+    @app.get("/categories/sync", dependencies=[Depends(refuse_while_down)])
     def categories_sync(sync_utc_time: SyncTime) -> list[CategoryRecord]:
         return store.categories_changed_since(sync_utc_time)
 
-    @app.get("/products/sync", responses=SHOP_SCOPED)
+    @app.get("/products/sync", responses=SHOP_SCOPED, dependencies=[Depends(refuse_while_down)])
     def products_sync(shop_id: QueryId, sync_utc_time: SyncTime) -> list[ProductRecord]:
         """Products changed after the time, with the price and discount of the shop's city."""
         return store.products_changed_since(shop_id, sync_utc_time)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
@@ -239,6 +240,24 @@ class CatalogueStore:
         self.world: World | None = None  # set by ``seed``: its end bounds the changes' times
         # Live mode's simulated clock: a change made without ``at`` takes effect at its time.
         self.clock: Callable[[], datetime] | None = None
+        # A scenario's outage: how many sync requests to come are refused (the stand-in is "down").
+        self._syncs_to_refuse = 0
+        self.syncs_refused = 0  # by outages, since the store was opened
+        self._outage_lock = threading.Lock()
+
+    def go_down(self, sync_requests: int) -> None:
+        """Refuse the next ``sync_requests`` sync requests, as a Sync API that is down would (503)."""
+        with self._outage_lock:
+            self._syncs_to_refuse = sync_requests
+
+    def down(self) -> bool:
+        """Whether this sync request is refused (counting it as one of the outage's)."""
+        with self._outage_lock:
+            if self._syncs_to_refuse <= 0:
+                return False
+            self._syncs_to_refuse -= 1
+            self.syncs_refused += 1
+            return True
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
