@@ -92,8 +92,11 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
         for letter in outcome.dead_letters:
             context.log.warning(f"dead letter {letter.key}: {letter.reason}")
         summary = outcome.as_metadata()
-        return dg.Output(summary, metadata={**summary, "range": f"{config.topic}[{config.partition}] "
-                                                                 f"{config.start_offset}..{config.end_offset - 1}"})
+        # The sold shifts a late version falls into, for whoever sells them again (make day does).
+        touched = [[shop_id, start.isoformat()] for shop_id, start in sorted(outcome.shifts_touched)]
+        return dg.Output({**summary, "sold_shifts_touched": touched},
+                         metadata={**summary, "range": f"{config.topic}[{config.partition}] "
+                                                       f"{config.start_offset}..{config.end_offset - 1}"})
 
     @dg.job(name=CATALOGUE_UPSERT_JOB, description="Apply one offset range of a catalogue topic to every shop.",
             tags={RUN_KIND_TAG: "catalogue_upsert"})

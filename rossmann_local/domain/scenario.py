@@ -25,8 +25,8 @@ from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_TOPIC
 from rossmann_local.domain.world import World
 
 DUPLICATE, OUT_OF_ORDER, MALFORMED, PROMOTION = "duplicate", "out_of_order", "malformed", "promotion"
-SYNC_API_OUTAGE, BROKER_PAUSE = "sync_api_outage", "broker_pause"
-FAULT_KINDS = (PROMOTION, DUPLICATE, OUT_OF_ORDER, MALFORMED, SYNC_API_OUTAGE, BROKER_PAUSE)
+LATE, SYNC_API_OUTAGE, BROKER_PAUSE = "late", "sync_api_outage", "broker_pause"
+FAULT_KINDS = (PROMOTION, LATE, DUPLICATE, OUT_OF_ORDER, MALFORMED, SYNC_API_OUTAGE, BROKER_PAUSE)
 
 
 class _Part(BaseModel):
@@ -46,6 +46,14 @@ class Share(_Part):
     """The share of the day's catalogue messages this fault hits (each drawn from the seed)."""
 
     share: float = Field(ge=0, le=1)
+
+
+class Late(_Part):
+    """The share of the day's changes taking effect during one of its shifts that the chain enters
+    ``minutes`` after they took effect: after that shift synced and sold, so it is sold again."""
+
+    share: float = Field(ge=0, le=1)
+    minutes: int = Field(ge=1, le=24 * 60)
 
 
 class Malformed(_Part):
@@ -78,6 +86,7 @@ class Scenario(_Part):
     first_day: date | None = None
     last_day: date | None = None
     promotion_burst: PromotionBurst | None = None
+    late: Late | None = None
     duplicates: Share | None = None
     out_of_order: Share | None = None
     malformed: Malformed | None = None
@@ -236,13 +245,28 @@ class DayPlan:
     (the burst's changes labelled, the outage and the pause, then the stream's faults), all from the
     scenario, the world and the day."""
 
-    changes: list[CatalogueChange]
+    changes: list[CatalogueChange]  # entered on time (before the shift they take effect in)
+    late: list[CatalogueChange]  # entered after the day's shifts, dated when they took effect
     faults: list[StreamFault]
     ledger: list[LedgerEntry]
 
 
+def late_changes(scenario: Scenario, world: World, day: date, changes: Sequence[CatalogueChange]
+                 ) -> list[CatalogueChange]:
+    """The changes the chain enters late: of those taking effect within one of the day's shifts, a
+    seeded share (each change draws from its own generator)."""
+    if scenario.late is None or not scenario.covers(day):
+        return []
+    shifts = shifts_of_day(world, day)
+    return [change for index, change in enumerate(changes)
+            if any(s.start <= change.at < s.end for s in shifts)
+            and seeded_rng("late", scenario.seed, day.isoformat(), index).random() < scenario.late.share]
+
+
 def plan_day(scenario: Scenario, world: World, day: date) -> DayPlan:
-    changes = day_changes(scenario, world, day)
+    every = day_changes(scenario, world, day)
+    late = late_changes(scenario, world, day, every)
+    changes = [c for c in every if c not in late]
     burst = promotion_burst(scenario, world, day)
     ledger = [LedgerEntry(day, i + 1, PROMOTION, c.topic, c.key, c.at, f"price {c.price} ({scenario.name}'s burst)")
               for i, c in enumerate(burst)]
@@ -256,7 +280,15 @@ def plan_day(scenario: Scenario, world: World, day: date) -> DayPlan:
         at = shifts[min(shift, len(shifts) - 1)].start
         ledger.append(LedgerEntry(day, len(ledger) + 1, BROKER_PAUSE, "", "broker", at,
                                   f"paused for {scenario.broker_pause.minutes} simulated minutes from the shift start"))
+    minutes = scenario.late.minutes if scenario.late else 0
+
+    def entered(change: CatalogueChange) -> str:
+        return f"{(change.at + timedelta(minutes=minutes)).astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+    ledger += [LedgerEntry(day, len(ledger) + 1 + i, LATE, c.topic, c.key, c.at,
+                           f"entered {minutes} min after it took effect ({entered(c)}), after its shift had synced "
+                           "and sold: the shift is sold again") for i, c in enumerate(late)]
     faults = [StreamFault(LedgerEntry(day, len(ledger) + f.entry.number, f.entry.kind, f.entry.topic, f.entry.key,
                                       f.entry.effective_at, f.entry.detail), f.change)
               for f in plan_stream_faults(scenario, day, changes)]
-    return DayPlan(changes, faults, ledger + [f.entry for f in faults])
+    return DayPlan(changes, late, faults, ledger + [f.entry for f in faults])

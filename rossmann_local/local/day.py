@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import dagster as dg
@@ -91,7 +91,8 @@ def run_shifts(job: dg.JobDefinition, instance: dg.DagsterInstance, world: World
 
 def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.DagsterInstance,
             feed: Callable[[int], None] | None = None, stop: GracefulStop | None = None,
-            check: Callable[[], None] | None = None) -> list[ShopDay]:
+            check: Callable[[], None] | None = None,
+            after_shifts: Callable[[], set[tuple[int, datetime]]] | None = None) -> list[ShopDay]:
     """Every shift of the day for every shop: one run of the partitioned job per shift, covering all
     shops. ``feed(i)`` runs before shift ``i`` (catalogue changes and their upsert runs). With
     ``stop``, the work runs where a signal cannot interrupt it, and a stop request ends the day
@@ -127,6 +128,18 @@ def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.Dag
                 days[shop_id].runs_ok += 1
             else:
                 days[shop_id].runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M}: {first_failure(outcome)}")
+    if after_shifts is not None:
+        # A late catalogue version fell into shifts sold already: each such shop's shifts are sold
+        # again from the first one touched, in order (a later shift opens with the stock it leaves).
+        touched = call(after_shifts)
+        for shop in world.shops:
+            starts = [start for shop_id, start in touched if shop_id == shop.shop_id]
+            for shift in [s for s in shifts if starts and s.start >= min(starts)]:
+                outcome = run(shift, shop, shop)
+                days[shop.shop_id].shifts_sold_again += 1
+                if not outcome.success:
+                    days[shop.shop_id].runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M} (sold again): "
+                                                          f"{first_failure(outcome)}")
     # The summary counts what the topic holds: every stock message is read back once the broker had
     # time to keep it, and what it lost is sent again.
     working = [shop_id for shop_id, shop_day in days.items() if shop_day.runs_ok]
@@ -150,18 +163,20 @@ class CatalogueDemo:
         self.sensor = CatalogueSensorDriver(build_definitions(stack.world, stack.resources), instance,
                                             InstanceSensorCursor(instance, CATALOGUE_SENSOR), QUIET_RUN_CONFIG)
         self.streaming = Streaming()
+        self.touched: set[tuple[int, datetime]] = set()  # (shop, shift start) a late version fell into
 
     def publish(self, day: date) -> None:
         store = self.stack.store
         if store is None:
             return  # an external Sync API: its own admin side changes its catalogue
-        self.streaming.changes_published += chain_admin.make_changes(store, day_changes(self.scenario, self.stack.world,
-                                                                                       day))
+        plan = plan_day(self.scenario, self.stack.world, day) if self.scenario is not None else None
+        # A scenario's late changes are held back until the day's shifts are sold (``after_shifts``).
+        changes = plan.changes if plan is not None else day_changes(None, self.stack.world, day)
+        self.streaming.changes_published += chain_admin.make_changes(store, changes)
         deadline = time.monotonic() + 60
         while store.unpublished() and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self.scenario is not None:
-            plan = plan_day(self.scenario, self.stack.world, day)
+        if plan is not None:
             self.streaming.scenario_faults = inject_stream_faults(store, self.stack.kafka, plan.faults)
 
     def check_expected(self, day: date) -> None:
@@ -198,7 +213,10 @@ class CatalogueDemo:
             if not run.success:
                 self.streaming.failed_runs.append(f"{request.run_key}: {first_failure(run)}")
                 continue
-            self.streaming.outcome.update(run.output_for_node("apply_catalogue_changes"))
+            output = dict(run.output_for_node("apply_catalogue_changes"))
+            self.touched.update((shop_id, datetime.fromisoformat(start))
+                                for shop_id, start in output.pop("sold_shifts_touched", []))
+            self.streaming.outcome.update(output)
 
     def before_shift(self, day: date, index: int) -> None:
         """Before the afternoon, the chain publishes the day's promotion (and a malformed message);
@@ -210,6 +228,23 @@ class CatalogueDemo:
         self.apply()
         if self.scenario is not None:
             self.begin_outages(day, index)
+
+    def after_shifts(self, day: date) -> set[tuple[int, datetime]]:
+        """After the day's shifts: the scenario's late changes entered (dated when they took effect),
+        and applied; returns the sold shifts they fall into, to be sold again."""
+        store = self.stack.store
+        if self.scenario is None or store is None:
+            return set()
+        late = plan_day(self.scenario, self.stack.world, day).late
+        if not late:
+            return set()
+        self.streaming.changes_published += chain_admin.make_changes(store, late)
+        deadline = time.monotonic() + 60
+        while store.unpublished() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.apply()
+        touched, self.touched = self.touched, set()
+        return touched
 
     def begin_outages(self, day: date, index: int) -> None:
         """A scenario's Sync API outage and broker pause, from this shift's start (its run follows)."""
@@ -273,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             preflight(world, stack.resources)
             demo = CatalogueDemo(stack, managed_instance(), scenario)
             shop_days = run_day(world, day, stack.resources, demo.sensor.instance,
-                                lambda index: demo.before_shift(day, index), stop, demo.check_broker)
+                                lambda index: demo.before_shift(day, index), stop, demo.check_broker,
+                                lambda: demo.after_shifts(day))
             demo.streaming.promotion_prices = demo.promotion_prices(day)
             demo.write_ledger(day, ledger)
             demo.check_expected(day)

@@ -46,6 +46,7 @@ class ShopDay:
     stock_messages_sent: int = 0
     stock_messages_on_topic: int = 0  # read back where the broker put them, every part
     stock_parts_resent: int = 0  # lost by the broker after it confirmed them, sent again
+    shifts_sold_again: int = 0  # after a late catalogue version fell into them
 
     @property
     def reports_match(self) -> bool:
@@ -160,7 +161,9 @@ def format_summary(day: date, shop_days: list[ShopDay], seconds: float, clickhou
             f"dead-lettered: {o['dead_lettered']}, price without city: {o['price_without_city']} "
             f"(shop rows changed: {o['rows_changed']})",
             f"  catalogue versions added to the shops' history: {o['versions_added']}, late for shifts already "
-            f"sold: {o['late_for_sold_shifts']}",
+            f"sold: {o['late_for_sold_shifts']}"
+            + (f" (shop x shifts sold again: {_sum(shop_days, 'shifts_sold_again')})"
+               if _sum(shop_days, 'shifts_sold_again') else ""),
             f"  stock messages (oltp_update_product_quantity): {_sum(shop_days, 'stock_messages_sent')} confirmed, "
             f"{_sum(shop_days, 'stock_messages_on_topic')} read back on the topic where the broker put them"
             + (f", {_sum(shop_days, 'stock_parts_resent')} lost by the broker after confirming and sent again"
