@@ -27,7 +27,8 @@ def build_scenario_assets(world: World) -> list[dg.AssetsDefinition]:
     @dg.asset(partitions_def=day_partitions(world), group_name=SCENARIO_GROUP, kinds={"sqlite"})
     def scenario_ledger(context: dg.AssetExecutionContext, scenario_ledger: ScenarioLedger) -> dg.MaterializeResult:
         """Every fault the scenario injects on the day: what, on which topic and key, for which
-        message's effective time (table ``scenario_ledger``). Empty with no scenario."""
+        message's effective time (table ``scenario_ledger``). Empty with no scenario. ``make day``
+        injects exactly these faults (the local stack); materialized elsewhere, it is the plan."""
         day = date.fromisoformat(context.partition_key)
         scenario = scenario_ledger.loaded()
         entries = plan_day(scenario, world, day).ledger if scenario else []
