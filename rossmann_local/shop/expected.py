@@ -24,7 +24,9 @@ from rossmann_local.reports.analytics import shifts_delivery_totals, shifts_tran
 from rossmann_local.reports.expected import replace_expected_day
 from rossmann_local.reports.schema import EXPECTED_CATALOGUE, EXPECTED_SHOP_DAY
 from rossmann_local.resources.clickhouse import ClickHouseReports
+from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.history import record_versions, shelf_at, shelf_timeline
 from rossmann_local.shop_db.models import ShopBase
 
@@ -111,6 +113,19 @@ def expected_shops(world: World, days: Sequence[date], sync_api: SyncApiClient) 
     categories = sync_api.categories_since(BEGINNING_OF_TIME)
     return [expected_shop(world, shop, days, categories, sync_api.products_since(shop.shop_id, BEGINNING_OF_TIME))
             for shop in world.shops]
+
+
+def shops_without_their_earlier_days(world: World, day: date, shop_databases: ShopDatabases) -> list[int]:
+    """The shops whose database lacks a shift of the world's days before ``day`` (a later day run
+    alone on a fresh data dir): their day opened with other stock than the expected answers assume."""
+    first = shifts_of_day(world, day)[0].start
+    earlier = len(shifts_through(world, day - timedelta(days=1))) if day > world.start_date else 0
+    lacking = []
+    for shop in world.shops:
+        with shop_databases.transaction(shop.shop_id) as conn:
+            if ledger.shifts_sold_before(conn, first) < earlier:
+                lacking.append(shop.shop_id)
+    return lacking
 
 
 COMPARED = ("receipts", "lines", "units_sold", "revenue", "units_delivered")

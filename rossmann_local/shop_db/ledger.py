@@ -249,6 +249,12 @@ def last_shift_sold(conn: Connection) -> datetime | None:
     return conn.scalar(select(func.max(Shift.shift_start)).where(Shift.sales_recorded_at_utc.is_not(None)))
 
 
+def shifts_sold_before(conn: Connection, start: datetime) -> int:
+    """How many shifts before ``start`` have their sales recorded."""
+    return int(conn.scalar(select(func.count()).select_from(Shift).where(
+        Shift.shift_start < start, Shift.sales_recorded_at_utc.is_not(None))))
+
+
 def insert_receipts(conn: Connection, shift: ShiftWindow, receipts: Sequence[Receipt]) -> None:
     _bulk_insert(conn, Transaction.__table__, [
         {"shift_start": shift.start, **{c: getattr(r, c) for c in RECEIPT_COLUMNS}} for r in receipts
