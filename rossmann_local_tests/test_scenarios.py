@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +23,7 @@ from rossmann_local.domain.scenario import (
     SYNC_API_OUTAGE,
     plan_day,
 )
+from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import reference_world
 from rossmann_local.local.chain_admin import make_changes
 from rossmann_local.local.day import CatalogueDemo, main
@@ -31,6 +33,7 @@ from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import ConfigError, load_scenario, shipped_scenarios
 from rossmann_local.shop.expected import expected_shop, shops_without_their_earlier_days
+from rossmann_local.shop_db.history import record_synced, record_versions, shelf_at
 from rossmann_local.sync_api.store import CatalogueStore
 
 EXPECTED_LINE = re.compile(r"^Expected answers \(.*\): 5 shops: the reports equal the expected answers$", re.MULTILINE)
@@ -108,7 +111,7 @@ def test_a_messy_day_dead_letters_exactly_its_malformed_messages_and_the_reports
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--scenario", "messy-day"]) == 0
     out = capsys.readouterr().out
-    counts = re.search(r"^Scenario messy-day \(seed 1\): the day's ledger \(.*\): promotion (\d+), late (\d+), "
+    counts = re.search(r"^Scenario messy-day \(seed 69\): the day's ledger \(.*\): promotion (\d+), late (\d+), "
                        r"duplicate (\d+), out_of_order (\d+), malformed (\d+), sync_api_outage 0, broker_pause 0$",
                        out, re.MULTILINE)
     assert counts, out
@@ -123,6 +126,7 @@ def test_a_messy_day_dead_letters_exactly_its_malformed_messages_and_the_reports
     rows = ledger_rows(tmp_path / "data" / "scenario_ledger.sqlite")
     assert len(rows) == promotions + late + duplicates + out_of_order + malformed
     assert {row[0] for row in rows} == {date(2026, 6, 1).isoformat()}
+    assert any(row[4] == OUT_OF_ORDER and "after the description" in row[8] for row in rows), "one across topics"
 
     # The check on the expected answers fails when a report row goes missing.
     world = reference_world()
@@ -183,5 +187,30 @@ def test_a_day_run_without_the_days_before_it_is_not_compared_as_a_failure(tmp_p
         assert shops_without_their_earlier_days(world, world.start_date, shops) == []
         assert shops_without_their_earlier_days(world, world.start_date + timedelta(days=1), shops) == \
             [s.shop_id for s in world.shops]
+    finally:
+        shops.dispose()
+
+
+def test_a_price_entered_late_for_the_moment_a_description_changed_takes_its_place(tmp_path: Path) -> None:
+    """Found by the expected answers: a sync at the moment a product's description changed used to
+    record the price in effect then as a version of that moment, so the price the chain entered late
+    for the same moment found its place taken, and the shifts were sold again at the old price."""
+    world = reference_world()
+    store = CatalogueStore("sqlite://")
+    store.seed(world)
+    shop, at = world.shops[0], shifts_of_day(world, world.start_date)[1].start
+    store.update_product(7, description="now in a larger pack", at=at)
+    shops = ShopDatabases(sqlite_dir=str(tmp_path / "shops"))
+    try:
+        with shops.transaction(shop.shop_id) as conn:
+            record_synced(conn, shop.city, store.categories_changed_since(BEGINNING_OF_TIME),
+                          store.products_changed_since(shop.shop_id, BEGINNING_OF_TIME))
+        store.set_price(7, shop.city, Decimal("1.23"), Decimal("0"), at=at)  # entered late, for that moment
+        late = [r for r in store.products_changed_since(shop.shop_id, BEGINNING_OF_TIME)
+                if r.product_id == 7 and r.updated_at_utc == at]
+        with shops.transaction(shop.shop_id) as conn:
+            recorded = record_versions(conn, shop.city, prices=late)  # as a streamed price message is recorded
+            on_sale = {p.product_id: p.price for p in shelf_at(conn, at)}
+        assert recorded.added == 1 and on_sale[7] == Decimal("1.23")
     finally:
         shops.dispose()

@@ -10,6 +10,7 @@ change nothing.
 """
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import dagster as dg
@@ -83,20 +84,22 @@ class SensorCursor:
 
 
 def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
-    @dg.op(retry_policy=dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL))
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL),
+           out={"result": dg.Out(dict), "sold_shifts_touched": dg.Out(list)})
     def apply_catalogue_changes(context: dg.OpExecutionContext, config: OffsetRange, kafka: KafkaResource,
-                                shop_databases: ShopDatabases) -> dg.Output[dict]:
+                                shop_databases: ShopDatabases) -> Iterator[dg.Output]:
         """Re-read exactly the run's offset range and apply it to every shop it concerns."""
         outcome = apply_catalogue_range(world, shop_databases, kafka, config.topic, config.partition,
                                         config.start_offset, config.end_offset)
         for letter in outcome.dead_letters:
             context.log.warning(f"dead letter {letter.key}: {letter.reason}")
         summary = outcome.as_metadata()
-        # The sold shifts a late version falls into, for whoever sells them again (make day does).
+        yield dg.Output(summary, metadata={**summary, "range": f"{config.topic}[{config.partition}] "
+                                                                f"{config.start_offset}..{config.end_offset - 1}"})
+        # The sold shifts (shop, start) a late version falls into, for whoever sells them again (make day does).
         touched = [[shop_id, start.isoformat()] for shop_id, start in sorted(outcome.shifts_touched)]
-        return dg.Output({**summary, "sold_shifts_touched": touched},
-                         metadata={**summary, "range": f"{config.topic}[{config.partition}] "
-                                                       f"{config.start_offset}..{config.end_offset - 1}"})
+        yield dg.Output(touched, output_name="sold_shifts_touched",
+                        metadata={"shifts": dg.MetadataValue.json(touched)})
 
     @dg.job(name=CATALOGUE_UPSERT_JOB, description="Apply one offset range of a catalogue topic to every shop.",
             tags={RUN_KIND_TAG: "catalogue_upsert"})

@@ -1,11 +1,12 @@
-"""Scenarios: seeded, labelled faults added to the catalogue stream of some days.
+"""Scenarios: seeded, labelled faults added to some days of the chain.
 
 A scenario is a TOML file (``scenarios/*.toml``) validated here field by field. It adds a burst of
-promotions to the chain's catalogue (real changes, part of the catalogue's history) and faults to
-what the stream delivers: duplicates, older versions delivered after newer ones, malformed
-messages. Every fault is planned from the scenario's seed, the day and the day's changes alone, so
-the same scenario and seed give the same faults, and each is labelled in the ledger
-(``LedgerEntry``) with what was injected, when and on which topic and key.
+promotions to the chain's catalogue (real changes, part of the catalogue's history), changes the
+chain enters late (after the shift they take effect in synced and sold), faults on what the stream
+delivers (duplicates, older versions delivered after newer ones, malformed messages), a Sync API
+outage at a shift start and a broker pause. Everything is planned from the scenario's seed, the world
+and the day alone, so the same scenario and seed give the same faults, and each is labelled in the
+ledger (``LedgerEntry``) with what was injected, when and on which topic and key.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rossmann_local.domain.catalogue_changes import PROMOTIONS, CatalogueChange, PriceChange, afternoon_promotion
+from rossmann_local.domain.catalogue_changes import (
+    PROMOTIONS,
+    CatalogueChange,
+    DescriptionChange,
+    PriceChange,
+    afternoon_promotion,
+)
 from rossmann_local.domain.shifts import seeded_rng, shifts_of_day
 from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_TOPIC
 from rossmann_local.domain.world import World
@@ -211,7 +218,8 @@ def malformed_payload(payload: str, form: str) -> str:
 
 def plan_stream_faults(scenario: Scenario, day: date, changes: Sequence[CatalogueChange]) -> list[StreamFault]:
     """The day's faults on the messages of its changes (in the order the chain made them): a message
-    delivered again, an older version of a key delivered after its newer one, a malformed message.
+    delivered again, an older version of a key delivered after its newer one (on its topic, or a
+    product's price message after its newer description), a malformed message.
     Each change draws from its own seeded generator, so one change's draw never shifts another's."""
     if not scenario.covers(day):
         return []
@@ -222,12 +230,25 @@ def plan_stream_faults(scenario: Scenario, day: date, changes: Sequence[Catalogu
         faults.append(StreamFault(entry, change))
 
     newest: dict[tuple[str, str], CatalogueChange] = {}
+    prices_of: dict[int, list[PriceChange]] = {}  # each product's price changes of the day
+    for change in changes:
+        if isinstance(change, PriceChange):
+            prices_of.setdefault(change.product_id, []).append(change)
     for index, change in enumerate(changes):
         rng = seeded_rng("stream-faults", scenario.seed, day.isoformat(), index)
         duplicate, reorder, spoil, form = rng.random(), rng.random(), rng.random(), rng.choice(MALFORMED_FORMS)
+        across = rng.random()
         older = newest.get((change.topic, change.key))
         if older is None or change.at >= older.at:
             newest[(change.topic, change.key)] = change
+        if (scenario.out_of_order and isinstance(change, DescriptionChange)
+                and across < scenario.out_of_order.share
+                and (earlier := [c for c in prices_of.get(change.product_id, []) if c.at < change.at])):
+            # Across topics: a product message (it carries the descriptive fields too) older than a
+            # description message, delivered after it: its description must not win.
+            price = max(earlier, key=lambda c: (c.at, c.city))
+            add(OUT_OF_ORDER, price, f"the version of {price.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC on {price.topic} "
+                f"delivered after the description of {change.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC on {change.topic}")
         if scenario.duplicates and duplicate < scenario.duplicates.share:
             add(DUPLICATE, change, "delivered twice")
         if (scenario.out_of_order and older is not None and older.at < change.at

@@ -220,10 +220,9 @@ class CatalogueDemo:
             if not run.success:
                 self.streaming.failed_runs.append(f"{request.run_key}: {first_failure(run)}")
                 continue
-            output = dict(run.output_for_node("apply_catalogue_changes"))
-            self.touched.update((shop_id, datetime.fromisoformat(start))
-                                for shop_id, start in output.pop("sold_shifts_touched", []))
-            self.streaming.outcome.update(output)
+            self.streaming.outcome.update(run.output_for_node("apply_catalogue_changes"))
+            self.touched.update((shop_id, datetime.fromisoformat(start)) for shop_id, start in
+                                run.output_for_node("apply_catalogue_changes", "sold_shifts_touched"))
 
     def before_shift(self, day: date, index: int) -> None:
         """Before the afternoon, the chain publishes the day's promotion (and a malformed message);

@@ -17,7 +17,7 @@ from rossmann_local.shop_db.cache import (
     upsert_categories,
     upsert_products,
 )
-from rossmann_local.shop_db.history import VersionsRecorded, record_versions
+from rossmann_local.shop_db.history import VersionsRecorded, record_synced
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def sync_cache(shop: Shop, shop_databases: ShopDatabases, sync_api: SyncApiClien
         category_counts = upsert_categories(conn, categories)
         product_counts = upsert_products(conn, products, shop.city)
         # A Sync API record carries the price of the shop's city.
-        history = record_versions(conn, shop.city, categories, products, products)
+        history = record_synced(conn, shop.city, categories, products)
         for entity, records in (("categories", categories), ("products", products)):
             if records:
                 advance_sync_watermark(conn, entity, max(r.updated_at_utc for r in records), now)

@@ -27,7 +27,7 @@ from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop_db import ledger
-from rossmann_local.shop_db.history import record_versions, shelf_at, shelf_timeline
+from rossmann_local.shop_db.history import record_synced, shelf_at, shelf_timeline
 from rossmann_local.shop_db.models import ShopBase
 
 
@@ -80,7 +80,7 @@ def expected_shop(world: World, shop: Shop, days: Sequence[date], categories: Se
     try:
         ShopBase.metadata.create_all(engine)
         with engine.begin() as conn:
-            record_versions(conn, shop.city, categories, products, products)
+            record_synced(conn, shop.city, categories, products)
             found: dict[date, ExpectedDay] = {}
             catalogue: list[ExpectedProduct] = []
             totals = dict.fromkeys(("receipts", "lines", "units", "delivered"), 0)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 
+from rossmann_local.domain.catalogue import ProductRecord
 from rossmann_local.domain.catalogue_fold import PRODUCT_FIELDS, Versioned
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.simulation import ShelfProduct, ShelfTimeline
@@ -119,6 +120,36 @@ def _touched(conn: Connection, table: Table, key: str, late: list[tuple[int, dat
             window.append(Shift.shift_start < until)
         touched.update(conn.scalars(select(Shift.shift_start).where(*window)))
     return touched
+
+
+def record_synced(conn: Connection, city: str, categories: Sequence[Versioned],
+                  products: Sequence[ProductRecord]) -> VersionsRecorded:
+    """A Sync API answer into the shop's history. Its product records come at every moment the
+    product or its city price changed, each with the price in effect then; a price version is
+    recorded only where the price or discount changed. A record made when only the description
+    changed would otherwise claim the price at that moment with the value the Sync API knew then,
+    and a price change the chain entered late for that same moment would find its place taken."""
+    return record_versions(conn, city, categories, products, _price_changes(conn, products))
+
+
+def _price_changes(conn: Connection, records: Sequence[ProductRecord]) -> list[ProductRecord]:
+    """The records whose price or discount differs from the one in effect just before them (in the
+    shop's history, or an earlier record of the batch)."""
+    by_product: dict[int, list[ProductRecord]] = {}
+    for record in records:
+        by_product.setdefault(record.product_id, []).append(record)
+    changes = []
+    for product_id, versions in by_product.items():
+        versions.sort(key=lambda r: r.updated_at_utc)
+        before = conn.execute(select(PriceVersion.price, PriceVersion.discount).where(
+            PriceVersion.product_id == product_id, PriceVersion.valid_from_utc < versions[0].updated_at_utc)
+            .order_by(PriceVersion.valid_from_utc.desc()).limit(1)).first()
+        previous = (before.price, before.discount) if before is not None else None
+        for record in versions:
+            if (record.price, record.discount) != previous:
+                changes.append(record)
+            previous = (record.price, record.discount)
+    return changes
 
 
 def record_versions(conn: Connection, city: str, categories: Iterable[Versioned] = (),
