@@ -41,8 +41,9 @@ class _Part(BaseModel):
 
 
 class PromotionBurst(_Part):
-    """``products`` price cuts in every city from the day's ``shift`` (0 = first) until the next day
-    opens, each by a seeded factor between ``lowest_factor`` and 0.95."""
+    """``products`` products (at most the catalogue's, the everyday promotion's aside) cut in every city
+    from the day's ``shift`` (0 = first) until the next day opens, each by a seeded factor between
+    ``lowest_factor`` and 0.95."""
 
     products: int = Field(ge=1, le=10_000)
     shift: int = Field(1, ge=0, le=23)
