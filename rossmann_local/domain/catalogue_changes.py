@@ -6,6 +6,7 @@ the messages they make (``domain.scenario``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +20,23 @@ DESCRIBED_PRODUCT = 7
 RENAMED_CATEGORY = (4, "Decor & Home")
 
 
+def product_key(product_id: int, city: str | None = None) -> str:
+    """What a product message versions: ``product 7 Berlin`` (a city's price) or ``product 7``."""
+    return f"product {product_id} {city}" if city else f"product {product_id}"
+
+
+def category_key(category_id: int) -> str:
+    return f"category {category_id}"
+
+
+def message_key(topic: str, payload: str) -> str:
+    """The key of a catalogue message's JSON, as its change names it (``CatalogueChange.key``)."""
+    data = json.loads(payload)
+    if topic == CATEGORY_TOPIC:
+        return category_key(data["category_id"])
+    return product_key(data["product_id"], data.get("city") if topic == PRODUCT_TOPIC else None)
+
+
 @dataclass(frozen=True)
 class PriceChange:
     product_id: int
@@ -30,7 +48,7 @@ class PriceChange:
 
     @property
     def key(self) -> str:
-        return f"product {self.product_id} {self.city}"
+        return product_key(self.product_id, self.city)
 
 
 @dataclass(frozen=True)
@@ -42,7 +60,7 @@ class DescriptionChange:
 
     @property
     def key(self) -> str:
-        return f"product {self.product_id}"
+        return product_key(self.product_id)
 
 
 @dataclass(frozen=True)
@@ -54,7 +72,7 @@ class CategoryNameChange:
 
     @property
     def key(self) -> str:
-        return f"category {self.category_id}"
+        return category_key(self.category_id)
 
 
 CatalogueChange = PriceChange | DescriptionChange | CategoryNameChange

@@ -28,7 +28,6 @@ from rossmann_local.domain.catalogue_changes import (
     afternoon_promotion,
 )
 from rossmann_local.domain.shifts import seeded_rng, shifts_of_day
-from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_TOPIC
 from rossmann_local.domain.world import World
 
 DUPLICATE, OUT_OF_ORDER, MALFORMED, PROMOTION = "duplicate", "out_of_order", "malformed", "promotion"
@@ -169,16 +168,6 @@ def day_changes(scenario: Scenario | None, world: World, day: date) -> list[Cata
     return afternoon_promotion(world, day) + (promotion_burst(scenario, world, day) if scenario else [])
 
 
-def message_key(topic: str, payload: str) -> str:
-    """The key a catalogue message versions, as the changes name it (``CatalogueChange.key``)."""
-    data = json.loads(payload)
-    if topic == CATEGORY_TOPIC:
-        return f"category {data['category_id']}"
-    if topic == PRODUCT_TOPIC and data.get("city"):
-        return f"product {data['product_id']} {data['city']}"
-    return f"product {data['product_id']}"
-
-
 @dataclass(frozen=True)
 class LedgerEntry:
     """One injected fault, as the user reads it: what (``kind``, ``detail``), on which topic and key,
@@ -217,6 +206,11 @@ def malformed_payload(payload: str, form: str) -> str:
     return payload[: max(1, len(payload) // 2)]
 
 
+def _utc(moment: datetime) -> str:
+    """A moment as the ledger's details write it."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
 def plan_stream_faults(scenario: Scenario, day: date, changes: Sequence[CatalogueChange]) -> list[StreamFault]:
     """The day's faults on the messages of its changes (in the order the chain made them): a message
     delivered again, an older version of a key delivered after its newer one (on its topic, or a
@@ -248,14 +242,13 @@ def plan_stream_faults(scenario: Scenario, day: date, changes: Sequence[Catalogu
             # Across topics: a product message (it carries the descriptive fields too) older than a
             # description message, delivered after it: its description must not win.
             price = max(earlier, key=lambda c: (c.at, c.city))
-            add(OUT_OF_ORDER, price, f"the version of {price.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC on {price.topic} "
-                f"delivered after the description of {change.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC on {change.topic}")
+            add(OUT_OF_ORDER, price, f"the version of {_utc(price.at)} on {price.topic} delivered after the "
+                f"description of {_utc(change.at)} on {change.topic}")
         if scenario.duplicates and duplicate < scenario.duplicates.share:
             add(DUPLICATE, change, "delivered twice")
         if (scenario.out_of_order and older is not None and older.at < change.at
                 and reorder < scenario.out_of_order.share):
-            add(OUT_OF_ORDER, older, f"the version of {older.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC delivered "
-                f"after the one of {change.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
+            add(OUT_OF_ORDER, older, f"the version of {_utc(older.at)} delivered after the one of {_utc(change.at)}")
         if scenario.malformed and spoil < scenario.malformed.per_hundred / 100:
             add(MALFORMED, change, f"malformed: {form}")
     return faults
@@ -303,13 +296,9 @@ def plan_day(scenario: Scenario, world: World, day: date) -> DayPlan:
         ledger.append(LedgerEntry(day, len(ledger) + 1, BROKER_PAUSE, "", "broker", at,
                                   f"paused for {scenario.broker_pause.minutes} simulated minutes from the shift start"))
     minutes = scenario.late.minutes if scenario.late else 0
-
-    def entered(change: CatalogueChange) -> str:
-        return f"{(change.at + timedelta(minutes=minutes)).astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-
     ledger += [LedgerEntry(day, len(ledger) + 1 + i, LATE, c.topic, c.key, c.at,
-                           f"entered {minutes} min after it took effect ({entered(c)}), after its shift had synced "
-                           "and sold: the shift is sold again") for i, c in enumerate(late)]
+                           f"entered {minutes} min after it took effect ({_utc(c.at + timedelta(minutes=minutes))}), "
+                           "after its shift had synced and sold: the shift is sold again") for i, c in enumerate(late)]
     faults = [StreamFault(LedgerEntry(day, len(ledger) + f.entry.number, f.entry.kind, f.entry.topic, f.entry.key,
                                       f.entry.effective_at, f.entry.detail), f.change)
               for f in plan_stream_faults(scenario, day, changes)]

@@ -6,13 +6,17 @@ Sync API stand-in, so each travels through its outbox to Kafka (and to the next 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date
+from datetime import UTC
 
-from rossmann_local.domain import catalogue_changes
-from rossmann_local.domain.catalogue_changes import CatalogueChange, CategoryNameChange, DescriptionChange, PriceChange
-from rossmann_local.domain.scenario import MALFORMED, StreamFault, malformed_payload, message_key
+from rossmann_local.domain.catalogue_changes import (
+    CatalogueChange,
+    CategoryNameChange,
+    DescriptionChange,
+    PriceChange,
+    message_key,
+)
+from rossmann_local.domain.scenario import MALFORMED, StreamFault, malformed_payload
 from rossmann_local.domain.topics import PRODUCT_TOPIC
-from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.sync_api.store import CatalogueStore
 
@@ -31,12 +35,6 @@ def make_changes(store: CatalogueStore, changes: Iterable[CatalogueChange]) -> i
             store.update_category(change.category_id, at=change.at, name=change.name)
         count += 1
     return count
-
-
-def afternoon_promotion(store: CatalogueStore, world: World, day: date) -> int:
-    """The day's promotion, in effect from its second shift's start until the next day opens: part of
-    that day's catalogue history, so the day can be run (and re-run) in any order."""
-    return make_changes(store, catalogue_changes.afternoon_promotion(world, day))
 
 
 MALFORMED_TAG = "malformed"  # what the demo calls its deliberately malformed message
