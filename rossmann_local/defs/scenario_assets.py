@@ -14,12 +14,7 @@ from rossmann_local.resources.clickhouse import CLICKHOUSE_POOL, ClickHouseRepor
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
-from rossmann_local.shop.expected import (
-    compare_with_reports,
-    expected_shops,
-    shops_without_their_earlier_days,
-    write_expected,
-)
+from rossmann_local.shop.expected import expected_shops, send_expected, shops_without_their_earlier_days
 
 SCENARIO_GROUP = "scenario"
 
@@ -58,13 +53,13 @@ def build_scenario_assets(world: World) -> list[dg.AssetsDefinition]:
         the day's shifts: its check compares the reports with it."""
         day = date.fromisoformat(context.partition_key)
         shops = expected_shops(world, [day], sync_api)
-        write_expected(clickhouse, day, shops)
-        compared = compare_with_reports(world, clickhouse, [d for s in shops for d in s.days])
+        compared = send_expected(world, clickhouse, day, shops)
         differing = {f"shop {c.expected.shop_id}": {name: {"expected": str(getattr(c.expected, name)),
                                                           "reported": str(c.reported[name])} for name in c.differing}
                      for c in compared if c.differing}
-        lacking = shops_without_their_earlier_days(world, day, shop_databases)
-        if differing and lacking:
+        # Read only when the figures differ: whether those shops ran the days before this one.
+        lacking = shops_without_their_earlier_days(world, day, shop_databases) if differing else []
+        if lacking:
             # Not the chain's fault: those shops opened the day without the days before it.
             check = dg.AssetCheckResult(
                 passed=False, severity=dg.AssetCheckSeverity.WARN,

@@ -143,26 +143,22 @@ class DayCompared:
         return [name for name in COMPARED if getattr(self.expected, name) != self.reported[name]]
 
 
-def write_expected(clickhouse: ClickHouseReports, day: date, shops: Sequence[ExpectedShop]) -> None:
-    """The day's expected answers into ``expected_shop_day`` and ``expected_catalogue``."""
-    days = [astuple(d) for s in shops for d in s.days if d.day == day]
-    catalogue = [astuple(p) for s in shops for p in s.catalogue if p.day == day]
-    with clickhouse.client() as client:
-        replace_expected_day(client, EXPECTED_SHOP_DAY, day, days)
-        replace_expected_day(client, EXPECTED_CATALOGUE, day, catalogue)
-
-
-def compare_with_reports(world: World, clickhouse: ClickHouseReports, expected: Sequence[ExpectedDay]
-                         ) -> list[DayCompared]:
-    """Each expected shop x day beside the totals of its shifts in the transactions and delivery reports."""
-    keys = {(e.shop_id, e.day): [(e.shop_id, s.start) for s in shifts_of_day(world, e.day)] for e in expected}
+def send_expected(world: World, clickhouse: ClickHouseReports, day: date, shops: Sequence[ExpectedShop]
+                  ) -> list[DayCompared]:
+    """The day's expected answers into ``expected_shop_day`` and ``expected_catalogue``, then each shop's
+    day beside the totals of its shifts in the transactions and delivery reports: one ClickHouse hold."""
+    expected = [d for s in shops for d in s.days if d.day == day]
+    keys = {e.shop_id: [(e.shop_id, shift.start) for shift in shifts_of_day(world, day)] for e in expected}
     every = [key for shifts in keys.values() for key in shifts]
     with clickhouse.client() as client:
+        replace_expected_day(client, EXPECTED_SHOP_DAY, day, [astuple(d) for d in expected])
+        replace_expected_day(client, EXPECTED_CATALOGUE, day,
+                             [astuple(p) for s in shops for p in s.catalogue if p.day == day])
         sales = shifts_transactions_totals(client, every)
         delivered = shifts_delivery_totals(client, every)
     compared = []
     for e in expected:
-        shifts = keys[(e.shop_id, e.day)]
+        shifts = keys[e.shop_id]
         reported: dict[str, int | Decimal] = {
             "receipts": sum(int(sales[k]["receipts"]) for k in shifts),
             "lines": sum(int(sales[k]["lines"]) for k in shifts),
