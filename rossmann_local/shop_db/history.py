@@ -66,10 +66,10 @@ class VersionBatch:
     def record(self, conn: Connection, city: str) -> VersionsRecorded:
         """Add the versions (prices: of ``city``) the shop's history does not have yet."""
         recorded = VersionsRecorded()
-        for table, key, _fields in HISTORY_TABLES:
+        for table, key, fields in HISTORY_TABLES:
             part = (table.name, city if table is PriceVersion.__table__ else None)
             rows = self._rows.get(part, [])
-            late = _late(conn, table, key, rows)
+            late = _late(conn, table, key, fields, rows)
             recorded.added += self._insert(conn, table, key, part, rows)
             recorded.shifts_touched |= _touched(conn, table, key, late)
         return recorded
@@ -100,13 +100,27 @@ class VersionBatch:
         return conn.scalar(select(func.count()).select_from(table)) - before
 
 
-def _late(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> list[tuple[int, datetime]]:
-    """The versions, not known yet, that take effect before the end of a shift already sold. Most
-    batches have none (all later than anything sold), and cost one query."""
+def _late(conn: Connection, table: Table, key: str, fields: Sequence[str],
+          rows: list[dict[str, Any]]) -> list[tuple[int, datetime]]:
+    """The versions, not known yet, that take effect before the end of a shift already sold and change
+    what was in effect then (a product message repeating a description while changing a price is no
+    new product version for a sold shift). Most batches have none (all later than anything sold), and
+    cost one query."""
     last_sold = conn.scalar(select(func.max(Shift.shift_end)).where(Shift.sales_recorded_at_utc.is_not(None)))
-    early = [(r[key], r["valid_from_utc"]) for r in rows if last_sold is not None and r["valid_from_utc"] < last_sold]
-    return [(k, at) for k, at in early if conn.scalar(select(func.count()).select_from(table).where(
-        table.c[key] == k, table.c.valid_from_utc == at)) == 0]
+    if last_sold is None:
+        return []
+    late = []
+    for row in rows:
+        k, at = row[key], row["valid_from_utc"]
+        if at >= last_sold or conn.scalar(select(func.count()).select_from(table).where(
+                table.c[key] == k, table.c.valid_from_utc == at)):
+            continue
+        before = conn.execute(select(*(table.c[f] for f in fields))
+                              .where(table.c[key] == k, table.c.valid_from_utc < at)
+                              .order_by(table.c.valid_from_utc.desc()).limit(1)).first()
+        if before is None or tuple(before) != tuple(row[f] for f in fields):
+            late.append((k, at))
+    return late
 
 
 def _touched(conn: Connection, table: Table, key: str, late: list[tuple[int, datetime]]) -> set[datetime]:
