@@ -6,18 +6,17 @@ from datetime import date
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sqlalchemy import select
 
 from rossmann_local.defs import build_definitions
-from rossmann_local.defs.partitions import partition_key
+from rossmann_local.defs.partitions import partition_key, range_tags
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db import ledger
-from rossmann_local.shop_db.models import Product, Transaction, TransactionItem
+from rossmann_local.shop_db.models import Delivery, DeliveryItem, Product, Transaction, TransactionItem
 
-ASSET_NAMES = ("synced_cache", "shift_deliveries", "shift_transactions")
+ASSET_NAMES = ("synced_cache", "shift_deliveries", "shift_transactions")  # one step: sync, deliver, sell
 
 
 def shift_of(world: World, day: date | None = None, index: int = 0) -> ShiftWindow:
@@ -31,6 +30,8 @@ def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources:
     """``dg.materialize`` the named assets (with their checks, unless ``checks`` is false) for one shop
     x shift partition, or with ``last_shop`` for the shops ``shop_id..last_shop`` of the shift in one
     run (a single-run backfill)."""
+    if set(assets) & set(ASSET_NAMES):  # the shift's step cannot be split: any of its assets runs all three
+        assets = tuple(dict.fromkeys([*ASSET_NAMES, *assets]))
     defs = build_definitions(world, resources)
     keys = {dg.AssetKey(name) for name in assets}
     # the definitions that hold a wanted asset (a multi-asset holds several), run for those assets only
@@ -39,8 +40,7 @@ def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources:
     if last_shop is None:
         return dg.materialize(holding, selection=wanted, partition_key=str(partition_key(shift, shop_id)),
                               resources=resources, raise_on_error=raise_on_error, instance=instance)
-    tags = {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(shift, shop_id)),
-            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(shift, last_shop))}
+    tags = range_tags(str(partition_key(shift, shop_id)), str(partition_key(shift, last_shop)))
     return dg.materialize(holding, selection=wanted, tags=tags, resources=resources, raise_on_error=raise_on_error,
                           instance=instance)
 
@@ -70,6 +70,13 @@ def receipts_of(shops: ShopDatabases, shop_id: int) -> list[tuple]:
     with shops.transaction(shop_id) as conn:
         heads = conn.execute(select(Transaction).order_by(Transaction.transaction_id)).all()
         lines = conn.execute(select(TransactionItem).order_by(TransactionItem.item_id)).all()
+    return [tuple(r) for r in heads] + [tuple(r) for r in lines]
+
+
+def deliveries_of(shops: ShopDatabases, shop_id: int) -> list[tuple]:
+    with shops.transaction(shop_id) as conn:
+        heads = conn.execute(select(Delivery).order_by(Delivery.delivery_id)).all()
+        lines = conn.execute(select(DeliveryItem).order_by(DeliveryItem.delivery_id, DeliveryItem.product_id)).all()
     return [tuple(r) for r in heads] + [tuple(r) for r in lines]
 
 

@@ -136,9 +136,10 @@ def test_the_compose_instance_runs_on_postgres_with_its_run_queue(instance_dir: 
             queue = instance.get_concurrency_config().run_queue_config
             assert queue.max_concurrent_runs == 4
             assert {limit["key"] for limit in queue.tag_concurrency_limits} == {
-                "dagster/backfill", "dagster/partition/shop", "rossmann_local/run"}
+                "dagster/partition/shop", "rossmann_local/run"}
             assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+            assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
         finally:
             instance.dispose()
     finally:

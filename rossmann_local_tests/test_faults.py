@@ -99,8 +99,6 @@ def test_a_postgres_connection_lost_mid_shift_fails_cleanly_and_the_retry_gives_
         world: World, postgres_shops: ShopDatabases, sqlite_shops: ShopDatabases, sync_api: SyncApiClient,
         monkeypatch: pytest.MonkeyPatch) -> None:
     shift = shift_of(world)
-    assert materialize_shift(world, shift, 2, {"shop_databases": postgres_shops, "sync_api": sync_api},
-                             assets=("synced_cache", "shift_deliveries")).success
     original = ledger.insert_receipts
 
     def insert_then_lose_the_connection(conn: Any, *args: Any, **kwargs: Any) -> None:
@@ -109,7 +107,7 @@ def test_a_postgres_connection_lost_mid_shift_fails_cleanly_and_the_retry_gives_
 
     monkeypatch.setattr(ledger, "insert_receipts", insert_then_lose_the_connection)
     lost = materialize_shift(world, shift, 2, {"shop_databases": postgres_shops, "sync_api": sync_api},
-                             assets=("shift_transactions",), raise_on_error=False)
+                             raise_on_error=False)
     assert not lost.success
     [failure] = [e for e in lost.all_events if e.is_step_failure]
     assert "terminating connection" in failure.step_failure_data.error.to_string()
@@ -118,8 +116,7 @@ def test_a_postgres_connection_lost_mid_shift_fails_cleanly_and_the_retry_gives_
         assert conn.scalar(select(func.count()).select_from(Shift).where(Shift.sales_recorded_at_utc.is_not(None))) == 0
 
     monkeypatch.setattr(ledger, "insert_receipts", original)
-    assert materialize_shift(world, shift, 2, {"shop_databases": postgres_shops, "sync_api": sync_api},
-                             assets=("shift_transactions",)).success
+    assert materialize_shift(world, shift, 2, {"shop_databases": postgres_shops, "sync_api": sync_api}).success
     assert materialize_shift(world, shift, 2, {"shop_databases": sqlite_shops, "sync_api": sync_api}).success
     assert receipts_of(postgres_shops, 2) == receipts_of(sqlite_shops, 2), "the retry gives the very same shift"
 

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.live import LIVE_SENSOR, LIVE_STEP_TAG, LIVE_UNTIL_TAG
+from rossmann_local.defs.live import LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG, LIVE_UNTIL_TAG
 from rossmann_local.domain.clock import LiveClock, next_shift, shift_at_or_after
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.day import run_shifts
@@ -384,8 +384,8 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
                                         first_shift=shift.start, sim_reached=shift.start, running=True))
         assert "open at" in tick(shift.start - timedelta(minutes=5))
         opening = tick(shift.start + timedelta(minutes=1))
-        assert opening.tags[LIVE_STEP_TAG] == "open"
-        assert {k.to_user_string() for k in opening.asset_selection} == {"synced_cache", "shift_deliveries"}
+        assert opening.tags[LIVE_STEP_TAG] == "open" and opening.job_name == LIVE_SALES_JOB
+        assert opening.run_config["ops"]["write_terminal_sales"]["config"]["shop_ids"] == list(world.shop_ids)
         for shop in world.shops:
             sync_cache(shop, shop_databases, sync_api)
             take_deliveries(world, shop, shift, shop_databases)
@@ -400,5 +400,4 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
             (first_sale + timedelta(seconds=1)).isoformat()
         closing = tick(shift.end + timedelta(minutes=1))
         assert closing.tags[LIVE_STEP_TAG] == "close"
-        assert "shift_transactions" in {k.to_user_string() for k in closing.asset_selection}
-        assert "shift_deliveries" not in {k.to_user_string() for k in closing.asset_selection}, "taken at the start"
+        assert closing.job_name == "shop_shift_job" and closing.asset_selection is None, "the whole shift job"

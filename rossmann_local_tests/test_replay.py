@@ -12,7 +12,8 @@ import dagster as dg
 from sqlalchemy import func, select
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.partitions import partition_key
+from rossmann_local.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
+from rossmann_local.defs.streaming import SOLD_AGAIN_SENSOR
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
 from rossmann_local.local.catalogue_sensor import CatalogueSensorDriver, MemoryCursor
@@ -154,3 +155,37 @@ def test_rematerializing_a_day_in_any_order_after_later_changes_reproduces_every
         store.update_category(4, name="Home", at=local(world, 9, 9))
         outcome = chain.publish()
         assert outcome["late_for_sold_shifts"] >= 1 or _pass == 1, "day 2's sold shifts are told about"
+
+
+def test_a_late_version_for_a_sold_shift_is_sold_again_by_the_sensor(
+        world: World, sqlite_shops: ShopDatabases, store: CatalogueStore, sync_api: SyncApiClient,
+        kafka: KafkaResource, clickhouse: ClickHouseReports) -> None:
+    """The chain enters a Berlin price for the morning after both shifts of the day are sold: the upsert
+    run observes the two touched shift_transactions partitions of shop 1 (only: the price message repeats
+    the product's description, which changes nothing in the other shops), and the sensor requests one run
+    for shop 1 from the morning to its last sold shift, which sells at the late price from its time on."""
+    chain = Chain(world, sqlite_shops, store, sync_api, kafka, clickhouse)
+    morning, afternoon = chain.shifts[:2]
+    assert run_shifts(chain.job, chain.instance, world, morning, afternoon).success
+    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api, "kafka": kafka, "clickhouse": clickhouse}
+    sensor = build_definitions(world, resources).resolve_sensor_def(SOLD_AGAIN_SENSOR)
+
+    def tick(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+        with dg.build_sensor_context(instance=chain.instance, cursor=cursor,
+                                     resources={"shop_databases": sqlite_shops}) as context:
+            return sensor(context)
+
+    assert isinstance(tick(None), dg.SkipReason), "nothing late yet"
+    store.set_price(1, "Berlin", Decimal("4.44"), Decimal("0"), at=local(world, 0, 12))
+    assert chain.publish()["late_for_sold_shifts"] == 2
+    observed = chain.instance.fetch_observations(dg.AssetKey("shift_transactions"), limit=10).records
+    assert sorted(r.partition_key for r in observed) == [str(partition_key(s, 1)) for s in (morning, afternoon)]
+    result = tick(None)
+    [request] = result.run_requests
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
+        str(partition_key(morning, 1)), str(partition_key(afternoon, 1))), "shop 1 only, from the morning on"
+    assert isinstance(tick(result.cursor), dg.SkipReason), "the cursor moved past what it requested"
+    assert chain.job.execute_in_process(tags=request.tags, instance=chain.instance).success
+    charged = sold_at(sqlite_shops, 1, product_id=1)
+    assert {price for at, price, _ in charged if at >= local(world, 0, 12)} == {Decimal("4.44")}
+    assert Decimal("4.44") not in {price for at, price, _ in charged if at < local(world, 0, 12)}

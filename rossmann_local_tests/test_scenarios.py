@@ -11,7 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from rossmann_local.defs.scenario_assets import day_asset
+from rossmann_local.defs import build_definitions
+from rossmann_local.defs.scenario_assets import DAY_SENSOR, day_asset
 from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
 from rossmann_local.domain.scenario import (
     BROKER_PAUSE,
@@ -24,7 +25,7 @@ from rossmann_local.domain.scenario import (
     plan_day,
 )
 from rossmann_local.domain.shifts import shifts_of_day
-from rossmann_local.domain.world import reference_world
+from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.chain_admin import make_changes
 from rossmann_local.local.day import CatalogueDemo, main
 from rossmann_local.local.stack import local_stack
@@ -214,3 +215,33 @@ def test_a_price_entered_late_for_the_moment_a_description_changed_takes_its_pla
         assert recorded.added == 1 and on_sale[7] == Decimal("1.23")
     finally:
         shops.dispose()
+
+
+def test_the_day_sensor_asks_for_a_days_answers_once_every_report_of_the_day_is_in(world: World) -> None:
+    """Under the daemon the expected answers and the ledger follow the shifts: once both reports of
+    every shop x shift of a day are materialized, one run for that day; never before, never twice."""
+    defs = build_definitions(world, resources={})
+    sensor = defs.resolve_sensor_def(DAY_SENSOR)
+    keys = [f"2026-06-01-{start}|{shop}" for start in ("09:00", "15:00") for shop in "12345"]
+    with dg.instance_for_test() as instance:
+        def tick(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+            with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                         repository_def=defs.get_repository_def()) as context:
+                return sensor(context)
+
+        def report(asset: str, partitions: list[str]) -> None:
+            for key in partitions:
+                instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=key))
+
+        assert isinstance(tick(None), dg.SkipReason)
+        report("transactions_report", keys)
+        report("delivery_report", keys[:-1])
+        assert isinstance(tick(None), dg.SkipReason), "shop 5's afternoon delivery report is missing"
+        report("delivery_report", keys[-1:])
+        result = tick(None)
+        [request] = result.run_requests
+        assert (request.partition_key, request.run_key, result.cursor) == ("2026-06-01", "day 2026-06-01",
+                                                                           "2026-06-01")
+        assert {k.to_user_string() for k in sensor.asset_selection.resolve(defs.resolve_asset_graph())} == {
+            "scenario_ledger", "expected_answers"}
+        assert isinstance(tick(result.cursor), dg.SkipReason), "the next day's reports are not in"

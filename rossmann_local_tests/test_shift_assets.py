@@ -10,6 +10,8 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
+from rossmann_local.defs import build_definitions
+from rossmann_local.defs.partitions import partition_key
 from rossmann_local.domain.shifts import inflation_factor, round_money
 from rossmann_local.domain.world import World
 from rossmann_local.resources.shop_databases import ShopDatabases
@@ -18,6 +20,7 @@ from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, Shift, Transaction, TransactionItem
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.helpers import (
+    ASSET_NAMES,
     materializations,
     materialize_shift,
     metadata,
@@ -216,9 +219,19 @@ def test_each_partition_of_a_many_shop_run_carries_its_own_shops_figures(
     assert all("products_received" in m for m in caches.values()), "each shop's first shift of the run syncs"
 
 
-def test_a_run_that_leaves_the_stock_check_out_still_sells_the_shift(
+def test_the_shift_is_one_step_that_cannot_be_split(
         world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient) -> None:
-    result = materialize_shift(world, shift_of(world), 1, {"shop_databases": sqlite_shops, "sync_api": sync_api},
-                               checks=False)
-    assert result.success and result.get_asset_check_evaluations() == []
-    assert metadata(result, "shift_transactions")["receipts"] > 100
+    """Sync, deliveries, sales and the stock check are one step: a selection of a part of it (the
+    deliveries without the sales, the sales without their check) is refused before anything runs, so
+    the daemon can never take a shift's delivery apart from the sales it depends on."""
+    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api}
+    [step] = [a for a in build_definitions(world, resources).assets or () if "synced_cache" in {
+        k.to_user_string() for k in a.keys}]  # type: ignore[union-attr]
+    key = str(partition_key(shift_of(world), 1))
+    for part in (dg.AssetSelection.assets(*ASSET_NAMES).without_checks(),
+                 dg.AssetSelection.assets("synced_cache", "shift_deliveries")):
+        with pytest.raises(dg.DagsterInvalidDefinitionError) as refused:
+            dg.materialize([step], selection=part, partition_key=key, resources=resources)
+        assert "does not support subsetting" in str(refused.value.__cause__)
+    with sqlite_shops.transaction(1) as conn:
+        assert ledger.shift_progress(conn, shift_of(world)) == (False, False)

@@ -21,7 +21,14 @@ from rossmann_local.shop_db.cache import PLACEHOLDER_UPDATED_AT, upsert_categori
 from rossmann_local.shop_db.models import Category, Product
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.helpers import materialize_shift, metadata, products_of, shift_of, step_error
+from rossmann_local_tests.helpers import (
+    materialize_shift,
+    metadata,
+    products_of,
+    shift_of,
+    step_error,
+    stock_and_ledger,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -49,11 +56,13 @@ def test_first_sync_fills_the_cache_with_the_shops_city_prices(world: World, sho
     meta = sync(world, shop_databases, sync_api, shop_id=4)
     assert (meta["categories_applied"], meta["products_applied"], meta["products_on_shelf"]) == (5, 14, 14)
     products = products_of(shop_databases, 4)
+    kept, ledger_stock = stock_and_ledger(shop_databases, 4)  # the shift also delivered and sold
+    assert kept == ledger_stock
     for product in world.products:
         cached = products[product.product_id]
         assert (cached.price, cached.discount) == (product.prices["La Nucia"].price,
                                                    product.prices["La Nucia"].discount)
-        assert cached.stock_quantity == 0 and cached.barcode == product.barcode
+        assert cached.stock_quantity == ledger_stock.get(product.product_id, 0) and cached.barcode == product.barcode
         assert cached.updated_at_utc.tzinfo == UTC
 
 

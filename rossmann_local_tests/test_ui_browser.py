@@ -7,6 +7,7 @@ Screenshots go to ``test-artifacts/`` (ROSSMANN_TEST_ARTIFACTS overrides), kept 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,20 +25,21 @@ from urllib.parse import quote
 import dagster as dg
 import httpx
 import pytest
-from dagster._core.execution.backfill import BulkActionStatus
 from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import func, select
 
 from rossmann_local.defs.partitions import shop_and_shift
+from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import reference_world
 from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import Transaction
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.conftest import ADMIN, TEST_ADMIN_TOKEN, TEST_PASSWORD
-from rossmann_local_tests.helpers import receipts_of
+from rossmann_local_tests.helpers import deliveries_of, materialize_shift, receipts_of, stock_and_ledger
 
 pytestmark = pytest.mark.browser
 # The UI renders slower on a loaded 2-core machine than Playwright's 5 s default for assertions
@@ -221,19 +224,61 @@ mutation($params: LaunchBackfillParams!) {
 }"""
 
 
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status }
+    ... on PythonError { message }
+  }
+}"""
+
+REEXECUTE_BACKFILL = """
+mutation($params: ReexecutionParams!) {
+  reexecutePartitionBackfill(reexecutionParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    answer = httpx.post(f"{url}/graphql", timeout=60, json={"query": query, "variables": variables}).json()
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
 def launch_backfill(url: str, keys: list[str]) -> str:
-    answer = httpx.post(f"{url}/graphql", timeout=60, json={"query": LAUNCH_BACKFILL, "variables": {"params": {
+    """What the UI's "Materialize" of these partitions of the shift assets sends."""
+    answer = graphql(url, LAUNCH_BACKFILL, {"params": {
         "assetSelection": [{"path": [asset]} for asset in SHIFT_ASSETS], "partitionNames": keys,
-        "fromFailure": False}}}).json()["data"]["launchPartitionBackfill"]
+        "fromFailure": False}})["launchPartitionBackfill"]
     assert answer["__typename"] == "LaunchBackfillSuccess", answer
     return answer["backfillId"]
 
 
-def finished_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[Any]:
-    deadline = time.monotonic() + 300
-    while instance.get_backfill(backfill_id).status == BulkActionStatus.REQUESTED:
-        assert time.monotonic() < deadline, "the backfill did not finish within 300 s"
+def reexecute_from_failure(url: str, backfill_id: str) -> str:
+    """The backfill page's "Re-execute from failure"."""
+    answer = graphql(url, REEXECUTE_BACKFILL, {"params": {"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}}
+                     )["reexecutePartitionBackfill"]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+    return answer["backfillId"]
+
+
+def backfill_done(url: str, backfill_id: str, timeout: float = 600) -> str:
+    """The backfill's final status, polled as the backfill page polls it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = graphql(url, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        assert answer["__typename"] == "PartitionBackfill", answer
+        if answer["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
+            return answer["status"]
+        assert time.monotonic() < deadline, f"the backfill did not finish within {timeout} s"
         time.sleep(2)
+
+
+def backfill_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[Any]:
     return sorted(instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id})),
                   key=lambda r: r.create_timestamp)
 
@@ -251,59 +296,128 @@ def partition_figures(url: str, asset: str, key: str, names: tuple[str, ...]) ->
         return figures
 
 
-def test_a_backfill_runs_per_shift_for_every_shop_and_never_sells_a_shift_out_of_order(
-        dagster_ui: tuple[str, Path], stand_in: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The UI's backfill (its GraphQL mutation), through the daemon. Under the assets' single-run
-    backfill policy Dagster makes runs per shift over every shop, not a process per partition.
-    The afternoon's sales depend on the morning's; when the shift before the backfill was never
-    run, Dagster may still launch the afternoon first, and the asset then refuses it without
-    writing anything. Launched again, the backfill completes, and no stock ever went negative."""
+DAYS = (date(2026, 6, 1), date(2026, 6, 2), date(2026, 6, 3))
+
+
+def day_keys(day: date) -> list[str]:
+    return [f"{day}-{start}|{shop}" for start in ("09:00", "15:00") for shop in range(1, 6)]
+
+
+def shop_rows(shops: ShopDatabases, shop_id: int) -> tuple[list[tuple], list[tuple], dict[int, int]]:
+    """Everything a shift writes into the shop database: receipts with their lines, deliveries with
+    their lines, the stock at the end."""
+    stock, _ = stock_and_ledger(shops, shop_id)
+    return receipts_of(shops, shop_id), deliveries_of(shops, shop_id), stock
+
+
+@pytest.fixture(scope="module")
+def shifts_run_in_order(tmp_path_factory: pytest.TempPathFactory,
+                        stand_in: LoopbackServer) -> dict[tuple[int, date], tuple[list, list, dict]]:
+    """The same shop x shifts run in process, one shift after another over every shop (what make day
+    runs), on a data dir of their own: each shop's rows after each day."""
+    world = reference_world()
+    shops = ShopDatabases(sqlite_dir=str(tmp_path_factory.mktemp("in-order") / "shops"))
+    resources = {"shop_databases": shops, "sync_api": SyncApiClient(base_url=stand_in.url)}
+    rows = {}
+    for day in DAYS:
+        for shift in shifts_of_day(world, day):
+            materialize_shift(world, shift, 1, resources, last_shop=5)
+        rows.update({(shop, day): shop_rows(shops, shop) for shop in range(1, 6)})
+    shops.dispose()
+    return rows
+
+
+def test_a_backfill_of_two_days_sells_each_shop_in_shift_order_and_writes_the_in_order_rows(
+        dagster_ui: tuple[str, Path], stand_in: LoopbackServer, shifts_run_in_order: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UI's backfill (its GraphQL mutation) of every shop over two days, through the daemon, on
+    shops that never ran before it: one backfill, no re-execution. Each run is one shop x shift; a
+    shop's shift starts only once its previous shift is sold, shops side by side; the shop databases
+    then hold row for row what the shifts run in order write, and ClickHouse reconciles."""
     url, data = dagster_ui
-    day = "2026-06-02"  # the evening before was never simulated
-    keys = [f"{day}-{start}|{shop}" for start in ("09:00", "15:00") for shop in range(1, 6)]
+    keys = day_keys(DAYS[0]) + day_keys(DAYS[1])
     monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))
     instance = dg.DagsterInstance.from_config(str(data / "dagster_home"))
+    shops = ShopDatabases(sqlite_dir=str(data / "shops"))
     try:
-        records = finished_runs(instance, launch_backfill(url, keys))
-        if any(r.dagster_run.status != dg.DagsterRunStatus.SUCCESS for r in records):
-            records += finished_runs(instance, launch_backfill(url, keys))
-        for record in records:
-            start, end = (record.dagster_run.tags[f"dagster/asset_partition_range_{edge}"] for edge in ("start", "end"))
-            assert start.endswith("|1") and end.endswith("|5") and start[:-2] == end[:-2], "every shop, one shift"
-            if record.dagster_run.status != dg.DagsterRunStatus.SUCCESS:
-                failures = [e.dagster_event.step_failure_data.error.message for e in
-                            instance.all_logs(record.dagster_run.run_id)
-                            if e.dagster_event and e.dagster_event.is_step_failure]
-                assert failures and all("run that shift first" in m and "Nothing was written" in m
-                                        for m in failures), failures
-        assert len(records) <= 8, "runs per shift, not per partition"
+        backfill = launch_backfill(url, keys)
+        assert backfill_done(url, backfill) == "COMPLETED_SUCCESS"
+        records = backfill_runs(instance, backfill)
+        assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+        # Each partition is sold by one run; its reports and stock messages go in that run or, once it
+        # is materialized, in a run of their own beside the next shift's.
+        sells = [r for r in records if dg.AssetKey("shift_transactions") in (r.dagster_run.asset_selection or ())]
+        assert sorted(r.dagster_run.tags["dagster/partition"] for r in sells) == sorted(keys), "one sale per partition"
+        assert len(records) <= 2 * len(keys)
+        for shop in range(1, 6):
+            own = sorted((r.dagster_run.tags["dagster/partition"], r) for r in sells
+                         if r.dagster_run.tags["dagster/partition"].endswith(f"|{shop}"))
+            for (_, before), (_, after) in itertools.pairwise(own):
+                assert before.end_time <= after.start_time, f"shop {shop}: a shift began before its previous ended"
         for asset in SHIFT_ASSETS:
             assert set(keys) <= instance.get_materialized_partitions(dg.AssetKey(asset)), asset
         checks = [e.dagster_event.event_specific_data for r in records for e in instance.all_logs(r.dagster_run.run_id)
                   if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert checks and all(c.passed for c in checks), "stock never negative, reports reconciled"
+        for shop in range(1, 6):
+            assert shop_rows(shops, shop) == shifts_run_in_order[shop, DAYS[1]], f"shop {shop}"
 
-        # One partition's page, from runs over all five shops, shows that shop's own shift.
-        shops = ShopDatabases(sqlite_dir=str(data / "shops"))
+        # One partition's page shows that shop's own shift.
         key = keys[2]  # the morning of shop 3
         shop, shift = shop_and_shift(reference_world(), key)
         with shops.transaction(shop.shop_id) as conn:
-            own = ledger.shift_totals(conn, shift)
+            own_totals = ledger.shift_totals(conn, shift)
         shown = partition_figures(url, "shift_transactions", key, ("receipts", "revenue", "partitions_in_run"))
-        assert (int(shown["receipts"]), Decimal(shown["revenue"])) == (own["receipts"], own["revenue"]), shown
-        assert shown["partitions_in_run"] == "5"
+        assert (int(shown["receipts"]), Decimal(shown["revenue"])) == (own_totals["receipts"], own_totals["revenue"])
+        assert shown["partitions_in_run"] == "1"
         reported = partition_figures(url, "transactions_report", key, ("receipts", "revenue"))
-        assert (int(reported["receipts"]), Decimal(reported["revenue"])) == (own["receipts"], own["revenue"])
+        assert (int(reported["receipts"]), Decimal(reported["revenue"])) == (own_totals["receipts"],
+                                                                               own_totals["revenue"])
 
-        # The same backfill again, after the chain changed a price from a later day on: every
-        # receipt and delivery of the day is written again exactly as it was (one simulated clock).
+        # The first day again, after the chain changed a price from a later day on: every receipt and
+        # delivery is written again exactly as it was (one simulated clock), whatever order it runs in.
         before = {shop: receipts_of(shops, shop) for shop in range(1, 6)}
         later = httpx.post(f"{stand_in.url}/admin/products/1/prices/Berlin", timeout=10, headers=ADMIN,
                            json={"price": 1.99, "effective_at_utc": "2026-06-05T07:00:00Z"})
         assert later.status_code == 200, later.text
-        again = finished_runs(instance, launch_backfill(url, keys))
-        assert again and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in again)
+        assert backfill_done(url, launch_backfill(url, day_keys(DAYS[0]))) == "COMPLETED_SUCCESS"
         assert {shop: receipts_of(shops, shop) for shop in range(1, 6)} == before
-        shops.dispose()
     finally:
+        shops.dispose()
+        instance.dispose()
+
+
+def test_one_shops_failure_fails_only_its_partitions_and_re_execution_runs_only_them(
+        dagster_ui: tuple[str, Path], shifts_run_in_order: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shop 3's database is broken for a backfill of the next day: only shop 3's partitions fail (its
+    afternoon is never tried), every other shop's day is sold. Repaired, "Re-execute from failure"
+    runs shop 3's two shifts alone, and every shop then holds the in-order rows."""
+    url, data = dagster_ui
+    monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))
+    instance = dg.DagsterInstance.from_config(str(data / "dagster_home"))
+    database = data / "shops" / "shop_3.sqlite"
+    kept = database.with_suffix(".kept")
+    database.rename(kept)
+    database.write_bytes(b"this is not a SQLite database" * 100)
+    shops = ShopDatabases(sqlite_dir=str(data / "shops"))
+    try:
+        keys = day_keys(DAYS[2])
+        backfill = launch_backfill(url, keys)
+        assert backfill_done(url, backfill) in ("COMPLETED_FAILED", "FAILED")
+        failed = {r.dagster_run.tags["dagster/partition"] for r in backfill_runs(instance, backfill)
+                  if r.dagster_run.status == dg.DagsterRunStatus.FAILURE}
+        assert failed == {f"{DAYS[2]}-09:00|3"}, "the afternoon of shop 3 waits for its morning"
+        materialized = instance.get_materialized_partitions(dg.AssetKey("transactions_report"))
+        assert {k for k in keys if not k.endswith("|3")} <= materialized
+        assert not {k for k in keys if k.endswith("|3")} & materialized
+
+        kept.replace(database)
+        again = reexecute_from_failure(url, backfill)
+        assert backfill_done(url, again) == "COMPLETED_SUCCESS"
+        assert {r.dagster_run.tags["dagster/partition"] for r in backfill_runs(instance, again)} == \
+            {f"{DAYS[2]}-09:00|3", f"{DAYS[2]}-15:00|3"}, "only shop 3's partitions run again"
+        for shop in range(1, 6):
+            assert shop_rows(shops, shop) == shifts_run_in_order[shop, DAYS[2]], f"shop {shop}"
+    finally:
+        shops.dispose()
         instance.dispose()

@@ -11,9 +11,15 @@ from rossmann_local.defs import _quiet  # noqa: F401 - before the assets are def
 from rossmann_local.defs.live import build_live_defs
 from rossmann_local.defs.partitions import shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
-from rossmann_local.defs.scenario_assets import build_scenario_assets
+from rossmann_local.defs.scenario_assets import build_day_sensor, build_scenario_assets
+from rossmann_local.defs.schedule import build_shift_schedule
 from rossmann_local.defs.shop_assets import build_shop_assets
-from rossmann_local.defs.streaming import RUN_KIND_TAG, build_stock_assets, build_streaming_defs
+from rossmann_local.defs.streaming import (
+    RUN_KIND_TAG,
+    build_sold_again_sensor,
+    build_stock_assets,
+    build_streaming_defs,
+)
 from rossmann_local.domain.world import World
 from rossmann_local.resources.clickhouse import clickhouse_from_env
 from rossmann_local.resources.kafka import kafka_from_env
@@ -45,14 +51,18 @@ def build_definitions(world: World | None = None, resources: Mapping[str, Any] |
         tags={RUN_KIND_TAG: "shop_shift"},
     )
     live_sales_job, live_clock_sensor = build_live_defs(world, shop_shift_job)
-    # Off by default: switched on, it simulates every shop's shifts in real time. The catalogue
-    # sensor is on by default (defs.streaming): changes on Kafka should reach the shops.
-    shift_schedule = dg.build_schedule_from_partitioned_job(
-        shop_shift_job, name="shop_shift_schedule", default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="At the end of each shift, run that shift for every shop (off until switched on).",
-    )
-    return dg.Definitions(assets=[*assets, *build_scenario_assets(world)],
+    sold_again_sensor = build_sold_again_sensor(world, shop_shift_job)
+    # Off by default: switched on, it sells every shop's next shift of the world at each shift's end.
+    # The catalogue sensor is on by default (defs.streaming): changes on Kafka should reach the shops.
+    shift_schedule = build_shift_schedule(world, shop_shift_job)
+    day_assets = build_scenario_assets(world)
+    day_sensor = build_day_sensor(world, day_assets, partitions)
+    return dg.Definitions(assets=[*assets, *day_assets],
                           jobs=[shop_shift_job, catalogue_upsert_job, live_sales_job],
-                          schedules=[shift_schedule], sensors=[catalogue_changes_sensor, live_clock_sensor],
+                          schedules=[shift_schedule],
+                          sensors=[catalogue_changes_sensor, sold_again_sensor, day_sensor, live_clock_sensor],
+                          # A run is one process: its steps run in it, one after another (the shift's
+                          # steps depend on each other anyway), without a process per step.
+                          executor=dg.in_process_executor,
                           resources={"live_clock": LiveClockFile(), "scenario_ledger": scenario_ledger_from_env(),
                                      **(resources or default_resources())})

@@ -2,10 +2,10 @@
 simulated time arrives.
 
 Each tick of ``live_clock_sensor`` reads the shops' progress from their databases and requests the
-one next step: the end-of-shift run of a shift that has ended (``shop_shift_job``: sync, sales,
-stock messages, reports; its receipts are the ones written live, verified, not rewritten), the
-start-of-shift run of a shift that has opened (sync and deliveries), or a ``live_sales_job`` run
-that writes each open shop's receipts up to the clock's simulated now. ``make live`` ticks it and
+one next step: the end-of-shift run of a shift that has ended (``shop_shift_job``: sync, deliveries,
+sales, stock messages, reports; its receipts are the ones written live, verified, not rewritten), or a
+``live_sales_job`` run that opens the shift where it has just begun (sync and deliveries) and writes
+each open shop's receipts up to the clock's simulated now. ``make live`` ticks it and
 executes what it requests in its own process; it waits while a run it requested is unfinished, so
 under a daemon it requests the same steps in the same order.
 """
@@ -13,9 +13,8 @@ under a daemon it requests the same steps in the same order.
 from datetime import datetime
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from rossmann_local.defs.partitions import partition_key
+from rossmann_local.defs.partitions import partition_key, range_tags
 from rossmann_local.defs.streaming import RUN_KIND_TAG
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.stock_levels import checkpoints
@@ -23,17 +22,23 @@ from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.live_clock import LiveClockFile
 from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
-from rossmann_local.shop.shift import ShiftNotOpen, ShiftOutOfOrder, next_live_sale, shop_progress, write_live_sales
+from rossmann_local.shop.cache import sync_cache
+from rossmann_local.shop.shift import (
+    ShiftNotOpen,
+    ShiftOutOfOrder,
+    next_live_sale,
+    shop_progress,
+    take_deliveries,
+    write_live_sales,
+)
 from rossmann_local.shop.stock import deliver_queued, queue_stock_levels
 
 LIVE_SALES_JOB = "live_sales_job"
 LIVE_SENSOR = "live_clock_sensor"
 LIVE_STEP_TAG = "rossmann_local/live_step"  # open, sales or close
 LIVE_UNTIL_TAG = "rossmann_local/live_until"
-OPENING_ASSETS = ("synced_cache", "shift_deliveries")
-CLOSING_ASSETS = ("synced_cache", "shift_transactions", "shift_stock_levels", "transactions_report",
-                  "delivery_report")
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
@@ -45,8 +50,7 @@ class LiveSalesConfig(dg.Config):
 
 def shift_runs_tags(shift: ShiftWindow, shop_ids: list[int], step: str) -> dict[str, str]:
     """One run over the shift's partitions of these shops (a range from the first to the last)."""
-    return {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(shift, min(shop_ids))),
-            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(shift, max(shop_ids))),
+    return {**range_tags(str(partition_key(shift, min(shop_ids))), str(partition_key(shift, max(shop_ids)))),
             LIVE_STEP_TAG: step}
 
 
@@ -54,17 +58,23 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
                     ) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
     @dg.op
     def write_terminal_sales(context: dg.OpExecutionContext, config: LiveSalesConfig, shop_databases: ShopDatabases,
-                             kafka: KafkaResource) -> dg.Output[dict]:
+                             sync_api: SyncApiClient, kafka: KafkaResource) -> dg.Output[dict]:
         """The open shift's receipts of each shop up to the simulated time, as the terminals ring
-        them up, and the stock messages whose checkpoint has passed."""
+        them up, and the stock messages whose checkpoint has passed. A shop whose shift has just
+        opened first syncs its cache and takes the shift's delivery (the shift's end takes both again,
+        with the same rows)."""
         until = datetime.fromisoformat(config.until_utc)
-        figures, rows = {"receipts_written": 0, "receipts_in_shift": 0}, []
+        figures, rows = {"receipts_written": 0, "receipts_in_shift": 0, "shops_opened": 0}, []
         for shop_id in config.shop_ids:
             shop = world.shop(shop_id)
             try:
                 progress = shop_progress(world, shop, until, shop_databases)
                 if progress.shift is None or not progress.shift.contains(until):
                     continue
+                if not progress.delivered:
+                    sync_cache(shop, shop_databases, sync_api)
+                    take_deliveries(world, shop, progress.shift, shop_databases)
+                    figures["shops_opened"] += 1
                 written = write_live_sales(world, shop, progress.shift, until, shop_databases)
                 queue_stock_levels(world, shop, progress.shift, shop_databases, until)
             except (ShiftNotOpen, ShiftOutOfOrder, ConfigError) as exc:
@@ -118,16 +128,14 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
         if now < shift.start:
             return dg.SkipReason(f"the shops open at {shift.start:%Y-%m-%d %H:%M}; it is {now:%H:%M}")
         if shift.end <= now:
-            assets = CLOSING_ASSETS if all(progress[s].delivered for s in shops) else (*CLOSING_ASSETS,
-                                                                                     "shift_deliveries")
             return dg.SensorResult(run_requests=[dg.RunRequest(
-                job_name=shop_shift_job.name, asset_selection=[dg.AssetKey(a) for a in assets],
-                tags=shift_runs_tags(shift, shops, "close"))])
+                job_name=shop_shift_job.name, tags=shift_runs_tags(shift, shops, "close"))])
         closed = [s for s in shops if not progress[s].delivered]
         if closed:
+            config = LiveSalesConfig(until_utc=max(now, shift.start).isoformat(), shop_ids=closed)
             return dg.SensorResult(run_requests=[dg.RunRequest(
-                job_name=shop_shift_job.name, asset_selection=[dg.AssetKey(a) for a in OPENING_ASSETS],
-                tags=shift_runs_tags(shift, closed, "open"))])
+                job_name=LIVE_SALES_JOB, run_config=dg.RunConfig(ops={"write_terminal_sales": config}),
+                tags={LIVE_STEP_TAG: "open", LIVE_UNTIL_TAG: config.until_utc})])
         # A run when something is due: a receipt the shops do not hold yet, or a stock checkpoint
         # passed since the last run (not one run per tick: at speed 1 a receipt every few seconds).
         since = max(datetime.fromisoformat(context.cursor), shift.start) if context.cursor else shift.start

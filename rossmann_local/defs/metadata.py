@@ -8,7 +8,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
 
 from rossmann_local.domain.simulation import ShiftSales
 
@@ -26,41 +25,41 @@ def run_totals(per_partition: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in totals.items()}
 
 
-def add_partitions_metadata(context: dg.AssetExecutionContext, figures: dict[str, dict[str, Any]],
-                            asset_key: str | None = None) -> None:
-    """``context.add_asset_metadata(own, asset_key, partition_key=key)`` for every partition at once.
+# Up to this many partitions in a run, each partition's figures go on its own materialization through
+# ``context.add_asset_metadata(..., partition_key=...)``. Dagster's method lists the run's partition
+# keys and copies the metadata added so far on each call: quadratic in the run's partitions (a
+# 1,400-partition run would spend about a minute per asset). Bigger runs (make backfill's ranged runs)
+# carry one run-level table of every partition's figures instead.
+PER_PARTITION_LIMIT = 100
 
-    Dagster's method lists every partition key of the run's range to validate the one given, and
-    copies all the metadata added so far, on each call: quadratic in the run's partitions (a
-    1,400-partition run spent about a minute in it per asset). This validates once and fills the
-    same accumulator the method fills (a private attribute of the pinned Dagster; the tests read
-    each partition's metadata back from runs of many partitions)."""
-    key = dg.AssetKey.from_coercible(asset_key) if asset_key else context.assets_def.key
-    if key not in context.assets_def.keys:
-        raise dg.DagsterInvariantViolationError(f"asset {key.to_user_string()} is not materialized by this step")
-    if unknown := set(figures) - set(context.partition_keys):
-        raise dg.DagsterInvariantViolationError(f"partitions {sorted(unknown)[:3]} are not targeted by this run")
-    step = context.get_step_execution_context()
-    current = step._metadata_accumulator.per_output_metadata
-    added = {}
-    for partition, own in figures.items():
-        handle = AssetMetadataHandle(asset_key=key, partition_key=partition)
-        added[handle] = {**current.get(handle, {}), **own}
-    step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata={**current, **added})
+
+def figures_table(figures: dict[str, dict[str, Any]]) -> dg.TableMetadataValue:
+    """Every partition's numeric figures as one table: a row per partition key."""
+    names = sorted({name for own in figures.values() for name, value in own.items()
+                    if isinstance(value, int | float) and not isinstance(value, bool)})
+    columns = [dg.TableColumn("partition", "string"), *(dg.TableColumn(name, "float") for name in names)]
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"partition": key, **{n: own[n] for n in names if n in own}})
+                 for key, own in figures.items()],
+        schema=dg.TableSchema(columns=columns))
 
 
 def per_partition_metadata(context: dg.AssetExecutionContext, figures: dict[str, dict[str, Any]],
                            asset_key: str | None = None) -> dict[str, Any]:
-    """Each partition's own figures go on that partition's materialization, however many
-    partitions the run covers (a single-run backfill makes one event per partition, and Dagster
-    merges partition-scoped metadata into each). Returns the run-wide metadata: just the run's
-    size, true of every partition; the run's totals go to its log. ``asset_key`` names the asset of
-    a multi-asset."""
-    add_partitions_metadata(context, figures, asset_key)
+    """Each partition's own figures go on that partition's materialization (up to
+    ``PER_PARTITION_LIMIT`` partitions in the run; beyond, a run-level table holds them). Returns the
+    run-wide metadata: the run's size, true of every partition (and the table, for big runs); the
+    run's totals go to its log. ``asset_key`` names the asset of a multi-asset."""
+    run_wide: dict[str, Any] = {"partitions_in_run": len(figures)}
+    if len(figures) <= PER_PARTITION_LIMIT:
+        for partition, own in figures.items():
+            context.add_asset_metadata(own, asset_key=asset_key, partition_key=partition)
+    else:
+        run_wide["figures_per_partition"] = figures_table(figures)
     if len(figures) > 1:
         totals = run_totals(list(figures.values()))
         context.log.info(f"{asset_key or 'run'} totals: " + ", ".join(f"{k} {v:,}" for k, v in totals.items()))
-    return {"partitions_in_run": len(figures)}
+    return run_wide
 
 
 def terminal_table(sales: ShiftSales) -> dg.TableMetadataValue:

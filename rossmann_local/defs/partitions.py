@@ -4,7 +4,7 @@ this file only turns it into Dagster partitions, in one place."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import dagster as dg
@@ -17,15 +17,20 @@ SHIFT_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
 
 def shift_partitions(world: World) -> dg.TimeWindowPartitionsDefinition:
-    """One window per shift of every day from the world's start, in the chain's time zone.
+    """One window per shift of every day of the world, in the chain's time zone.
 
     The cron adds closing time so the last shift ends at closing; the exclusion drops the window
-    that would start at closing and run overnight.
+    that would start at closing and run overnight. The world runs on its own clock, not the wall
+    clock's: every shift of every day exists whatever today's date (``end_offset`` reaches past the
+    wall clock to the world's last shift, ``end`` stops there).
     """
     layout = world.shift_layout
     first = datetime.combine(world.start_date, layout.opens)
+    after_last = datetime.combine(world.end_date + timedelta(days=1), layout.opens)
     return dg.TimeWindowPartitionsDefinition(
         start=first.strftime(SHIFT_KEY_FORMAT),
+        end=after_last.strftime(SHIFT_KEY_FORMAT),
+        end_offset=world.days * len(layout.shift_starts),
         cron_schedule=layout.cron_schedule,
         exclusions=layout.exclusions,
         fmt=SHIFT_KEY_FORMAT,
@@ -39,6 +44,18 @@ def shop_shift_partitions(world: World) -> dg.MultiPartitionsDefinition:
         "shift": shift_partitions(world),
         "shop": dg.StaticPartitionsDefinition([str(s) for s in world.shop_ids]),
     })
+
+
+# A run over a range of partitions carries its first and last key in these tags: Dagster's own
+# single-run backfills do, and its maintainers document them for launching such a run by hand
+# (dagster-io/dagster discussion #11653). Dagster exports no public name or RunRequest argument for
+# them (the constants live in the private ``dagster._core.storage.tags``), so they are spelled here.
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    """The tags of one run over the partitions from ``first`` to ``last`` (per dimension, for shop x shift)."""
+    return {RANGE_START_TAG: first, RANGE_END_TAG: last}
 
 
 def partition_key(shift: ShiftWindow, shop_id: int) -> dg.MultiPartitionKey:
@@ -59,16 +76,13 @@ def shop_and_shift(world: World, key: str | dg.MultiPartitionKey) -> tuple[Shop,
     return shop, shift_window(world, local_start)
 
 
-# A shop's shift starts from the stock its previous shift left: shift_transactions depends on its own
-# previous shift of the same shop, so a backfill runs a shop's sales in shift order.
+# A shop's shift starts from what its previous shift left: the shift's assets depend on their own
+# previous shift of the same shop, so Dagster's backfill daemon launches a shop's shifts in shift order
+# (each once the one before it is materialized), the shops side by side.
 PREVIOUS_SHIFT = dg.MultiPartitionMapping({
     "shift": dg.DimensionPartitionMapping("shift", dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)),
     "shop": dg.DimensionPartitionMapping("shop", dg.IdentityPartitionMapping()),
 })
-
-# A backfill of many shop x shift partitions runs as one run (not one process per partition): each
-# asset's step walks its partitions in shift order, so every shop's shifts happen in sequence.
-SINGLE_RUN_BACKFILL = dg.BackfillPolicy.single_run()
 
 
 class ShopShift(NamedTuple):

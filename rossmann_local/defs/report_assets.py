@@ -8,7 +8,7 @@ exactly the shop's numbers. One op per report keeps the run short and opens Clic
 import dagster as dg
 
 from rossmann_local.defs.metadata import per_partition_metadata
-from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, partitions_in_order
+from rossmann_local.defs.partitions import partitions_in_order
 from rossmann_local.domain.world import World
 from rossmann_local.resources.clickhouse import CLICKHOUSE_POOL, ClickHouseReports, redacted
 from rossmann_local.resources.shop_databases import ShopDatabases
@@ -54,7 +54,7 @@ def build_report_assets(world: World, partitions: dg.PartitionsDefinition) -> li
         return dg.MaterializeResult(metadata=metadata, check_results=[reconciliations(sent)])
 
     @dg.asset(partitions_def=partitions, group_name=REPORTS_GROUP, deps=["shift_transactions"],
-              pool=CLICKHOUSE_POOL, kinds={"clickhouse"}, backfill_policy=SINGLE_RUN_BACKFILL,
+              pool=CLICKHOUSE_POOL, kinds={"clickhouse"},
               check_specs=[dg.AssetCheckSpec("reconciles_with_shop_database", asset="transactions_report",
                                              blocking=True, description="Receipts, lines, units and revenue in "
                                              "ClickHouse equal the shop database's for the shift.")])
@@ -66,7 +66,7 @@ def build_report_assets(world: World, partitions: dg.PartitionsDefinition) -> li
         return materialize_report(context, TRANSACTIONS_REPORT, shop_databases, clickhouse)
 
     @dg.asset(partitions_def=partitions, group_name=REPORTS_GROUP, deps=["shift_deliveries"],
-              pool=CLICKHOUSE_POOL, kinds={"clickhouse"}, backfill_policy=SINGLE_RUN_BACKFILL,
+              pool=CLICKHOUSE_POOL, kinds={"clickhouse"},
               check_specs=[dg.AssetCheckSpec("reconciles_with_shop_database", asset="delivery_report",
                                              blocking=True, description="Delivered products and units in "
                                              "ClickHouse equal the shop database's for the shift.")])

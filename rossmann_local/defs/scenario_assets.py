@@ -8,7 +8,9 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from rossmann_local.defs.partitions import SHIFT_KEY_FORMAT
 from rossmann_local.domain.scenario import FAULT_KINDS, plan_day
+from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import World
 from rossmann_local.resources.clickhouse import CLICKHOUSE_POOL, ClickHouseReports
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
@@ -79,6 +81,36 @@ def build_scenario_assets(world: World) -> list[dg.AssetsDefinition]:
             check_results=[check])
 
     return [scenario_ledger, expected_answers]
+
+
+DAY_SENSOR = "day_answers_sensor"
+REPORTED_ASSETS = ("transactions_report", "delivery_report")
+
+
+def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
+                     shift_partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
+    @dg.sensor(name=DAY_SENSOR, asset_selection=day_assets, minimum_interval_seconds=30,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Once every shop x shift of a day has both its reports, materializes that day's "
+                           "scenario ledger and expected answers (whose check compares the reports with them), "
+                           "day after day in the world's order; the cursor is the last day done.")
+    def day_answers_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        day = date.fromisoformat(context.cursor) + timedelta(days=1) if context.cursor else world.start_date
+        requests = []
+        while day <= world.end_date and len(requests) < 10:
+            keys = [f"{shift.start:{SHIFT_KEY_FORMAT}}|{shop.shop_id}" for shift in shifts_of_day(world, day)
+                    for shop in world.shops]
+            statuses = [context.instance.get_status_by_partition(dg.AssetKey(asset), keys, shift_partitions) or {}
+                        for asset in REPORTED_ASSETS]
+            if not all(status.get(key) == dg.AssetPartitionStatus.MATERIALIZED for status in statuses for key in keys):
+                break
+            requests.append(dg.RunRequest(run_key=f"day {day}", partition_key=day.isoformat()))
+            day += timedelta(days=1)
+        if not requests:
+            return dg.SkipReason(f"the reports of {day} are not all in yet")
+        return dg.SensorResult(run_requests=requests, cursor=(day - timedelta(days=1)).isoformat())
+
+    return day_answers_sensor
 
 
 def day_asset(world: World, name: str) -> dg.AssetsDefinition:

@@ -12,16 +12,19 @@ change nothing.
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 import dagster as dg
 
 from rossmann_local.defs.metadata import per_partition_metadata
-from rossmann_local.defs.partitions import SINGLE_RUN_BACKFILL, partitions_in_order
+from rossmann_local.defs.partitions import partition_key, partitions_in_order, range_tags, shop_and_shift
+from rossmann_local.domain.shifts import shift_window
 from rossmann_local.domain.topics import CATALOGUE_TOPICS
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop.catalogue import apply_catalogue_range
+from rossmann_local.shop.shift import last_sold_shift
 from rossmann_local.shop.stock import send_stock_levels
 
 CATALOGUE_UPSERT_JOB = "catalogue_upsert_job"
@@ -29,6 +32,9 @@ MAX_RANGE = 50_000
 RUN_KEY_TAG = "dagster/run_key"
 # What kind of run this is, for the run queue's tag limits in dagster.yaml.
 RUN_KIND_TAG = "rossmann_local/run"
+SOLD_AGAIN_SENSOR = "sold_again_sensor"
+LATE_VERSION = "late_catalogue_version"  # metadata of an observation: the range that brought it
+SHIFT_TRANSACTIONS = "shift_transactions"
 
 
 class OffsetRange(dg.Config):
@@ -87,16 +93,21 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
     @dg.op(retry_policy=dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL),
            out={"result": dg.Out(dict), "sold_shifts_touched": dg.Out(list)})
     def apply_catalogue_changes(context: dg.OpExecutionContext, config: OffsetRange, kafka: KafkaResource,
-                                shop_databases: ShopDatabases) -> Iterator[dg.Output]:
+                                shop_databases: ShopDatabases) -> Iterator[dg.Output | dg.AssetObservation]:
         """Re-read exactly the run's offset range and apply it to every shop it concerns."""
         outcome = apply_catalogue_range(world, shop_databases, kafka, config.topic, config.partition,
                                         config.start_offset, config.end_offset)
         for letter in outcome.dead_letters:
             context.log.warning(f"dead letter {letter.key}: {letter.reason}")
         summary = outcome.as_metadata()
-        yield dg.Output(summary, metadata={**summary, "range": f"{config.topic}[{config.partition}] "
-                                                                f"{config.start_offset}..{config.end_offset - 1}"})
-        # The sold shifts (shop, start) a late version falls into, for whoever sells them again (make day does).
+        where = f"{config.topic}[{config.partition}] {config.start_offset}..{config.end_offset - 1}"
+        yield dg.Output(summary, metadata={**summary, "range": where})
+        # Each sold shift (shop, start) a late version falls into, observed on its shift_transactions
+        # partition: sold_again_sensor sells it again (make day sells the output's shifts itself).
+        for shop_id, start in sorted(outcome.shifts_touched):
+            yield dg.AssetObservation(asset_key=SHIFT_TRANSACTIONS,
+                                      partition=str(partition_key(shift_window(world, start), shop_id)),
+                                      metadata={LATE_VERSION: where})
         touched = [[shop_id, start.isoformat()] for shop_id, start in sorted(outcome.shifts_touched)]
         yield dg.Output(touched, output_name="sold_shifts_touched",
                         metadata={"shifts": dg.MetadataValue.json(touched)})
@@ -147,9 +158,44 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
     return catalogue_upsert_job, catalogue_changes_sensor
 
 
+def build_sold_again_sensor(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
+    @dg.sensor(name=SOLD_AGAIN_SENSOR, job=shop_shift_job, minimum_interval_seconds=10,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="When an upsert run observed a late catalogue version falling into a shift a shop has "
+                           "sold (an observation of that shift_transactions partition), sells that shop's shifts "
+                           "again from the first one touched to its last sold one, in one run in shift order (each "
+                           "later shift opens with the stock the one before leaves).")
+    def sold_again_sensor(context: dg.SensorEvaluationContext,
+                          shop_databases: ShopDatabases) -> dg.SensorResult | dg.SkipReason:
+        records = context.instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(SHIFT_TRANSACTIONS),
+                                  after_storage_id=int(context.cursor) if context.cursor else None),
+            limit=10_000, ascending=True).records
+        late = [r for r in records if r.partition_key and r.asset_observation
+                and LATE_VERSION in r.asset_observation.metadata]
+        if not records:
+            return dg.SkipReason("no late catalogue version observed since the last tick")
+        touched: dict[int, datetime] = {}
+        for record in late:
+            shop, shift = shop_and_shift(world, record.partition_key)
+            touched[shop.shop_id] = min(touched.get(shop.shop_id, shift.start), shift.start)
+        requests = []
+        newest = records[-1].storage_id
+        for shop_id, first in sorted(touched.items()):
+            last = last_sold_shift(world, world.shop(shop_id), shop_databases)
+            if last is not None:
+                requests.append(dg.RunRequest(
+                    run_key=f"sold again {shop_id} after {newest}", tags={
+                        **range_tags(str(partition_key(shift_window(world, first), shop_id)),
+                                     str(partition_key(last, shop_id))),
+                        RUN_KIND_TAG: "sold_again"}))
+        return dg.SensorResult(run_requests=requests, cursor=str(newest))
+
+    return sold_again_sensor
+
+
 def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(partitions_def=partitions, group_name="shop", deps=["shift_transactions"], kinds={"kafka"},
-              backfill_policy=SINGLE_RUN_BACKFILL)
+    @dg.asset(partitions_def=partitions, group_name="shop", deps=["shift_transactions"], kinds={"kafka"})
     def shift_stock_levels(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,
                            kafka: KafkaResource) -> dg.MaterializeResult:
         """The shop's stock levels sent to the chain (``oltp_update_product_quantity``, key the shop id):

@@ -49,6 +49,17 @@ def shift_at_or_after(world: World, moment: datetime) -> ShiftWindow | None:
     return None
 
 
+def previous_shift(world: World, shift: ShiftWindow) -> ShiftWindow | None:
+    """The shift before ``shift`` (the day before's last after a day's first), None for the world's first."""
+    day = shift.local_date
+    while day >= world.start_date:
+        earlier = [s for s in shifts_of_day(world, day) if s.start < shift.start]
+        if earlier:
+            return earlier[-1]
+        day -= timedelta(days=1)
+    return None
+
+
 def next_shift(world: World, shift: ShiftWindow) -> ShiftWindow | None:
     """The shift after ``shift`` (the next day's first after a day's last), None after the world's end."""
     return shift_at_or_after(world, shift.end)

@@ -21,10 +21,9 @@ from datetime import date, datetime
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.partitions import partition_key
+from rossmann_local.defs.partitions import partition_key, range_tags
 from rossmann_local.defs.scenario_assets import day_asset
 from rossmann_local.domain.catalogue_changes import PROMOTIONS, CatalogueChange
 from rossmann_local.domain.scenario import Scenario, day_changes, plan_day
@@ -83,8 +82,7 @@ def run_shifts(job: dg.JobDefinition, instance: dg.DagsterInstance, world: World
     partition."""
     first_shop = first_shop or world.shops[0]
     last_shop = last_shop or world.shops[-1]
-    tags = {ASSET_PARTITION_RANGE_START_TAG: str(partition_key(first, first_shop.shop_id)),
-            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(last, last_shop.shop_id))}
+    tags = range_tags(str(partition_key(first, first_shop.shop_id)), str(partition_key(last, last_shop.shop_id)))
     selection = [dg.AssetKey(name) for name in assets] if assets else None
     return job.execute_in_process(instance=instance, tags=tags, run_config=QUIET_RUN_CONFIG, raise_on_error=False,
                                   asset_selection=selection)

@@ -33,11 +33,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.defs.live import LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG
-from rossmann_local.defs.partitions import shop_and_shift
+from rossmann_local.defs.partitions import RANGE_START_TAG, shop_and_shift
 from rossmann_local.domain.clock import LiveClock, shift_at_or_after
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.world import World
@@ -174,8 +173,12 @@ class LiveMode:
         return step
 
     def report(self, step: str, now: datetime, run: dg.ExecuteInProcessResult) -> None:
-        if step == "sales":
+        if step in ("open", "sales"):
             out = run.output_for_node("write_terminal_sales")
+            if step == "open":
+                shift = shift_at_or_after(self.world, datetime.fromisoformat(out["until"]))
+                self.say(f"{self.local(now)}  shift {shift.start:%Y-%m-%d %H:%M}-{shift.end:%H:%M} open: "
+                         "cache synced, deliveries taken")
             if out["receipts_written"] or out["stock_parts_sent"]:
                 self.batches += 1
                 self.receipts += out["receipts_written"]
@@ -186,18 +189,14 @@ class LiveMode:
                          + (f", {out['stock_parts_sent']} stock messages sent" if out["stock_parts_sent"] else ""))
             return
         shift = self.shift_of(run)
-        if step == "open":
-            self.say(f"{self.local(now)}  shift {shift.start:%Y-%m-%d %H:%M}-{shift.end:%H:%M} open: "
-                     "cache synced, deliveries taken")
-        else:
-            totals = [self.shift_totals(shop.shop_id, shift) for shop in self.world.shops]
-            receipts = sum(int(t["receipts"]) for t in totals)
-            revenue = sum(t["revenue"] for t in totals)
-            self.say(f"{self.local(now)}  shift {shift.start:%Y-%m-%d %H:%M}-{shift.end:%H:%M} closed: "
-                     f"{receipts} receipts, {revenue:,.2f} EUR; stock messages sent, reports in ClickHouse")
+        totals = [self.shift_totals(shop.shop_id, shift) for shop in self.world.shops]
+        receipts = sum(int(t["receipts"]) for t in totals)
+        revenue = sum(t["revenue"] for t in totals)
+        self.say(f"{self.local(now)}  shift {shift.start:%Y-%m-%d %H:%M}-{shift.end:%H:%M} closed: "
+                 f"{receipts} receipts, {revenue:,.2f} EUR; stock messages sent, reports in ClickHouse")
 
     def shift_of(self, run: dg.ExecuteInProcessResult) -> ShiftWindow:
-        return shop_and_shift(self.world, run.dagster_run.tags[ASSET_PARTITION_RANGE_START_TAG])[1]
+        return shop_and_shift(self.world, run.dagster_run.tags[RANGE_START_TAG])[1]
 
     def shift_totals(self, shop_id: int, shift: ShiftWindow) -> dict[str, Any]:
         with self.stack.shop_databases.transaction(shop_id) as conn:

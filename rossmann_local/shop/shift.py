@@ -6,10 +6,11 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
-from rossmann_local.domain.clock import shift_at_or_after
+from rossmann_local.domain.clock import previous_shift, shift_at_or_after
 from rossmann_local.domain.shifts import ShiftWindow, shift_window
 from rossmann_local.domain.simulation import Delivery, Receipt, ShiftSales, plan_deliveries, simulate_terminal_sales
 from rossmann_local.domain.world import Shop, World
@@ -69,14 +70,25 @@ class LiveSalesWritten:
     written_to: datetime | None
 
 
-def _refuse_if_out_of_order(conn: Connection, shop: Shop, shift: ShiftWindow) -> None:
-    """A shift starts from the stock its predecessors left: if one of them has its deliveries but not
-    its sales, that stock is not known yet."""
+def _refuse_if_out_of_order(conn: Connection, world: World, shop: Shop, shift: ShiftWindow) -> None:
+    """A shift starts from the stock its predecessors left: once a shop has sold a shift, each later
+    shift needs its previous shift sold (no gap in the shop's history), and no earlier shift may have
+    its deliveries but not its sales. A shop that has sold nothing before the shift opens on empty
+    shelves, as every shop does on the world's first day (``make day --day`` on a fresh data dir)."""
+    local = shift.start.astimezone(ZoneInfo(world.timezone))
+    previous = previous_shift(world, shift)
+    if (previous is not None and not ledger.shift_progress(conn, previous)[1]
+            and ledger.shifts_sold_before(conn, shift.start)):
+        raise ShiftOutOfOrder(
+            f"shop {shop.shop_id}: shift {local:%Y-%m-%d %H:%M} ({world.timezone}) opens with the stock its "
+            f"previous shift, {previous.start.astimezone(local.tzinfo):%Y-%m-%d %H:%M}, leaves, and that shift "
+            "is not sold; run that shift first (a backfill from the shop's last sold shift runs them in order). "
+            "Nothing was written.")
     if waiting := ledger.earlier_shifts_without_sales(conn, shift.start):
         raise ShiftOutOfOrder(
-            f"shop {shop.shop_id}: shift {shift.start:%Y-%m-%d %H:%M} UTC comes after "
-            f"{', '.join(f'{w:%Y-%m-%d %H:%M}' for w in waiting)} UTC, whose deliveries are in but whose "
-            "sales are not; run that shift first (re-executing this one afterwards gives the right "
+            f"shop {shop.shop_id}: shift {local:%Y-%m-%d %H:%M} ({world.timezone}) comes after "
+            f"{', '.join(f'{w.astimezone(local.tzinfo):%Y-%m-%d %H:%M}' for w in waiting)}, whose deliveries are "
+            "in but whose sales are not; run that shift first (re-executing this one afterwards gives the right "
             "receipts). Nothing was written.")
 
 
@@ -85,7 +97,7 @@ def take_deliveries(world: World, shop: Shop, shift: ShiftWindow, shop_databases
     left (the stock policy), accepted by the shop's admin and recorded locally (it restocks the shelf
     at its accepted time); a re-run replaces it with the same one."""
     with shop_databases.transaction(shop.shop_id) as conn:
-        _refuse_if_out_of_order(conn, shop, shift)
+        _refuse_if_out_of_order(conn, world, shop, shift)
         opening = ledger.stock_at(conn, shift.start)
         deliveries = plan_deliveries(world, shop, shift, shelf_at(conn, shift.start), opening)
         ledger.replace_shift_deliveries(conn, shift, deliveries)
@@ -130,7 +142,7 @@ def sell_shift(world: World, shop: Shop, shift: ShiftWindow, shop_databases: Sho
     already written (live, or by an earlier run) that equal the simulation's are kept, the rest
     written, so a re-run leaves the same rows."""
     with shop_databases.transaction(shop.shop_id) as conn:
-        _refuse_if_out_of_order(conn, shop, shift)
+        _refuse_if_out_of_order(conn, world, shop, shift)
         sales = _simulate(conn, world, shop, shift)
         stored = _store_receipts(conn, shift, sales.receipts, len(sales.receipts))
         ledger.record_shift_sales(conn, shift, shop.admin_id, sales, datetime.now(UTC))  # bookkeeping, wall clock
@@ -146,7 +158,7 @@ def write_live_sales(world: World, shop: Shop, shift: ShiftWindow, until: dateti
     starting again resumes from what the database holds; the shift's end (``sell_shift``) then adds
     the rest, so the shift ends with exactly a backfill's rows."""
     with shop_databases.transaction(shop.shop_id) as conn:
-        _refuse_if_out_of_order(conn, shop, shift)
+        _refuse_if_out_of_order(conn, world, shop, shift)
         delivered, sold = ledger.shift_progress(conn, shift)
         if not delivered:
             raise ShiftNotOpen(f"shop {shop.shop_id}: the deliveries of shift {shift.start:%Y-%m-%d %H:%M} are not "
@@ -183,3 +195,10 @@ def shop_progress(world: World, shop: Shop, since: datetime, shop_databases: Sho
         shift = shift_at_or_after(world, moment)
         delivered = shift is not None and ledger.shift_progress(conn, shift)[0]
     return ShopProgress(shift, delivered)
+
+
+def last_sold_shift(world: World, shop: Shop, shop_databases: ShopDatabases) -> ShiftWindow | None:
+    """The newest shift whose sales the shop's database records."""
+    with shop_databases.transaction(shop.shop_id) as conn:
+        last = ledger.last_shift_sold(conn)
+    return shift_window(world, last) if last is not None else None
