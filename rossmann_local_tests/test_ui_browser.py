@@ -10,16 +10,10 @@ import contextlib
 import itertools
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import dagster as dg
@@ -39,6 +33,15 @@ from rossmann_local.shop_db.models import Transaction
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.conftest import ADMIN, TEST_ADMIN_TOKEN, TEST_PASSWORD
+from rossmann_local_tests.dagster_dev import (
+    SHIFT_ASSETS,
+    backfill_done,
+    backfill_runs,
+    launch_backfill,
+    make_dev,
+    most_at_once,
+    reexecute_from_failure,
+)
 from rossmann_local_tests.helpers import deliveries_of, materialize_shift, receipts_of, stock_and_ledger
 
 pytestmark = pytest.mark.browser
@@ -51,20 +54,12 @@ CHROMIUM = Path(os.environ.get("ROSSMANN_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                   "--disable-background-networking", "--disable-extensions", "--no-first-run"]
 SHIFT, SHOP = "2026-06-01-09:00", "1"
-SHIFT_ASSETS = ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels",
-                "transactions_report", "delivery_report")
 
 
 def artifacts() -> Path:
     where = Path(os.environ.get("ROSSMANN_TEST_ARTIFACTS") or ROOT / "test-artifacts")
     where.mkdir(parents=True, exist_ok=True)
     return where
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -77,38 +72,11 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackServe
 
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory: pytest.TempPathFactory, stand_in: LoopbackServer) -> Iterator[tuple[str, Path]]:
-    """``python -m rossmann_local.local.dev`` (what ``make dev`` runs): its own Kafka broker, the shops on
-    SQLite and ClickHouse on chDB under a fresh data dir; the stand-in Sync API is the module's."""
+    """``make dev`` on a fresh data dir: its own broker, the shops on SQLite, ClickHouse on chDB, the
+    instance on SQLite under the data dir; the stand-in Sync API is the module's."""
     data = tmp_path_factory.mktemp("ui") / "data"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "KAFKA_BOOTSTRAP_SERVERS")}
-    env = {k: v for k, v in env.items() if not k.startswith("ROSSMANN_") or k == "ROSSMANN_TEST_PG_URL"}
-    env.update(ROSSMANN_DATA_DIR=str(data), ROSSMANN_SYNC_API_URL=stand_in.url, TZ="UTC")
-    log_path = artifacts() / "dagster-dev.log"
-    with log_path.open("w") as log:
-        dev = subprocess.Popen([sys.executable, "-m", "rossmann_local.local.dev", "-h", "127.0.0.1", "-p", str(port)],
-                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if dev.poll() is not None:
-                pytest.fail(f"make dev exited with {dev.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the webserver did not answer within 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
+    with make_dev(data, stand_in.url, artifacts() / "dagster-dev.log") as url:
         yield url, data
-    finally:
-        dev.send_signal(signal.SIGTERM)  # dev stops dagster dev, the broker and itself
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            dev.wait(timeout=90)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(dev.pid, signal.SIGKILL)  # whatever of the group is left
 
 
 @contextlib.contextmanager
@@ -214,75 +182,6 @@ def test_a_shop_shift_partition_launched_from_the_asset_graph_succeeds(
     shops.dispose()
 
 
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
-
-
-BACKFILL_STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status }
-    ... on PythonError { message }
-  }
-}"""
-
-REEXECUTE_BACKFILL = """
-mutation($params: ReexecutionParams!) {
-  reexecutePartitionBackfill(reexecutionParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}"""
-
-
-def graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    answer = httpx.post(f"{url}/graphql", timeout=60, json={"query": query, "variables": variables}).json()
-    assert "errors" not in answer, answer
-    return answer["data"]
-
-
-def launch_backfill(url: str, keys: list[str]) -> str:
-    """What the UI's "Materialize" of these partitions of the shift assets sends."""
-    answer = graphql(url, LAUNCH_BACKFILL, {"params": {
-        "assetSelection": [{"path": [asset]} for asset in SHIFT_ASSETS], "partitionNames": keys,
-        "fromFailure": False}})["launchPartitionBackfill"]
-    assert answer["__typename"] == "LaunchBackfillSuccess", answer
-    return answer["backfillId"]
-
-
-def reexecute_from_failure(url: str, backfill_id: str) -> str:
-    """The backfill page's "Re-execute from failure"."""
-    answer = graphql(url, REEXECUTE_BACKFILL, {"params": {"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}}
-                     )["reexecutePartitionBackfill"]
-    assert answer["__typename"] == "LaunchBackfillSuccess", answer
-    return answer["backfillId"]
-
-
-def backfill_done(url: str, backfill_id: str, timeout: float = 600) -> str:
-    """The backfill's final status, polled as the backfill page polls it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = graphql(url, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        assert answer["__typename"] == "PartitionBackfill", answer
-        if answer["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
-            return answer["status"]
-        assert time.monotonic() < deadline, f"the backfill did not finish within {timeout} s"
-        time.sleep(2)
-
-
-def backfill_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[Any]:
-    return sorted(instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id})),
-                  key=lambda r: r.create_timestamp)
-
-
 def partition_figures(url: str, asset: str, key: str, names: tuple[str, ...]) -> dict[str, str]:
     """The named metadata figures of one partition's latest materialization, as its page shows them."""
     with chromium_page() as page:
@@ -349,6 +248,7 @@ def test_a_backfill_of_two_days_sells_each_shop_in_shift_order_and_writes_the_in
         sells = [r for r in records if dg.AssetKey("shift_transactions") in (r.dagster_run.asset_selection or ())]
         assert sorted(r.dagster_run.tags["dagster/partition"] for r in sells) == sorted(keys), "one sale per partition"
         assert len(records) <= 2 * len(keys)
+        assert most_at_once(records) >= 2, "the SQLite instance holds runs side by side"
         for shop in range(1, 6):
             own = sorted((r.dagster_run.tags["dagster/partition"], r) for r in sells
                          if r.dagster_run.tags["dagster/partition"].endswith(f"|{shop}"))
