@@ -35,6 +35,8 @@ ALL_SETTINGS = (DATA_DIR, SHOP_DB_URL, SYNC_API_URL, SYNC_API_TIMEOUT, SYNC_API_
 
 DEFAULT_DATA_DIR = ".rossmann"
 DEFAULT_SYNC_API_URL = "http://127.0.0.1:8765"
+# Where the local stack keeps the stand-in's admin token, in the data dir (when the environment gives none).
+ADMIN_TOKEN_FILE = "sync_api_admin_token"
 
 
 class ConfigError(ValueError):

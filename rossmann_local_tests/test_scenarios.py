@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from rossmann_local.defs import build_definitions
+from rossmann_local.defs import build_definitions, default_resources
+from rossmann_local.defs.chain import CHAIN_DAY_JOB
 from rossmann_local.defs.scenario_assets import DAY_SENSOR, day_asset
 from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
+from rossmann_local.domain.catalogue_changes import message_key
 from rossmann_local.domain.scenario import (
     BROKER_PAUSE,
     DUPLICATE,
@@ -22,6 +24,7 @@ from rossmann_local.domain.scenario import (
     OUT_OF_ORDER,
     PROMOTION,
     SYNC_API_OUTAGE,
+    day_changes,
     plan_day,
 )
 from rossmann_local.domain.shifts import shifts_of_day
@@ -30,12 +33,15 @@ from rossmann_local.local.chain_admin import make_changes
 from rossmann_local.local.day import CatalogueDemo, main
 from rossmann_local.local.stack import local_stack
 from rossmann_local.reports.schema import DATABASE, TRANSACTIONS
+from rossmann_local.resources.catalogue_admin import CatalogueAdmin
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import ConfigError, load_scenario, shipped_scenarios
 from rossmann_local.shop.expected import expected_shop, shops_without_their_earlier_days
 from rossmann_local.shop_db.history import record_synced, record_versions, shelf_at
+from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.conftest import TEST_ADMIN_TOKEN
 
 EXPECTED_LINE = re.compile(r"^Expected answers \(.*\): 5 shops: the reports equal the expected answers$", re.MULTILINE)
 
@@ -245,3 +251,31 @@ def test_the_day_sensor_asks_for_a_days_answers_once_every_report_of_the_day_is_
         assert {k.to_user_string() for k in sensor.asset_selection.resolve(defs.resolve_asset_graph())} == {
             "scenario_ledger", "expected_answers"}
         assert isinstance(tick(result.cursor), dg.SkipReason), "the next day's reports are not in"
+
+
+def test_the_chain_day_job_enters_the_days_changes_through_the_sync_apis_admin_endpoints(
+        world: World, store: CatalogueStore, sync_server: LoopbackServer) -> None:
+    """The chain's day of catalogue changes is a Dagster job a schedule, a sensor or a user runs: its
+    changes reach the Sync API (and its outbox for Kafka) exactly as make day enters them in the
+    stand-in; a wrong admin token fails the run with a message that names the setting."""
+    day = world.start_date
+    changes = day_changes(None, world, day)
+    expected = {(c.topic, c.key, c.at.astimezone(UTC)) for c in changes}
+
+    def run(token: str) -> dg.ExecuteInProcessResult:
+        admin = CatalogueAdmin(base_url=sync_server.url, admin_token=token)
+        job = build_definitions(world, {**default_resources(), "catalogue_admin": admin}).resolve_job_def(CHAIN_DAY_JOB)
+        return job.execute_in_process(partition_key=day.isoformat(), raise_on_error=False)
+
+    refused = run("not-the-token")
+    assert not refused.success
+    [failure] = [e for e in refused.all_events if e.is_step_failure]
+    assert "401" in failure.step_failure_data.error.message and "ROSSMANN_SYNC_API_ADMIN_TOKEN" in \
+        failure.step_failure_data.error.message
+    assert store.unpublished() == [], "nothing entered"
+    entered = run(TEST_ADMIN_TOKEN)
+    assert entered.success and entered.output_for_node("enter_the_days_catalogue_changes") == len(changes) > 0
+    published = {(topic, message_key(topic, payload), at.astimezone(UTC))
+                 for topic, payload, at in store.messages_effective_between(min(c.at for c in changes),
+                                                                            max(c.at for c in changes))}
+    assert expected <= published

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from rossmann_local.defs import _quiet  # noqa: F401 - before the assets are defined
+from rossmann_local.defs.chain import build_chain_day_job
 from rossmann_local.defs.live import build_live_defs
 from rossmann_local.defs.partitions import shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
@@ -21,6 +22,7 @@ from rossmann_local.defs.streaming import (
     build_streaming_defs,
 )
 from rossmann_local.domain.world import World
+from rossmann_local.resources.catalogue_admin import catalogue_admin_from_env
 from rossmann_local.resources.clickhouse import clickhouse_from_env
 from rossmann_local.resources.kafka import kafka_from_env
 from rossmann_local.resources.live_clock import LiveClockFile
@@ -58,11 +60,12 @@ def build_definitions(world: World | None = None, resources: Mapping[str, Any] |
     day_assets = build_scenario_assets(world)
     day_sensor = build_day_sensor(world, day_assets, partitions)
     return dg.Definitions(assets=[*assets, *day_assets],
-                          jobs=[shop_shift_job, catalogue_upsert_job, live_sales_job],
+                          jobs=[shop_shift_job, catalogue_upsert_job, live_sales_job, build_chain_day_job(world)],
                           schedules=[shift_schedule],
                           sensors=[catalogue_changes_sensor, sold_again_sensor, day_sensor, live_clock_sensor],
                           # A run is one process: its steps run in it, one after another (the shift's
                           # steps depend on each other anyway), without a process per step.
                           executor=dg.in_process_executor,
                           resources={"live_clock": LiveClockFile(), "scenario_ledger": scenario_ledger_from_env(),
+                                     "catalogue_admin": catalogue_admin_from_env(),
                                      **(resources or default_resources())})

@@ -24,6 +24,7 @@ import uvicorn
 
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.settings import (
+    ADMIN_TOKEN_FILE,
     DEFAULT_SYNC_API_URL,
     KAFKA_BOOTSTRAP_SERVERS,
     SYNC_API_ADMIN_TOKEN,
@@ -33,7 +34,7 @@ from rossmann_local.settings import (
 )
 from rossmann_local.sync_api.app import create_app
 from rossmann_local.sync_api.outbox import OutboxRelay
-from rossmann_local.sync_api.server import ADMIN_TOKEN_FILE, open_seeded_store, uvicorn_config
+from rossmann_local.sync_api.server import open_seeded_store, uvicorn_config
 
 
 def serve(argv: list[str]) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rossmann_local.domain.world import World
 from rossmann_local.settings import (
+    ADMIN_TOKEN_FILE,
     SYNC_API_ADMIN_TOKEN,
     SYNC_API_PASSWORD,
     SYNC_API_STORE_URL,
@@ -101,9 +102,6 @@ def sync_api_server(store: CatalogueStore, host: str = "127.0.0.1", port: int = 
                     admin_token: str | None = None) -> LoopbackServer:
     """The stand-in Sync API over ``store``, served on loopback (admin endpoints open to ``admin_token``)."""
     return LoopbackServer(create_app(store, admin_token), host, port)
-
-
-ADMIN_TOKEN_FILE = "sync_api_admin_token"
 
 
 def local_admin_token(data: Path) -> str:
