@@ -170,17 +170,20 @@ def test_a_late_version_for_a_sold_shift_is_sold_again_by_the_sensor(
     resources = {"shop_databases": sqlite_shops, "sync_api": sync_api, "kafka": kafka, "clickhouse": clickhouse}
     sensor = build_definitions(world, resources).resolve_sensor_def(SOLD_AGAIN_SENSOR)
 
-    def tick(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+    def tick(cursor: str | None) -> Any:  # a SensorResult, or a SkipReason when nothing was observed
         with dg.build_sensor_context(instance=chain.instance, cursor=cursor,
                                      resources={"shop_databases": sqlite_shops}) as context:
             return sensor(context)
 
-    assert isinstance(tick(None), dg.SkipReason), "nothing late yet"
+    switched_on = tick(None)
+    assert not switched_on.run_requests and switched_on.cursor == "0", "nothing late yet: it watches from now on"
     store.set_price(1, "Berlin", Decimal("4.44"), Decimal("0"), at=local(world, 0, 12))
     assert chain.publish()["late_for_sold_shifts"] == 2
     observed = chain.instance.fetch_observations(dg.AssetKey("shift_transactions"), limit=10).records
     assert sorted(r.partition_key for r in observed) == [str(partition_key(s, 1)) for s in (morning, afternoon)]
-    result = tick(None)
+    later_switched_on = tick(None)
+    assert not later_switched_on.run_requests and later_switched_on.cursor == str(max(r.storage_id for r in observed))
+    result = tick(switched_on.cursor)
     [request] = result.run_requests
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
         str(partition_key(morning, 1)), str(partition_key(afternoon, 1))), "shop 1 only, from the morning on"

@@ -18,6 +18,7 @@ import dagster as dg
 
 from rossmann_local.defs.metadata import per_partition_metadata
 from rossmann_local.defs.partitions import partition_key, partitions_in_order, range_tags, shop_and_shift
+from rossmann_local.defs.shop_assets import SHIFT_TRANSACTIONS
 from rossmann_local.domain.shifts import shift_window
 from rossmann_local.domain.topics import CATALOGUE_TOPICS
 from rossmann_local.domain.world import World
@@ -34,7 +35,6 @@ RUN_KEY_TAG = "dagster/run_key"
 RUN_KIND_TAG = "rossmann_local/run"
 SOLD_AGAIN_SENSOR = "sold_again_sensor"
 LATE_VERSION = "late_catalogue_version"  # metadata of an observation: the range that brought it
-SHIFT_TRANSACTIONS = "shift_transactions"
 
 
 class OffsetRange(dg.Config):
@@ -171,10 +171,15 @@ def build_sold_again_sensor(world: World, shop_shift_job: "dg.UnresolvedAssetJob
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(SHIFT_TRANSACTIONS),
                                   after_storage_id=int(context.cursor) if context.cursor else None),
             limit=10_000, ascending=True).records
-        late = [r for r in records if r.partition_key and r.asset_observation
-                and LATE_VERSION in r.asset_observation.metadata]
+        if context.cursor is None:
+            # Switched on for the first time: it sells again what is observed from now on (make day
+            # sells its own late shifts again; a deployment's earlier observations are history).
+            start = str(records[-1].storage_id) if records else "0"
+            return dg.SensorResult(cursor=start, skip_reason="watching for late catalogue versions from now on")
         if not records:
             return dg.SkipReason("no late catalogue version observed since the last tick")
+        late = [r for r in records if r.partition_key and r.asset_observation
+                and LATE_VERSION in r.asset_observation.metadata]
         touched: dict[int, datetime] = {}
         for record in late:
             shop, shift = shop_and_shift(world, record.partition_key)
