@@ -7,6 +7,7 @@ import sqlite3
 from datetime import UTC, date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -230,7 +231,7 @@ def test_the_day_sensor_asks_for_a_days_answers_once_every_report_of_the_day_is_
     sensor = defs.resolve_sensor_def(DAY_SENSOR)
     keys = [f"2026-06-01-{start}|{shop}" for start in ("09:00", "15:00") for shop in "12345"]
     with dg.instance_for_test() as instance:
-        def tick(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+        def tick(cursor: str | None) -> Any:  # a SensorResult, or a SkipReason while the day is not reported
             with dg.build_sensor_context(instance=instance, cursor=cursor,
                                          repository_def=defs.get_repository_def()) as context:
                 return sensor(context)
@@ -239,18 +240,20 @@ def test_the_day_sensor_asks_for_a_days_answers_once_every_report_of_the_day_is_
             for key in partitions:
                 instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=key))
 
-        assert isinstance(tick(None), dg.SkipReason)
+        switched_on = tick(None)
+        assert not switched_on.run_requests and switched_on.cursor == "2026-05-31", "from the first day on"
         report("transactions_report", keys)
         report("delivery_report", keys[:-1])
-        assert isinstance(tick(None), dg.SkipReason), "shop 5's afternoon delivery report is missing"
+        assert isinstance(tick(switched_on.cursor), dg.SkipReason), "shop 5's afternoon delivery report is missing"
         report("delivery_report", keys[-1:])
-        result = tick(None)
+        result = tick(switched_on.cursor)
         [request] = result.run_requests
         assert (request.partition_key, request.run_key, result.cursor) == ("2026-06-01", "day 2026-06-01",
                                                                            "2026-06-01")
         assert {k.to_user_string() for k in sensor.asset_selection.resolve(defs.resolve_asset_graph())} == {
             "scenario_ledger", "expected_answers"}
         assert isinstance(tick(result.cursor), dg.SkipReason), "the next day's reports are not in"
+        assert tick(None).cursor == "2026-06-01", "switched on later, it starts after the days already reported"
 
 
 def test_the_chain_day_job_enters_the_days_changes_through_the_sync_apis_admin_endpoints(

@@ -93,17 +93,26 @@ def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Once every shop x shift of a day has both its reports, materializes that day's "
                            "scenario ledger and expected answers (whose check compares the reports with them), "
-                           "day after day in the world's order; the cursor is the last day done.")
+                           "day after day in the world's order, from the first day not yet reported when it is "
+                           "switched on; the cursor is the last day done.")
     def day_answers_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        day = date.fromisoformat(context.cursor) + timedelta(days=1) if context.cursor else world.start_date
-        requests = []
-        while day <= world.end_date and len(requests) < 10:
+        def reported(day: date) -> bool:
             keys = [f"{shift.start:{SHIFT_KEY_FORMAT}}|{shop.shop_id}" for shift in shifts_of_day(world, day)
                     for shop in world.shops]
             statuses = [context.instance.get_status_by_partition(dg.AssetKey(asset), keys, shift_partitions) or {}
                         for asset in REPORTED_ASSETS]
-            if not all(status.get(key) == dg.AssetPartitionStatus.MATERIALIZED for status in statuses for key in keys):
-                break
+            return all(status.get(key) == dg.AssetPartitionStatus.MATERIALIZED for status in statuses for key in keys)
+
+        day = date.fromisoformat(context.cursor) + timedelta(days=1) if context.cursor else world.start_date
+        if context.cursor is None:
+            # Switched on for the first time: the days already reported are history (make day checked
+            # its own); it checks each day whose reports come in from now on.
+            while day <= world.end_date and reported(day):
+                day += timedelta(days=1)
+            return dg.SensorResult(cursor=(day - timedelta(days=1)).isoformat(),
+                                   skip_reason=f"checking each day from {day} on, once its reports are in")
+        requests = []
+        while day <= world.end_date and len(requests) < 10 and reported(day):
             requests.append(dg.RunRequest(run_key=f"day {day}", partition_key=day.isoformat()))
             day += timedelta(days=1)
         if not requests:
