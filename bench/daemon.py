@@ -18,12 +18,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from bench.scale import ASSETS
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import reference_world
 from rossmann_local.local.dagster_ui import running_dev
-
-SHIFT_ASSETS = ("synced_cache", "shift_deliveries", "shift_transactions", "shift_stock_levels",
-                "transactions_report", "delivery_report")
 
 
 def one_repetition(days: int) -> dict[str, float]:
@@ -45,7 +43,7 @@ def one_repetition(days: int) -> dict[str, float]:
                 raise SystemExit(f"the one-partition run {run} ended {status}; see {tmp}/dev.log")
             figures["one partition, launch to success (s)"] = time.monotonic() - launched
             launched = time.monotonic()
-            backfill = ui.launch_backfill(SHIFT_ASSETS, keys)
+            backfill = ui.launch_backfill(ASSETS, keys)
             if (status := ui.wait_for_backfill(backfill, timeout=1800)) != "COMPLETED_SUCCESS":
                 raise SystemExit(f"the backfill {backfill} ended {status}")
             figures[f"backfill {days} day(s) x {len(world.shops)} shops (s)"] = time.monotonic() - launched

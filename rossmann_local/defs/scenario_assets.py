@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from rossmann_local.defs.partitions import SHIFT_KEY_FORMAT
+from rossmann_local.defs.partitions import partition_key
 from rossmann_local.domain.scenario import FAULT_KINDS, plan_day
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import World
@@ -97,7 +97,7 @@ def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
                            "switched on; the cursor is the last day done.")
     def day_answers_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         def reported(day: date) -> bool:
-            keys = [f"{shift.start:{SHIFT_KEY_FORMAT}}|{shop.shop_id}" for shift in shifts_of_day(world, day)
+            keys = [str(partition_key(shift, shop.shop_id)) for shift in shifts_of_day(world, day)
                     for shop in world.shops]
             statuses = [context.instance.get_status_by_partition(dg.AssetKey(asset), keys, shift_partitions) or {}
                         for asset in REPORTED_ASSETS]

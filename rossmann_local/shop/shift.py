@@ -6,7 +6,6 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
@@ -75,13 +74,13 @@ def _refuse_if_out_of_order(conn: Connection, world: World, shop: Shop, shift: S
     shift needs its previous shift sold (no gap in the shop's history), and no earlier shift may have
     its deliveries but not its sales. A shop that has sold nothing before the shift opens on empty
     shelves, as every shop does on the world's first day (``make day --day`` on a fresh data dir)."""
-    local = shift.start.astimezone(ZoneInfo(world.timezone))
+    local = shift.start  # shifts are in the world's zone; the ledger's times are converted to it
     previous = previous_shift(world, shift)
     if (previous is not None and not ledger.shift_progress(conn, previous)[1]
             and ledger.shifts_sold_before(conn, shift.start)):
         raise ShiftOutOfOrder(
             f"shop {shop.shop_id}: shift {local:%Y-%m-%d %H:%M} ({world.timezone}) opens with the stock its "
-            f"previous shift, {previous.start.astimezone(local.tzinfo):%Y-%m-%d %H:%M}, leaves, and that shift "
+            f"previous shift, {previous.start:%Y-%m-%d %H:%M}, leaves, and that shift "
             "is not sold; run that shift first (a backfill from the shop's last sold shift runs them in order). "
             "Nothing was written.")
     if waiting := ledger.earlier_shifts_without_sales(conn, shift.start):
