@@ -22,9 +22,8 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -152,52 +151,31 @@ def backfill(world: World, stack: LocalStack, first_day: date, days: int, worker
     spans = pieces(world, first_day, days, days_per_run)
     groups = shop_groups(world, workers)
     managed_instance()  # the instance (DAGSTER_HOME) the workers share, set up once
-    with _environment({PLANNED_EVENT_PER_ASSET: "true"}):
-        if len(groups) == 1 and len(spans) == 1:
-            return [run_group(world, groups[0], spans, stack.resources, quiet=quiet)]
-        environment = dict(os.environ)
-        environment[KAFKA_BOOTSTRAP_SERVERS] = stack.kafka.bootstrap_servers
-        environment[SYNC_API_URL] = stack.sync_api.base_url
-        outcomes = {group: GroupRuns(group) for group in groups}
-        waiting = {group: list(spans) for group in groups}
-        # Spawned, not forked: the parent holds threads (the broker's and the stand-in's) and sockets.
-        with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn"),
-                                 max_tasks_per_child=RUNS_PER_WORKER_PROCESS) as pool:
+    if len(groups) == 1 and len(spans) == 1:
+        return [run_group(world, groups[0], spans, stack.resources, quiet=quiet)]
+    environment = dict(os.environ)
+    environment[KAFKA_BOOTSTRAP_SERVERS] = stack.kafka.bootstrap_servers
+    environment[SYNC_API_URL] = stack.sync_api.base_url
+    outcomes = {group: GroupRuns(group) for group in groups}
+    waiting = {group: list(spans) for group in groups}
+    # Spawned, not forked: the parent holds threads (the broker's and the stand-in's) and sockets.
+    with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=RUNS_PER_WORKER_PROCESS) as pool:
 
-            def next_run(group: ShopGroup) -> Future[GroupRuns]:
-                return pool.submit(run_group, world, group, [waiting[group].pop(0)], None, environment, quiet)
+        def next_run(group: ShopGroup) -> Future[GroupRuns]:
+            return pool.submit(run_group, world, group, [waiting[group].pop(0)], None, environment, quiet)
 
-            running = {next_run(group): group for group in groups}
-            while running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    group = running.pop(future)
-                    done = future.result()
-                    outcomes[group].runs += done.runs
-                    outcomes[group].peak_rss_mib = max(outcomes[group].peak_rss_mib, done.peak_rss_mib)
-                    if done.succeeded and waiting[group]:
-                        running[next_run(group)] = group
-        return [outcomes[group] for group in groups]
-
-
-# Dagster's switch for single-run backfills: one "materialization planned" event per asset for the
-# run's whole partition range, instead of one per partition (6 per shop x shift here, written before
-# the first step: seconds per run, and the one write that parallel workers queue for). Dagster's
-# trade-off: a failed run's partitions show as missing in the UI, not as failed; the failed run
-# itself is listed, and this command names it.
-PLANNED_EVENT_PER_ASSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """These variables set meanwhile, where not set already, and removed again afterwards."""
-    added = {name: value for name, value in values.items() if name not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
+        running = {next_run(group): group for group in groups}
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                group = running.pop(future)
+                done = future.result()
+                outcomes[group].runs += done.runs
+                outcomes[group].peak_rss_mib = max(outcomes[group].peak_rss_mib, done.peak_rss_mib)
+                if done.succeeded and waiting[group]:
+                    running[next_run(group)] = group
+    return [outcomes[group] for group in groups]
 
 
 @dataclass(frozen=True)

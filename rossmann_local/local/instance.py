@@ -24,7 +24,6 @@ from dagster._core.scheduler.instigation import (
 )
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-from rossmann_local.local.event_log import DEFAULT_EVENT_BATCH_SIZE, EVENT_BATCH_SIZE
 from rossmann_local.settings import ConfigError, data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,12 +49,10 @@ def run_queue_policy() -> dict[str, Any]:
 def managed_instance_yaml() -> str:
     config = {
         "telemetry": {"enabled": False},  # no network here
-        # One event-log database instead of one SQLite file per run: half the time of a run here.
-        # Dagster's consolidated SQLite storage with one engine per process, batched commits and
-        # synchronous=NORMAL (local/event_log.py): bulk runs spent half their time storing events.
-        "event_log_storage": {"module": "rossmann_local.local.event_log",
-                              "class": "BulkSqliteEventLogStorage",
-                              "config": {"base_dir": {"env": "DAGSTER_HOME"}}},
+        # Storage: Dagster's default SQLite storage under DAGSTER_HOME (an event-log file per run
+        # beside the index), the one that holds the daemon's concurrent runs without "database is
+        # locked". Measured beside a bulk subclass of Dagster's private SQLite storage (dropped: private
+        # API) and the documented consolidated storage: make day 14.8 s against 11.6 s and 13.5 s.
         # Each step's stdout/stderr is not captured to files: capturing spawns a `tail` and a Python
         # watcher process per step (ours log through Dagster's event log, which the UI shows), and
         # those children took Ctrl-C with a traceback each.
@@ -81,9 +78,6 @@ def managed_instance() -> dg.DagsterInstance:
             partial.write_text(wanted)
             partial.replace(config)  # atomic: a crash leaves the old file or the new one, never half
         os.environ["DAGSTER_HOME"] = str(home)
-        # Dagster hands this storage a run's planned events and a step's partitioned
-        # materializations as batches (one transaction each) only when a batch size is set.
-        os.environ.setdefault(EVENT_BATCH_SIZE, DEFAULT_EVENT_BATCH_SIZE)
     return dg.DagsterInstance.get()
 
 
