@@ -2,12 +2,11 @@
 
 Backfills every shop x shift of ``--days`` days for ``--shops`` shops on the no-service defaults
 (SQLite shop files, chDB, the local Kafka broker, the stand-in Sync API on loopback, the persistent
-SQLite Dagster instance of ``make day``) as **one run** over the whole partition range: what a
-backfill launches under the assets' single-run backfill policy, instead of a process per partition.
-With ``--workers N`` the shops are split into N groups run side by side in worker processes
-(``rossmann_local.local.backfill``, what ``make backfill`` runs); ``--days-per-run`` cuts the days into
-several runs per group. Prints wall time, partitions per second, where the time goes (one worker),
-peak RSS, and checks the result: every partition of every asset materialized, ClickHouse equal to
+SQLite Dagster instance of ``make day``) as **one run** over the whole partition range, launched
+through the daemon's run queue (``rossmann_local.local.backfill``, what ``make backfill`` runs). With
+``--workers N`` the shops are split into N groups run side by side; ``--days-per-run`` cuts the days
+into several runs per group. Prints wall time, partitions per second, peak RSS, and checks the
+result: every partition of every asset materialized, ClickHouse equal to
 the shop databases, every stock message confirmed, stock never below zero nor above its target.
 """
 
@@ -22,13 +21,14 @@ import dagster as dg
 from sqlalchemy import Connection, func, select
 
 from bench.chain import no_service_chain
-from bench.where_time_goes import WhereTimeGoes
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.simulation import stock_levels
 from rossmann_local.domain.world import reference_world
 from rossmann_local.local.backfill import backfill, peak_rss_mib
+from rossmann_local.local.dagster_ui import dagster_on
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
+from rossmann_local.settings import SHOP_COUNT
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, StockMessage, Transaction, TransactionItem
 
 TARGET_SECONDS = 60
@@ -58,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shops", type=int, default=100)
     parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--workers", type=int, default=1, help="shop groups in parallel processes (local/backfill)")
+    parser.add_argument("--workers", type=int, default=1, help="shop groups side by side (local/backfill)")
     parser.add_argument("--days-per-run", type=int, default=0, help="days per run (default: all in one run)")
     args = parser.parse_args()
     world = reference_world(args.shops)
@@ -71,8 +71,8 @@ def main() -> None:
         instance = managed_instance()
         rss_before = peak_rss_mib()
         started = time.perf_counter()
-        with WhereTimeGoes() as profile:
-            groups = backfill(world, stack, first_day, args.days, args.workers, args.days_per_run or args.days,
+        with dagster_on(stack, "bench-scale", **{SHOP_COUNT: str(args.shops)}) as ui:
+            groups = backfill(world, ui, first_day, args.days, args.workers, args.days_per_run or args.days,
                               quiet=True)
         seconds = time.perf_counter() - started
         rss_peak, broker_peak = peak_rss_mib(), peak_rss_mib(broker.pid if broker and broker.pid else 0)
@@ -116,10 +116,8 @@ def main() -> None:
         ("wall time", f"{seconds:.1f} s", f"<= {TARGET_SECONDS} s"),
         ("partitions per second", f"{partitions / seconds:.2f}", ""),
         ("receipt lines per second, end to end", f"{lines / seconds:,.0f} ({lines:,} lines)", ""),
-        *([("where the run's time goes (sampled)", "", ""), *profile.rows()] if len(groups) == 1 else []),
-        ("peak RSS, the run's process" if len(groups) == 1 else "peak RSS, the parent / each worker",
-         f"{rss_peak:.0f} MiB (before the run: {rss_before:.0f} MiB)" if len(groups) == 1 else
-         f"{rss_peak:.0f} MiB / {', '.join(f'{g.peak_rss_mib:.0f}' for g in groups)} MiB", "bounded"),
+        ("peak RSS, this client (the runs are the daemon's processes)",
+         f"{rss_peak:.0f} MiB (before the runs: {rss_before:.0f} MiB)", "bounded"),
         ("peak RSS, Kafka broker", f"{broker_peak:.0f} MiB", ""),
         ("each worker: its runs' seconds, in order", "; ".join(
             f"{g.group}: " + ", ".join(f"{r[2]:.1f}" for r in g.runs) for g in groups), ""),

@@ -1,5 +1,5 @@
-"""Backfills over shop groups in parallel worker processes (``make backfill``), and chDB's directory
-held by one process at a time."""
+"""Backfills over shop groups side by side through the daemon's run queue (``make backfill``), and
+chDB's directory held by one process at a time."""
 
 from __future__ import annotations
 
@@ -33,12 +33,13 @@ def test_a_parallel_backfill_writes_exactly_what_one_worker_writes(
     monkeypatch.setenv("ROSSMANN_SHOP_COUNT", "4")
     assert main(["--days", "2", "--workers", "2", "--days-per-run", "1"]) == 0
     out = capsys.readouterr().out
-    assert "4 shops, 16 shop x shift partitions, 2 worker(s), 4 runs" in out, out
+    assert "4 shops, 16 shop x shift partitions, 2 shop group(s), 4 runs" in out, out
     assert re.search(r"receipts: ([\d,]+) in the shop databases, \1 reported to ClickHouse", out), out
     assert re.search(r"revenue: ([\d,.]+) EUR in the shop databases, \1 EUR reported", out), out
     parallel = {shop: receipts_of(ShopDatabases(), shop) for shop in range(1, 5)}
     instance = dg.DagsterInstance.from_config(str(tmp_path / "data" / "dagster_home"))
-    runs = sorted(instance.get_runs(), key=lambda r: r.tags["dagster/asset_partition_range_start"])
+    runs = sorted(instance.get_runs(dg.RunsFilter(job_name="shop_shift_job")),
+                  key=lambda r: r.tags["dagster/asset_partition_range_start"])
     assert [(r.status, r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
             for r in runs] == [
         (dg.DagsterRunStatus.SUCCESS, "2026-06-01-09:00|1", "2026-06-01-15:00|2"),
@@ -49,7 +50,7 @@ def test_a_parallel_backfill_writes_exactly_what_one_worker_writes(
 
     monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "one_worker"))
     assert main(["--days", "2", "--workers", "1"]) == 0
-    assert "1 worker(s), 1 runs" in capsys.readouterr().out
+    assert "1 shop group(s), 1 runs" in capsys.readouterr().out
     one_worker = {shop: receipts_of(ShopDatabases(), shop) for shop in range(1, 5)}
     assert all(parallel[shop] for shop in parallel) and parallel == one_worker
 

@@ -25,8 +25,7 @@ from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.topics import CATALOGUE_TOPICS, PARTITIONS, STOCK_TOPIC
 from rossmann_local.domain.world import World
 from rossmann_local.local.broker import LocalBroker
-from rossmann_local.local.catalogue_sensor import CatalogueSensorDriver, MemoryCursor
-from rossmann_local.local.day import run_shifts
+from rossmann_local.local.in_process import CatalogueSensorDriver, MemoryCursor, run_shifts
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource, RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases

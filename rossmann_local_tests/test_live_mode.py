@@ -26,7 +26,7 @@ from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.defs.live import LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG, LIVE_UNTIL_TAG
 from rossmann_local.domain.clock import LiveClock, next_shift, shift_at_or_after
 from rossmann_local.domain.world import World, reference_world
-from rossmann_local.local.day import run_shifts
+from rossmann_local.local.in_process import run_shifts
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.local.stack import local_stack
 from rossmann_local.resources.clickhouse import ClickHouseReports

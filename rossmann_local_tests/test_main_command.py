@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import re
 import subprocess
@@ -12,19 +10,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.scheduler.instigation import TickStatus
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import WorkspaceFileTarget
-from dagster._daemon.sensor import execute_sensor_iteration
 
+from rossmann_local.defs import SHOP_SHIFT_JOB
+from rossmann_local.defs.scenario_assets import DAY_SENSOR
 from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB
-from rossmann_local.local.broker import LocalBroker
-from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR
-from rossmann_local.local.day import main, run_day
-from rossmann_local.local.instance import WORKSPACE, InstanceSensorCursor
-from rossmann_local.local.stack import local_stack
+from rossmann_local.local import day as day_command
+from rossmann_local.local.day import CATALOGUE_SENSOR, main
 from rossmann_local.resources.shop_databases import ShopDatabases
-from rossmann_local.settings import WORLD_FILE, load_world
+from rossmann_local.settings import WORLD_FILE
 from rossmann_local_tests.helpers import receipts_of
 
 
@@ -81,28 +74,26 @@ def test_unreachable_shop_databases_fail_with_the_setting_named(
     assert "Traceback" not in captured.err + captured.out
 
 
-def test_make_dev_after_make_day_requests_no_run_for_messages_the_day_applied(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """The day ticks the catalogue sensor with the cursor the daemon keeps in the instance, so the
-    daemon's first tick afterwards (what ``make dev`` starts) finds nothing new. Here the daemon's own
-    sensor iteration runs against the workspace of ``make dev``, on the day's broker data."""
+def test_the_days_runs_are_launched_through_the_daemon_and_its_sensors(capsys: pytest.CaptureFixture[str]) -> None:
+    """make day is a client of Dagster's engine: its shift runs come through the run queue, and the
+    upsert runs and the expected answers are the daemon's sensors' own runs, on the instance make dev
+    opens (so make dev afterwards continues from the same sensor cursors)."""
     assert main([]) == 0
     assert re.search(r"upsert runs requested by the sensor: [1-9]", capsys.readouterr().out)
     instance = dg.DagsterInstance.get()  # the day's instance (DAGSTER_HOME under the data dir)
-    upserts = lambda: len(instance.get_runs(dg.RunsFilter(job_name=CATALOGUE_UPSERT_JOB)))  # noqa: E731
-    runs_of_the_day = upserts()
-    cursor = InstanceSensorCursor(instance, CATALOGUE_SENSOR)
-    assert json.loads(cursor.read() or "{}").get("next_offsets"), "the day left its offsets in the instance"
-    with LocalBroker(tmp_path / "data" / "kafka") as broker:  # as make dev starts it: the day's data, a new port
-        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
-        with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])) as workspace:
-            list(execute_sensor_iteration(workspace, logging.getLogger("daemon"), None, None))
-            sensor = next(s for location in workspace.create_request_context().get_code_location_entries().values()
-                          for repo in location.code_location.get_repositories().values()
-                          for s in repo.get_sensors() if s.name == CATALOGUE_SENSOR)
-            ticks = instance.get_ticks(sensor.get_remote_origin_id(), sensor.selector_id)
-    assert [t.status for t in ticks] == [TickStatus.SKIPPED], [t.tick_data for t in ticks]
-    assert ticks[0].run_ids == [] and upserts() == runs_of_the_day, "no upsert run for messages already applied"
+    runs = instance.get_runs()
+    by_job: dict[str, list[dg.DagsterRun]] = {}
+    for run in runs:
+        by_job.setdefault(run.job_name, []).append(run)
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [(r.job_name, r.status) for r in runs]
+    assert len(by_job[SHOP_SHIFT_JOB]) == 2, "one run per shift, over every shop"
+    assert {r.tags.get("dagster/sensor_name") for r in by_job[CATALOGUE_UPSERT_JOB]} == {CATALOGUE_SENSOR}
+    [answers] = by_job["__ASSET_JOB"]
+    assert answers.tags.get("dagster/sensor_name") == DAY_SENSOR and answers.tags["dagster/partition"] == "2026-06-01"
+    [check] = [e for e in instance.all_logs(answers.run_id)
+               if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert check.dagster_event.event_specific_data.passed
+    instance.dispose()
 
 
 def test_days_run_in_any_order_print_the_same_figures(capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,20 +110,24 @@ def test_days_run_in_any_order_print_the_same_figures(capsys: pytest.CaptureFixt
     assert day("2026-06-02") == second
 
 
-def test_one_shops_failure_fails_only_that_shops_partitions(tmp_path: Path) -> None:
+def test_one_shops_failure_fails_only_that_shops_partitions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Shop 3's database cannot be opened (its file is a directory): the shift's 5-shop run fails,
     the shift runs again shop by shop, and the other shops' partitions are materialized by runs of
-    their own, their reports matching, while shop 3's fail with its cause."""
-    world = load_world()
+    their own, their reports matching, while shop 3's fail with its cause. (The command's own check
+    before the day would stop it at once, naming the setting: skipped here, the runs meet the fault.)"""
     (tmp_path / "data" / "shops" / "shop_3.sqlite").mkdir(parents=True)
-    with local_stack(world) as stack, dg.instance_for_test() as instance:
-        days = {d.shop_id: d for d in run_day(world, world.start_date, stack.resources, instance)}
-        materialized = instance.get_materialized_partitions(dg.AssetKey("transactions_report"))
-    assert [days[shop].runs_ok for shop in (1, 2, 4, 5)] == [2, 2, 2, 2]
-    assert all(not days[shop].runs_failed and days[shop].reports_match and days[shop].receipts
-               for shop in (1, 2, 4, 5))
-    assert days[3].runs_ok == 0 and len(days[3].runs_failed) >= 2
-    assert all("shop_3" in failure for failure in days[3].runs_failed), days[3].runs_failed
+    monkeypatch.setattr(day_command, "preflight", lambda world, resources: None)
+    assert main([]) == 1
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[4:9]}
+    assert [rows[shop][2] for shop in "1245"] == ["2/2"] * 4 and rows["3"][2] == "0/2"
+    assert all(int(rows[shop][3]) > 0 for shop in "1245")
+    failures = [line for line in out.splitlines() if line.startswith("FAILED 2026-06-01")]
+    assert len(failures) == 2 and all("shop_3" in line for line in failures), out
+    instance = dg.DagsterInstance.get()
+    materialized = instance.get_materialized_partitions(dg.AssetKey("transactions_report"))
+    instance.dispose()
     assert {key.split("|")[1] for key in materialized} == {"1", "2", "4", "5"} and len(materialized) == 8
 
 

@@ -16,8 +16,7 @@ from rossmann_local.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, parti
 from rossmann_local.defs.streaming import SOLD_AGAIN_SENSOR
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
-from rossmann_local.local.catalogue_sensor import CatalogueSensorDriver, MemoryCursor
-from rossmann_local.local.day import run_shifts
+from rossmann_local.local.in_process import CatalogueSensorDriver, MemoryCursor, run_shifts
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases

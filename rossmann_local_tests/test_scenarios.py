@@ -15,6 +15,7 @@ import pytest
 from rossmann_local.defs import build_definitions, default_resources
 from rossmann_local.defs.chain import CHAIN_DAY_JOB
 from rossmann_local.defs.scenario_assets import DAY_SENSOR, day_asset
+from rossmann_local.defs.streaming import SOLD_AGAIN_SENSOR
 from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
 from rossmann_local.domain.catalogue_changes import message_key
 from rossmann_local.domain.scenario import (
@@ -31,7 +32,7 @@ from rossmann_local.domain.scenario import (
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.chain_admin import make_changes
-from rossmann_local.local.day import CatalogueDemo, main
+from rossmann_local.local.day import DayThroughDagster, main
 from rossmann_local.local.stack import local_stack
 from rossmann_local.reports.schema import DATABASE, TRANSACTIONS
 from rossmann_local.resources.catalogue_admin import CatalogueAdmin
@@ -176,14 +177,23 @@ def test_a_chain_that_does_not_sell_again_the_shifts_a_late_change_fell_into_fai
     """What the expected answers are for: the late changes arrive and are applied, but the shifts
     they fall into keep the receipts sold before; the reports still reconcile with the shop databases
     (both are wrong alike), and only the expected answers tell."""
-    after_shifts = CatalogueDemo.after_shifts
-    monkeypatch.setattr(CatalogueDemo, "after_shifts", lambda demo, day: after_shifts(demo, day) and set())
+    def switched_off(chain: DayThroughDagster, sensor: str, timeout: float = 120) -> str:
+        """The sold-again sensor switched off in the UI before the late changes arrive."""
+        cursor = watching(chain, sensor, timeout)
+        if sensor == SOLD_AGAIN_SENSOR:
+            chain.ui.stop_sensor(sensor)
+        return cursor
+
+    watching = DayThroughDagster.wait_until_watching
+    monkeypatch.setattr(DayThroughDagster, "wait_until_watching", switched_off)
     assert main(["--scenario", "messy-day"]) == 1
     out = capsys.readouterr().out
     assert re.search(r"^all\s+(\d+)\s+\1\s+([\d,.]+)\s+\2\s+(\d+)\s+\3\s+yes\s", out, re.MULTILINE), \
         "the reports equal the shop databases"
     assert re.search(r"^Expected answers \(.*\): FAILED: \d of 5 shops differ from the expected answers$", out,
                      re.MULTILINE), out
+    assert re.search(r"[1-9]\d* sold shop x shifts a late version fell into were not sold again: sold_again_sensor "
+                     r"is switched off", out), out
 
 
 def test_a_day_run_without_the_days_before_it_is_not_compared_as_a_failure(tmp_path: Path) -> None:

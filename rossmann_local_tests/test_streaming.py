@@ -23,7 +23,7 @@ from rossmann_local.domain.topics import (
     PRODUCT_TOPIC,
 )
 from rossmann_local.domain.world import World
-from rossmann_local.local.catalogue_sensor import CatalogueSensorDriver, MemoryCursor
+from rossmann_local.local.in_process import CatalogueSensorDriver, MemoryCursor
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases

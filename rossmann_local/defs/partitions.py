@@ -49,7 +49,7 @@ def shop_shift_partitions(world: World) -> dg.MultiPartitionsDefinition:
 # A run over a range of partitions carries its first and last key in these tags: Dagster's own
 # single-run backfills do, and its maintainers document them for launching such a run by hand
 # (dagster-io/dagster discussion #11653). Dagster exports no public name or RunRequest argument for
-# them (the constants live in the private ``dagster._core.storage.tags``), so they are spelled here.
+# them (the constants live in a private module of Dagster's core storage), so they are spelled here.
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 

@@ -85,16 +85,20 @@ def build_scenario_assets(world: World) -> list[dg.AssetsDefinition]:
 
 DAY_SENSOR = "day_answers_sensor"
 REPORTED_ASSETS = ("transactions_report", "delivery_report")
+UNDER_WAY = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
+CHAIN_JOBS = ("shop_shift_job",)  # a day's reports change while these run
 
 
 def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
                      shift_partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
-    @dg.sensor(name=DAY_SENSOR, asset_selection=day_assets, minimum_interval_seconds=30,
+    @dg.sensor(name=DAY_SENSOR, asset_selection=day_assets, minimum_interval_seconds=5,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Once every shop x shift of a day has both its reports, materializes that day's "
                            "scenario ledger and expected answers (whose check compares the reports with them), "
                            "day after day in the world's order, from the first day not yet reported when it is "
-                           "switched on; the cursor is the last day done.")
+                           "switched on, while no shift run is under way (a late version may be selling a shift "
+                           "again); the cursor is the last day done.")
     def day_answers_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         def reported(day: date) -> bool:
             keys = [str(partition_key(shift, shop.shop_id)) for shift in shifts_of_day(world, day)
@@ -111,6 +115,9 @@ def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
                 day += timedelta(days=1)
             return dg.SensorResult(cursor=(day - timedelta(days=1)).isoformat(),
                                    skip_reason=f"checking each day from {day} on, once its reports are in")
+        busy = context.instance.get_runs(dg.RunsFilter(statuses=UNDER_WAY), limit=20)
+        if any(run.job_name in CHAIN_JOBS for run in busy):
+            return dg.SkipReason("shifts are being sold; the day is checked once they are done")
         requests = []
         while day <= world.end_date and len(requests) < 10 and reported(day):
             requests.append(dg.RunRequest(run_key=f"day {day}", partition_key=day.isoformat()))

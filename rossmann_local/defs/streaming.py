@@ -117,7 +117,7 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
     def catalogue_upsert_job() -> None:
         apply_catalogue_changes()
 
-    @dg.sensor(job=catalogue_upsert_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+    @dg.sensor(job=catalogue_upsert_job, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
     def catalogue_changes_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
         """Requests an upsert run for each new offset range of the three catalogue topics."""
         cursor = SensorCursor.parse(context.cursor)
@@ -159,7 +159,7 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
 
 
 def build_sold_again_sensor(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
-    @dg.sensor(name=SOLD_AGAIN_SENSOR, job=shop_shift_job, minimum_interval_seconds=10,
+    @dg.sensor(name=SOLD_AGAIN_SENSOR, job=shop_shift_job, minimum_interval_seconds=5,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="When an upsert run observed a late catalogue version falling into a shift a shop has "
                            "sold (an observation of that shift_transactions partition), sells that shop's shifts "

@@ -1,15 +1,14 @@
 """Many days of every shop at once: ``make backfill ARGS="--days 30 --workers 2"``.
 
-Every shop x shift of the days goes through ``shop_shift_job`` (sync, deliveries, sales, stock
-messages, reports to ClickHouse, checks), as runs of ``--days-per-run`` days over a group of shops
-each: what a backfill launches under the assets' single-run policy. Shops never share state, so the
-shops are split into ``--workers`` groups, each with one run in flight at a time, in shift order,
-in a pool of ``--workers`` spawned processes (a core each; a process is replaced every
-``RUNS_PER_WORKER_PROCESS`` runs, which keeps memory bounded), on the same instance, shop
-databases, Kafka and ClickHouse. chDB lets one process open its directory at a time: the ClickHouse
-client holds it only while a report is written, so the groups read their shop databases side by
-side and take turns for the inserts. The same split is how the chain scales out beyond one machine
-(docs/design.md#scaling-out).
+A client of Dagster's engine: it starts the local stack and ``dagster dev``, and launches through the
+GraphQL API the UI uses ranged runs of ``shop_shift_job`` (sync, deliveries, sales, stock messages,
+reports to ClickHouse, checks) of ``--days-per-run`` days over a group of shops each; the daemon's
+run queue and run launcher run them, a process per run. Shops never share state, so the shops are
+split into ``--workers`` groups, each with one run in flight at a time, in shift order, on the same
+instance, shop databases, Kafka and ClickHouse. chDB lets one process open its directory at a time:
+the ClickHouse client holds it only while a report is written, so the groups read their shop
+databases side by side and take turns for the inserts. The same split is how the chain scales out
+beyond one machine (docs/design.md#scaling-out).
 
 The catalogue stays as the Sync API has it (no streamed changes, unlike ``make day``); re-running a
 range replaces it, never doubles it. Starts the local stack unless the environment names services.
@@ -18,28 +17,25 @@ range replaces it, never doubles it. Starts the local stack unless the environme
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 
-from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions, default_resources
+from rossmann_local.defs import SHOP_SHIFT_JOB
+from rossmann_local.defs.partitions import partition_key, range_tags
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
-from rossmann_local.local.day import first_failure, preflight, run_shifts
-from rossmann_local.local.instance import managed_instance
+from rossmann_local.local.dagster_ui import RUN_FINISHED, DagsterUI, dagster_on
+from rossmann_local.local.day import preflight
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
-from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, WORLD_FILE, ConfigError, load_world
+from rossmann_local.settings import WORLD_FILE, ConfigError, load_world
 from rossmann_local.shop_db.models import Transaction
 
 
@@ -79,11 +75,10 @@ def pieces(world: World, first_day: date, days: int, days_per_run: int) -> list[
 
 @dataclass
 class GroupRuns:
-    """What one worker did: its runs in order (run id, success, seconds, the first failure's cause)."""
+    """What one shop group's runs did, in order (run id, success, seconds, the first failure's cause)."""
 
     group: ShopGroup
     runs: list[tuple[str, bool, float, str]] = field(default_factory=list)
-    peak_rss_mib: float = 0.0
 
     @property
     def succeeded(self) -> bool:
@@ -107,74 +102,39 @@ def resident_mib() -> float:
     return _status_mib("VmRSS")
 
 
-def run_group(world: World, group: ShopGroup, spans: Sequence[tuple[ShiftWindow, ShiftWindow]],
-              resources: dict[str, Any] | None = None, environment: dict[str, str] | None = None,
-              quiet: bool = False) -> GroupRuns:
-    """The group's runs, one per span, in order; stops at the first failed run (the next spans start
-    from the stock it would have left). A worker process is given the parent's ``environment`` and
-    builds its resources from it."""
-    if environment is not None:
-        os.environ.update(environment)
-    job = build_definitions(world, resources or default_resources()).resolve_job_def(SHOP_SHIFT_JOB)
-    instance = managed_instance()
-    done = GroupRuns(group)
-    for first, last in spans:
-        started = time.perf_counter()  # bookkeeping: how long the run took on the wall clock
-        result = run_shifts(job, instance, world, first, last, first_shop=world.shop(group.first),
-                            last_shop=world.shop(group.last))
-        seconds = time.perf_counter() - started
-        done.runs.append((result.run_id, result.success, seconds, "" if result.success else first_failure(result)))
-        if not quiet:
-            print(f"{group}: {first.local_date} .. {last.local_date} "
-                  f"{'done' if result.success else 'FAILED'} in {seconds:.1f} s (run {result.run_id[:8]}, "
-                  f"memory {resident_mib():.0f} MiB)", flush=True)
-        del result  # a run's result holds all its events: drop it before the next run
-        if not done.runs[-1][1]:
-            break
-    done.peak_rss_mib = peak_rss_mib()
-    return done
-
-
-# A worker process is replaced after this many runs. Its resident memory grew by 30-40 MiB per 7-day
-# run of 50 shops, run after run (1.0 GiB after the first, 1.5 GiB after the eleventh), while its
-# Python objects did not grow: the growth is native, mostly chDB's engine, which keeps 1-2 MiB more
-# on each open and close of a client (a report step opens it a few times, to write). A process per
-# few runs keeps a year's backfill at the memory of its first runs.
-RUNS_PER_WORKER_PROCESS = 4
-
-
-def backfill(world: World, stack: LocalStack, first_day: date, days: int, workers: int, days_per_run: int,
+def backfill(world: World, ui: DagsterUI, first_day: date, days: int, groups_count: int, days_per_run: int,
              quiet: bool = False) -> list[GroupRuns]:
-    """Every shop's shifts of the days, the shop groups side by side in worker processes: each group
-    has one run in flight at a time, in shift order, and stops at its first failed run. A single run
-    of a single group runs in this process."""
+    """Every shop's shifts of the days as runs launched through Dagster's run queue: each shop group
+    has one run in flight at a time, in shift order (its next run is launched once the one before
+    succeeded), the groups side by side as the queue's concurrency allows; a group stops at its first
+    failed run (its next days would start from the stock that run should have left)."""
     spans = pieces(world, first_day, days, days_per_run)
-    groups = shop_groups(world, workers)
-    managed_instance()  # the instance (DAGSTER_HOME) the workers share, set up once
-    if len(groups) == 1 and len(spans) == 1:
-        return [run_group(world, groups[0], spans, stack.resources, quiet=quiet)]
-    environment = dict(os.environ)
-    environment[KAFKA_BOOTSTRAP_SERVERS] = stack.kafka.bootstrap_servers
-    environment[SYNC_API_URL] = stack.sync_api.base_url
+    groups = shop_groups(world, groups_count)
     outcomes = {group: GroupRuns(group) for group in groups}
     waiting = {group: list(spans) for group in groups}
-    # Spawned, not forked: the parent holds threads (the broker's and the stand-in's) and sockets.
-    with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn"),
-                             max_tasks_per_child=RUNS_PER_WORKER_PROCESS) as pool:
 
-        def next_run(group: ShopGroup) -> Future[GroupRuns]:
-            return pool.submit(run_group, world, group, [waiting[group].pop(0)], None, environment, quiet)
+    def launch(group: ShopGroup) -> tuple[str, float]:
+        first, last = waiting[group].pop(0)
+        tags = range_tags(str(partition_key(first, group.first)), str(partition_key(last, group.last)))
+        return ui.launch_run(SHOP_SHIFT_JOB, tags), time.perf_counter()
 
-        running = {next_run(group): group for group in groups}
-        while running:
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                group = running.pop(future)
-                done = future.result()
-                outcomes[group].runs += done.runs
-                outcomes[group].peak_rss_mib = max(outcomes[group].peak_rss_mib, done.peak_rss_mib)
-                if done.succeeded and waiting[group]:
-                    running[next_run(group)] = group
+    running = {group: launch(group) for group in groups}
+    while running:
+        for group, (run_id, launched) in list(running.items()):
+            status = ui.run_status(run_id)
+            if status not in RUN_FINISHED:
+                continue
+            seconds = time.perf_counter() - launched  # bookkeeping: the run's wall time, queue included
+            outcome = ui.run(run_id)
+            cause = "" if outcome.success else outcome.failure()
+            outcomes[group].runs.append((run_id, outcome.success, seconds, cause))
+            if not quiet:
+                print(f"{group}: run {run_id[:8]} {'done' if outcome.success else 'FAILED'} in {seconds:.1f} s",
+                      flush=True)
+            del running[group]
+            if outcome.success and waiting[group]:
+                running[group] = launch(group)
+        time.sleep(0.25)
     return [outcomes[group] for group in groups]
 
 
@@ -211,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="YYYY-MM-DD (default: the world's first day)")
     parser.add_argument("--days", type=int, default=7, help="how many days (default 7)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes, one shop group each (default: the machine's cores)")
+                        help="shop groups side by side, a run of each in flight (default: the machine's cores; "
+                             "the run queue's max_concurrent_runs caps them)")
     parser.add_argument("--days-per-run", type=int, default=7, help="days per run of a shop group (default 7)")
     args = parser.parse_args(argv)
     try:
@@ -227,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()  # bookkeeping: the command's wall time for its summary
         with local_stack(world, command="make backfill") as stack:
             preflight(world, stack.resources)
-            groups = backfill(world, stack, first_day, args.days, args.workers, args.days_per_run)
+            with dagster_on(stack, "make-backfill") as ui:
+                groups = backfill(world, ui, first_day, args.days, args.workers, args.days_per_run)
             seconds = time.perf_counter() - started
             found = totals(world, stack, first_day, last_day)
     except ConfigError as exc:
@@ -237,11 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                                         for d in range(args.days))
     failed = [(g, r) for g in groups for r in g.runs if not r[1]]
     print(f"\nBackfilled {first_day} .. {last_day}: {len(world.shops)} shops, {partitions:,} shop x shift partitions, "
-          f"{len(groups)} worker(s), {sum(len(g.runs) for g in groups)} runs, {seconds:.1f} s "
+          f"{len(groups)} shop group(s), {sum(len(g.runs) for g in groups)} runs, {seconds:.1f} s "
           f"({partitions / seconds:.1f} partitions/s)")
     print(f"  receipts: {found.receipts:,} in the shop databases, {found.reported_receipts:,} reported to ClickHouse")
     print(f"  revenue: {found.revenue:,.2f} EUR in the shop databases, {found.reported_revenue:,.2f} EUR reported")
-    print(f"  peak memory per worker: {', '.join(f'{g.peak_rss_mib:.0f} MiB' for g in groups)}")
     for group, (run_id, _, _, cause) in failed:
         print(f"  {group}: run {run_id} failed: {cause}", file=sys.stderr)
     matches = found.receipts == found.reported_receipts and found.revenue == found.reported_revenue

@@ -1,10 +1,12 @@
 """A client of a running Dagster webserver (``make dev``, compose's), through the GraphQL API its UI
-uses: launch a backfill of partitions, follow it, re-execute it from failure. And ``make dev`` started
-as a process for as long as a caller needs it (the benchmarks, the tests)."""
+uses: launch runs and backfills, follow them, re-execute from failure, read a sensor's ticks and a
+run's outcome. And ``dagster dev`` (or ``make dev``) started as a process for as long as a caller
+needs it: the commands (``make day``, ``make live``, ``make backfill``), the benchmarks, the tests."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -16,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from rossmann_local.local.instance import instance_home
+from rossmann_local.local.processes import die_with_parent
+from rossmann_local.local.stack import LocalStack
+from rossmann_local.settings import data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FINISHED = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
@@ -65,12 +72,114 @@ query($id: ID!) {
     ... on PythonError { message }
   }
 }"""
+
+ERROR = "error { className message errorChain { error { className message } } }"
+METADATA = """metadataEntries { label __typename ... on IntMetadataEntry { intValue intRepr }
+  ... on FloatMetadataEntry { floatValue } ... on TextMetadataEntry { text }
+  ... on JsonMetadataEntry { jsonString } }"""
+RUN_OUTCOME = """
+query($id: ID!, $after: String) {
+  runOrError(runId: $id) {
+    __typename
+    ... on Run { runId status jobName startTime endTime tags { key value }
+      eventConnection(afterCursor: $after, limit: 5000) { cursor hasMore events { __typename
+        ... on ExecutionStepFailureEvent { stepKey ERROR }
+        ... on ExecutionStepOutputEvent { stepKey outputName METADATA }
+        ... on AssetCheckEvaluationEvent { evaluation { checkName success severity description } }
+      } } }
+    ... on PythonError { message }
+  }
+}""".replace("ERROR", ERROR).replace("METADATA", METADATA)
+
+RUNS = """
+query($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId status jobName startTime endTime tags { key value } } }
+    ... on PythonError { message }
+  }
+}"""
+
+SENSOR = """
+query($selector: SensorSelector!, $limit: Int) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status
+      typeSpecificData { ... on SensorData { lastCursor } }
+      ticks(limit: $limit) { timestamp endTimestamp status runIds skipReason error { message } } } }
+    ... on PythonError { message }
+  }
+}"""
+
+SENSOR_ID = """
+query($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) { __typename ... on Sensor { id } ... on PythonError { message } }
+}"""
+
+STOP_SENSOR = """
+mutation($id: String!) {
+  stopSensor(id: $id) { __typename ... on StopSensorMutationResult { instigationState { status } }
+    ... on PythonError { message } }
+}"""
+
+SET_SENSOR = """
+mutation($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) { __typename ... on Sensor { sensorState { status } }
+    ... on PythonError { message } }
+}"""
 RUN_FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 CODE_LOCATION, REPOSITORY = "rossmann_local", "__repository__"
 
 
 class DagsterUIError(RuntimeError):
     """The webserver answered with an error, or not in time."""
+
+
+class RunOutcome:
+    """What the UI's run page shows of a finished run, as read through GraphQL."""
+
+    def __init__(self, run: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        self.run_id, self.status, self.job = run["runId"], run["status"], run["jobName"]
+        self.start_time, self.end_time = run["startTime"], run["endTime"]
+        self.tags = {t["key"]: t["value"] for t in run["tags"]}
+        self.events = events
+
+    @property
+    def success(self) -> bool:
+        return self.status == "SUCCESS"
+
+    def output(self, step: str, output: str = "result") -> dict[str, Any] | None:
+        """An output's metadata, each entry as its value (``None`` when the step did not yield it)."""
+        for event in self.events:
+            if (event["__typename"] == "ExecutionStepOutputEvent" and event["stepKey"] == step
+                    and event["outputName"] == output):
+                return {entry["label"]: _metadata_value(entry) for entry in event["metadataEntries"]}
+        return None
+
+    def check_evaluations(self) -> list[dict[str, Any]]:
+        return [e["evaluation"] for e in self.events if e["__typename"] == "AssetCheckEvaluationEvent"]
+
+    def failure(self) -> str:
+        """The root cause of the first failed step, as one line."""
+        for event in self.events:
+            if event["__typename"] == "ExecutionStepFailureEvent" and event["error"]:
+                chain = [event["error"], *(link["error"] for link in event["error"]["errorChain"])]
+                root = chain[-1]
+                return f"{event['stepKey']}: {root['className']}: {root['message'].strip().splitlines()[0]}"
+        return f"run {self.status.lower()}"
+
+
+def _metadata_value(entry: dict[str, Any]) -> Any:
+    kind = entry["__typename"]
+    if kind == "IntMetadataEntry":
+        return entry["intValue"] if entry["intValue"] is not None else int(entry["intRepr"])
+    if kind == "FloatMetadataEntry":
+        return entry["floatValue"]
+    if kind == "TextMetadataEntry":
+        return entry["text"]
+    if kind == "JsonMetadataEntry":
+        return json.loads(entry["jsonString"])
+    return None
 
 
 class DagsterUI:
@@ -126,9 +235,103 @@ class DagsterUI:
             raise DagsterUIError(f"the run was not launched: {answer}")
         return answer["run"]["runId"]
 
+    def launch_run(self, job: str, tags: dict[str, str], assets: Sequence[str] | None = None,
+                   run_config: dict[str, Any] | None = None) -> str:
+        """A run of ``job`` (of the named ``assets`` only, with their checks) with ``tags``, through the run
+        queue, as the launchpad sends it; the run's id."""
+        selector: dict[str, Any] = {"repositoryLocationName": CODE_LOCATION, "repositoryName": REPOSITORY,
+                                    "jobName": job}
+        if assets is not None:
+            selector["assetSelection"] = [{"path": [asset]} for asset in assets]
+        params: dict[str, Any] = {"selector": selector,
+                                  "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}}
+        if run_config is not None:
+            params["runConfigData"] = run_config
+        answer = self.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+        if answer["__typename"] != "LaunchRunSuccess":
+            raise DagsterUIError(f"the run of {job} was not launched: {answer}")
+        return answer["run"]["runId"]
+
+    def run(self, run_id: str) -> RunOutcome:
+        """The run's status, times, tags, failed steps, outputs' metadata and check evaluations."""
+        events: list[dict[str, Any]] = []
+        after = None
+        while True:
+            answer = self.graphql(RUN_OUTCOME, {"id": run_id, "after": after})["runOrError"]
+            if answer["__typename"] != "Run":
+                raise DagsterUIError(f"run {run_id}: {answer}")
+            connection = answer["eventConnection"]
+            events += connection["events"]
+            if not connection["hasMore"]:
+                break
+            after = connection["cursor"]
+        return RunOutcome(answer, events)
+
+    def runs(self, *, job: str | None = None, tags: dict[str, str] | None = None,
+             created_after: float | None = None) -> list[dict[str, Any]]:
+        """Runs (newest first) of ``job``, with ``tags``, created after a Unix time."""
+        where: dict[str, Any] = {}
+        if job:
+            where["pipelineName"] = job
+        if tags:
+            where["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
+        if created_after is not None:
+            where["createdAfter"] = created_after
+        answer = self.graphql(RUNS, {"filter": where})["runsOrError"]
+        if answer["__typename"] != "Runs":
+            raise DagsterUIError(f"runs: {answer}")
+        return answer["results"]
+
+    def sensor(self, name: str, ticks: int = 5) -> dict[str, Any]:
+        """The sensor's state: ``status``, ``typeSpecificData.lastCursor``, its newest ``ticks``."""
+        answer = self.graphql(SENSOR, {"selector": self._sensor_selector(name), "limit": ticks})["sensorOrError"]
+        if answer["__typename"] != "Sensor":
+            raise DagsterUIError(f"sensor {name}: {answer}")
+        return answer["sensorState"]
+
+    def sensor_cursor(self, name: str) -> str | None:
+        return (self.sensor(name, ticks=0)["typeSpecificData"] or {}).get("lastCursor")
+
+    def start_sensor(self, name: str) -> None:
+        """The sensor page's switch, turned on."""
+        answer = self.graphql(SET_SENSOR, {"selector": self._sensor_selector(name)})["startSensor"]
+        if answer["__typename"] != "Sensor":
+            raise DagsterUIError(f"sensor {name} was not started: {answer}")
+
+    def stop_sensor(self, name: str) -> None:
+        """The sensor page's switch, turned off."""
+        found = self.graphql(SENSOR_ID, {"selector": self._sensor_selector(name)})["sensorOrError"]
+        if found["__typename"] != "Sensor":
+            raise DagsterUIError(f"sensor {name}: {found}")
+        answer = self.graphql(STOP_SENSOR, {"id": found["id"]})["stopSensor"]
+        if answer["__typename"] != "StopSensorMutationResult":
+            raise DagsterUIError(f"sensor {name} was not stopped: {answer}")
+
+    def wait_for_tick(self, name: str, after: float, timeout: float = 120) -> dict[str, Any]:
+        """The sensor's first finished tick that started after the Unix time ``after``: the daemon's
+        evaluation that saw everything written before it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            finished = [t for t in self.sensor(name)["ticks"]
+                        if t["timestamp"] > after and t["status"] in ("SUCCESS", "SKIPPED", "FAILURE")]
+            if finished:
+                return min(finished, key=lambda t: t["timestamp"])
+            if time.monotonic() > deadline:
+                raise DagsterUIError(f"the daemon did not tick sensor {name} within {timeout} s")
+            time.sleep(0.25)
+
+    def _sensor_selector(self, name: str) -> dict[str, str]:
+        return {"repositoryLocationName": CODE_LOCATION, "repositoryName": REPOSITORY, "sensorName": name}
+
+    def run_status(self, run_id: str) -> str:
+        answer = self.graphql(RUN_STATUS, {"id": run_id})["runOrError"]
+        if answer["__typename"] != "Run":
+            raise DagsterUIError(f"run {run_id}: {answer}")
+        return answer["status"]
+
     def wait_for_run(self, run_id: str, timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout
-        while (status := self.graphql(RUN_STATUS, {"id": run_id})["runOrError"]["status"]) not in RUN_FINISHED:
+        while (status := self.run_status(run_id)) not in RUN_FINISHED:
             if time.monotonic() > deadline:
                 raise DagsterUIError(f"run {run_id} did not finish within {timeout} s ({status})")
             time.sleep(0.25)
@@ -146,26 +349,58 @@ def running_dev(env: dict[str, str], log_path: Path, timeout: float = 180) -> It
     """``python -m rossmann_local.local.dev`` (what ``make dev`` runs) with ``env``, its output in
     ``log_path``; yields a client once the webserver answers, and stops it all on the way out."""
     port = free_port()
+    command = [sys.executable, "-m", "rossmann_local.local.dev", "-h", "127.0.0.1", "-p", str(port)]
+    with _serving(command, env, REPO_ROOT, port, log_path, timeout, signal.SIGTERM) as ui:
+        yield ui  # dev stops dagster dev, the broker and itself on SIGTERM
+
+
+@contextlib.contextmanager
+def running_dagster_dev(env: dict[str, str], log_path: Path, timeout: float = 180) -> Iterator[DagsterUI]:
+    """``dagster dev`` (webserver, daemon and code server) on the repo's workspace with ``env`` (which
+    names ``DAGSTER_HOME`` and the parts the code location uses), for a command that started those
+    parts itself; its output in ``log_path``. Stopped with SIGINT, as Ctrl-C stops it."""
+    port = free_port()
+    command = [sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
+               "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    # It runs in DAGSTER_HOME, so it does not take the repository's dagster.yaml (compose's instance) for its own.
+    with _serving(command, env, Path(env["DAGSTER_HOME"]), port, log_path, timeout, signal.SIGINT,
+                  die_with_parent) as ui:
+        yield ui
+
+
+@contextlib.contextmanager
+def dagster_on(stack: LocalStack, log_name: str, **extra_env: str) -> Iterator[DagsterUI]:
+    """``dagster dev`` on the local stack and the instance under the data dir (``DAGSTER_HOME`` if set),
+    its log in the data dir as ``<log_name>.dagster.log``: the engine a command drives."""
+    home = instance_home()
+    with running_dagster_dev(stack.code_location_env(home, **extra_env), data_dir() / f"{log_name}.dagster.log") as ui:
+        yield ui
+
+
+@contextlib.contextmanager
+def _serving(command: list[str], env: dict[str, str], cwd: Path, port: int, log_path: Path, timeout: float,
+             stop_signal: signal.Signals, preexec: Any = None) -> Iterator[DagsterUI]:
     with log_path.open("w") as log:
-        dev = subprocess.Popen([sys.executable, "-m", "rossmann_local.local.dev", "-h", "127.0.0.1", "-p", str(port)],
-                               env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True, preexec_fn=preexec)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
-            if dev.poll() is not None:
-                raise DagsterUIError(f"make dev exited with {dev.returncode}:\n{log_path.read_text()[-3000:]}")
+            if process.poll() is not None:
+                raise DagsterUIError(f"{' '.join(command[1:4])} exited with {process.returncode}:\n"
+                                     f"{log_path.read_text()[-3000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise DagsterUIError(f"the webserver did not answer within {timeout} s:\n"
                                      f"{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+            time.sleep(0.2)
         yield DagsterUI(url)
     finally:
-        dev.send_signal(signal.SIGTERM)  # dev stops dagster dev, the broker and itself
+        process.send_signal(stop_signal)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            dev.wait(timeout=90)
+            process.wait(timeout=90)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(dev.pid, signal.SIGKILL)  # whatever of the group is left
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left

@@ -1,14 +1,16 @@
-"""The main command: one simulated day of every shop, run through Dagster on the no-service defaults.
+"""The main command: one simulated day of every shop, run by Dagster's own engine on the no-service defaults.
 
 ``python -m rossmann_local.local.day [--day YYYY-MM-DD]`` (``make day``) starts the local stack (a
-Kafka broker and the stand-in Sync API on loopback, unless the environment names its own), uses the
-Dagster instance under ``ROSSMANN_DATA_DIR`` (unless ``DAGSTER_HOME`` is set), and runs
-``shop_shift_job`` once per shift over every shop (sync, deliveries, sales, stock messages, reports
-to ClickHouse). Between the shifts the chain changes its catalogue (``chain_admin``); the changes
-travel through Kafka, and the catalogue sensor, ticked here with the cursor the daemon keeps in the
-instance, requests the upsert runs that apply them. It prints a per-shop summary read back from the
-shop databases, ClickHouse's totals beside them, and what streaming did. Re-running a day replaces
-it, never doubles it.
+Kafka broker and the stand-in Sync API on loopback, unless the environment names its own) and
+``dagster dev`` (webserver, daemon, code server) on the instance under ``ROSSMANN_DATA_DIR`` (unless
+``DAGSTER_HOME`` is set). It is a client of that engine, through the GraphQL API the UI uses: it
+launches ``shop_shift_job`` once per shift over every shop (the run queue and run launcher run it),
+and between the shifts the chain changes its catalogue in the stand-in; the changes travel through
+Kafka, and the daemon's catalogue sensor requests the upsert runs that apply them. A late version
+the scenario enters after the day is re-sold by ``sold_again_sensor``, and ``day_answers_sensor``
+materializes the expected answers once the day's reports are in: the command waits for their ticks
+and runs. It prints a per-shop summary read back from the shop databases, ClickHouse's totals beside
+them, and what streaming did. Re-running a day replaces it, never doubles it.
 """
 
 from __future__ import annotations
@@ -16,23 +18,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import date, datetime
-from typing import Any
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
-import dagster as dg
-
-from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.partitions import partition_key, range_tags
-from rossmann_local.defs.scenario_assets import day_asset
+from rossmann_local.defs import SHOP_SHIFT_JOB
+from rossmann_local.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key, range_tags, shop_and_shift
+from rossmann_local.defs.scenario_assets import DAY_SENSOR
+from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB, RUN_KEY_TAG, RUN_KIND_TAG, SOLD_AGAIN_SENSOR
 from rossmann_local.domain.catalogue_changes import PROMOTIONS, CatalogueChange
 from rossmann_local.domain.scenario import Scenario, day_changes, plan_day
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
-from rossmann_local.domain.world import Shop, World
+from rossmann_local.domain.world import World
 from rossmann_local.local import chain_admin
-from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR, CatalogueSensorDriver
 from rossmann_local.local.chain_admin import inject_stream_faults
-from rossmann_local.local.instance import InstanceSensorCursor, managed_instance
+from rossmann_local.local.dagster_ui import DagsterUI, RunOutcome, dagster_on
 from rossmann_local.local.processes import GracefulStop, StopRequested
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.local.summary import ShopDay, Streaming, format_summary, read_shop_days
@@ -44,11 +46,14 @@ from rossmann_local.shop.stock import settle_and_verify
 from rossmann_local.shop_db import ledger
 from rossmann_local.sync_api.store import CatalogueStore
 
+CATALOGUE_SENSOR = "catalogue_changes_sensor"
+# The per-day assets the day sensor materializes (Dagster's implicit job of all assets runs a selection).
+DAY_ASSETS = ("scenario_ledger", "expected_answers")
+ASSET_JOB = "__ASSET_JOB"
 # make day runs far faster than the clock: a scenario's broker pause of N simulated minutes holds the
 # broker for N x 0.2 s of wall time, long enough to cover the shift's first Kafka work.
 PAUSE_SECONDS_PER_SIMULATED_MINUTE = 0.2
-# The summary reports failed runs with their cause; Dagster's console log would repeat each with stack traces.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+T = TypeVar("T")
 
 
 def preflight(world: World, resources: dict[str, Any]) -> None:
@@ -62,115 +67,85 @@ def preflight(world: World, resources: dict[str, Any]) -> None:
         pass
 
 
-def first_failure(result: dg.ExecuteInProcessResult) -> str:
-    """The root cause of the first failed step, as one line."""
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            while error.cause is not None:
-                error = error.cause
-            return f"{event.step_key}: {error.cls_name}: {error.message.strip().splitlines()[0]}"
-    return "run failed"
-
-
-def run_shifts(job: dg.JobDefinition, instance: dg.DagsterInstance, world: World, first: ShiftWindow,
-               last: ShiftWindow, assets: list[str] | None = None, *, first_shop: Shop | None = None,
-               last_shop: Shop | None = None) -> dg.ExecuteInProcessResult:
-    """Every shop's shifts from ``first`` to ``last`` in one run (of the named ``assets`` only, if
-    given; of the shops from ``first``/``last`` shop only, if given): what a backfill launches under
-    the assets' single-run backfill policy, one run for the whole range instead of a process per
-    partition."""
-    first_shop = first_shop or world.shops[0]
-    last_shop = last_shop or world.shops[-1]
-    tags = range_tags(str(partition_key(first, first_shop.shop_id)), str(partition_key(last, last_shop.shop_id)))
-    selection = [dg.AssetKey(name) for name in assets] if assets else None
-    return job.execute_in_process(instance=instance, tags=tags, run_config=QUIET_RUN_CONFIG, raise_on_error=False,
-                                  asset_selection=selection)
-
-
-def run_day(world: World, day: date, resources: dict[str, Any], instance: dg.DagsterInstance,
-            feed: Callable[[int], None] | None = None, stop: GracefulStop | None = None,
-            check: Callable[[], None] | None = None,
-            after_shifts: Callable[[], set[tuple[int, datetime]]] | None = None) -> list[ShopDay]:
-    """Every shift of the day for every shop: one run of the partitioned job per shift, covering all
-    shops. ``feed(i)`` runs before shift ``i`` (catalogue changes and their upsert runs). With
-    ``stop``, the work runs where a signal cannot interrupt it, and a stop request ends the day
-    between shifts (``StopRequested``). ``check()`` runs before each shift and before a failed shift
-    is run again shop by shop; it raises to end the day (e.g. the local broker died)."""
-    job = build_definitions(world, resources).resolve_job_def(SHOP_SHIFT_JOB)
-    days = {s.shop_id: ShopDay(s.shop_id, s.city) for s in world.shops}
-    shifts = shifts_of_day(world, day)
-
-    def call(work: Callable[[], Any]) -> Any:
-        return stop.call(work) if stop is not None else work()
-
-    def run(shift: ShiftWindow, first: Shop, last: Shop) -> dg.ExecuteInProcessResult:
-        return call(lambda: run_shifts(job, instance, world, shift, shift, first_shop=first, last_shop=last))
-
-    for index, shift in enumerate(shifts):
-        if stop is not None:
-            stop.check(f"before the shift of {shift.start:%Y-%m-%d %H:%M} (the shifts before it are complete)")
-        if check is not None:
-            check()
-        if feed is not None:
-            call(lambda index=index: feed(index))
-        result = run(shift, world.shops[0], world.shops[-1])
-        outcomes = {shop.shop_id: result for shop in world.shops}
-        if not result.success and check is not None:
-            check()
-        if not result.success and len(world.shops) > 1:
-            # One shop's failure fails only that shop's partitions: the shift runs again shop by shop
-            # (every step is idempotent), so the others' partitions are materialized by runs of their own.
-            outcomes = {shop.shop_id: run(shift, shop, shop) for shop in world.shops}
-        for shop_id, outcome in outcomes.items():
-            if outcome.success:
-                days[shop_id].runs_ok += 1
-            else:
-                days[shop_id].runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M}: {first_failure(outcome)}")
-    if after_shifts is not None:
-        # A late catalogue version fell into shifts sold already: each such shop's shifts are sold
-        # again from the first one touched, in order (a later shift opens with the stock it leaves).
-        touched = call(after_shifts)
-        for shop in world.shops:
-            starts = [start for shop_id, start in touched if shop_id == shop.shop_id]
-            for shift in [s for s in shifts if starts and s.start >= min(starts)]:
-                outcome = run(shift, shop, shop)
-                days[shop.shop_id].shifts_sold_again += 1
-                if not outcome.success:
-                    days[shop.shop_id].runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M} (sold again): "
-                                                          f"{first_failure(outcome)}")
-    # The summary counts what the topic holds: every stock message is read back once the broker had
-    # time to keep it, and what it lost is sent again.
-    working = [shop_id for shop_id, shop_day in days.items() if shop_day.runs_ok]
-    checked = settle_and_verify(working, resources["shop_databases"], resources["kafka"])
-    for shop_id, lost in checked.lost_by_shop.items():
-        days[shop_id].stock_parts_resent = lost
-    read_shop_days(world, resources["shop_databases"], resources["clickhouse"], day, shifts, days)
-    return list(days.values())
-
-
 class BrokerLost(ConfigError):
     """The local broker died during the day: the day stops at once, saying so."""
 
 
-class CatalogueDemo:
-    """The chain's side during the day: catalogue changes through the stand-in's outbox to Kafka,
-    then a sensor tick and its upsert runs, as the daemon would do them."""
+class DayThroughDagster:
+    """One day of the chain, driven through a running Dagster: the runs it launches, the sensors'
+    ticks and runs it waits for, and the chain's side (catalogue changes, a scenario's faults) it
+    plays in the local stack between them."""
 
-    def __init__(self, stack: LocalStack, instance: dg.DagsterInstance, scenario: Scenario | None = None) -> None:
-        self.stack, self.scenario = stack, scenario
-        self.sensor = CatalogueSensorDriver(build_definitions(stack.world, stack.resources), instance,
-                                            InstanceSensorCursor(instance, CATALOGUE_SENSOR), QUIET_RUN_CONFIG)
+    def __init__(self, stack: LocalStack, ui: DagsterUI, day: date, scenario: Scenario | None = None,
+                 stop: GracefulStop | None = None) -> None:
+        self.stack, self.ui, self.day, self.scenario, self.stop = stack, ui, day, scenario, stop
+        self.world = stack.world
+        self.shifts = shifts_of_day(self.world, day)
+        self.days = {s.shop_id: ShopDay(s.shop_id, s.city) for s in self.world.shops}
         self.streaming = Streaming()
-        self.touched: set[tuple[int, datetime]] = set()  # (shop, shift start) a late version fell into
+        self.streaming.outcome = Counter()
+        self.started = time.time()  # wall clock: which runs and ticks are this command's
+        self.last_shift_end = 0.0  # when the day's last shop x shift run ended (Unix time)
+        self.touched = 0  # sold shifts the upsert runs found a late version falling into
 
-    def publish(self, day: date) -> None:
+    def call(self, work: Callable[[], T]) -> T:
+        return self.stop.call(work) if self.stop is not None else work()
+
+    def finished(self, run_id: str) -> RunOutcome:
+        self.ui.wait_for_run(run_id, timeout=900)
+        return self.ui.run(run_id)
+
+    def run_day(self) -> list[ShopDay]:
+        for index, shift in enumerate(self.shifts):
+            if self.stop is not None:
+                self.stop.check(f"before the shift of {shift.start:%Y-%m-%d %H:%M} (the shifts before it are complete)")
+            self.check_broker()
+            self.call(lambda index=index: self.before_shift(index))
+            self.call(lambda shift=shift: self.sell(shift))
+        self.call(self.after_shifts)
+        self.call(self.check_expected)
+        return self.read_back()
+
+    def sell(self, shift: ShiftWindow) -> None:
+        """The shift of every shop in one run; when it fails, the shift again shop by shop (every step
+        is idempotent), so one shop's failure fails only that shop's partitions."""
+        shops = self.world.shops
+        first, last = partition_key(shift, shops[0].shop_id), partition_key(shift, shops[-1].shop_id)
+        outcome = self.finished(self.ui.launch_run(SHOP_SHIFT_JOB, range_tags(str(first), str(last))))
+        outcomes = {shop.shop_id: outcome for shop in shops}
+        if not outcome.success:
+            self.check_broker()
+            if len(shops) > 1:
+                launched = {shop.shop_id: self.ui.launch_partition_run(
+                    SHOP_SHIFT_JOB, str(key := partition_key(shift, shop.shop_id)), key.keys_by_dimension)
+                    for shop in shops}
+                outcomes = {shop_id: self.finished(run_id) for shop_id, run_id in launched.items()}
+        for shop_id, result in outcomes.items():
+            if result.success:
+                self.days[shop_id].runs_ok += 1
+            else:
+                self.days[shop_id].runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M}: {result.failure()}")
+            self.last_shift_end = max(self.last_shift_end, result.end_time or time.time())
+
+    def before_shift(self, index: int) -> None:
+        """Before the afternoon, the chain publishes the day's promotion (and a malformed message),
+        and the catalogue sensor's upsert runs apply them; a scenario's outages start with their shift."""
+        if index == 1:
+            since = time.time()
+            self.publish()
+            if self.scenario is None:  # a scenario brings its own malformed messages, in its ledger
+                chain_admin.inject_malformed_message(self.stack.kafka)
+            self.apply_catalogue(since)
+        if self.scenario is not None:
+            self.begin_outages(index)
+
+    def publish(self) -> None:
         store = self.stack.store
         if store is None:
             return  # an external Sync API: its own admin side changes its catalogue
-        plan = plan_day(self.scenario, self.stack.world, day) if self.scenario is not None else None
+        plan = plan_day(self.scenario, self.world, self.day) if self.scenario is not None else None
         # A scenario's late changes are held back until the day's shifts are sold (``after_shifts``).
-        changes = plan.changes if plan is not None else day_changes(None, self.stack.world, day)
+        changes = plan.changes if plan is not None else day_changes(None, self.world, self.day)
         self.enter(store, changes)
         if plan is not None:
             self.streaming.scenario_faults = inject_stream_faults(store, self.stack.kafka, plan.faults)
@@ -182,88 +157,133 @@ class CatalogueDemo:
         while store.unpublished() and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def check_expected(self, day: date) -> None:
-        """The day's expected answers, materialized as the ``expected_answers`` asset's partition, and
-        its check's verdict on the reports."""
-        expected = day_asset(self.stack.world, "expected_answers")
-        resources = {name: self.stack.resources[name] for name in ("sync_api", "clickhouse", "shop_databases")}
-        result = dg.materialize([expected], partition_key=day.isoformat(), instance=self.sensor.instance,
-                                resources=resources, run_config=QUIET_RUN_CONFIG, raise_on_error=False)
-        if not result.success:
-            self.streaming.failed_runs.append(f"expected_answers {day}: {first_failure(result)}")
-            return
-        [evaluation] = result.get_asset_check_evaluations()
-        # A warning (a day run without the days before it) is said, and does not fail the day.
-        warning = evaluation.severity == dg.AssetCheckSeverity.WARN
-        self.streaming.expected = ("" if evaluation.passed or warning else "FAILED: ") + (evaluation.description or "")
-        self.streaming.expected_passed = evaluation.passed or warning
-
-    def write_ledger(self, day: date, ledger: ScenarioLedger) -> None:
-        """The day's scenario ledger, materialized as the ``scenario_ledger`` asset's partition."""
-        if self.scenario is None:
-            return
-        result = dg.materialize([day_asset(self.stack.world, "scenario_ledger")], partition_key=day.isoformat(),
-                                instance=self.sensor.instance, resources={"scenario_ledger": ledger},
-                                run_config=QUIET_RUN_CONFIG, raise_on_error=False)
-        if not result.success:
-            self.streaming.failed_runs.append(f"scenario_ledger {day}: {first_failure(result)}")
-            return
-        self.streaming.scenario = f"{self.scenario.name} (seed {self.scenario.seed})"
-        self.streaming.ledger_counts = ledger.counts(day)
-        self.streaming.ledger_table = ledger.describe()
-
-    def apply(self) -> None:
-        for request, run in self.sensor.tick_and_run():
+    def apply_catalogue(self, since: float) -> None:
+        """The catalogue sensor's first tick after everything was published, and every upsert run it
+        (or a tick before it) requested since ``since``, waited for."""
+        self.ui.wait_for_tick(CATALOGUE_SENSOR, after=time.time())
+        for run in reversed(self.ui.runs(job=CATALOGUE_UPSERT_JOB, created_after=since)):
+            outcome = self.finished(run["runId"])
             self.streaming.upsert_runs += 1
-            if not run.success:
-                self.streaming.failed_runs.append(f"{request.run_key}: {first_failure(run)}")
+            if not outcome.success:
+                self.streaming.failed_runs.append(f"{outcome.tags.get(RUN_KEY_TAG, outcome.run_id)}: "
+                                                  f"{outcome.failure()}")
                 continue
-            self.streaming.outcome.update(run.output_for_node("apply_catalogue_changes"))
-            self.touched.update((shop_id, datetime.fromisoformat(start)) for shop_id, start in
-                                run.output_for_node("apply_catalogue_changes", "sold_shifts_touched"))
+            result = outcome.output("apply_catalogue_changes") or {}
+            self.streaming.outcome.update({k: v for k, v in result.items() if isinstance(v, int)})
+            touched = outcome.output("apply_catalogue_changes", "sold_shifts_touched") or {}
+            self.touched += len(touched.get("shifts", []))
 
-    def before_shift(self, day: date, index: int) -> None:
-        """Before the afternoon, the chain publishes the day's promotion (and a malformed message);
-        before every shift, the sensor ticks and its upsert runs apply what arrived."""
-        if index == 1:
-            self.publish(day)
-            if self.scenario is None:  # a scenario brings its own malformed messages, in its ledger
-                chain_admin.inject_malformed_message(self.stack.kafka)
-        self.apply()
-        if self.scenario is not None:
-            self.begin_outages(day, index)
-
-    def after_shifts(self, day: date) -> set[tuple[int, datetime]]:
-        """After the day's shifts: the scenario's late changes entered (dated when they took effect),
-        and applied; returns the sold shifts they fall into, to be sold again."""
+    def after_shifts(self) -> None:
+        """After the day's shifts: the scenario's late changes entered (dated when they took effect)
+        and applied; the sold shifts they fall into are sold again by the daemon's sold-again sensor."""
         store = self.stack.store
         if self.scenario is None or store is None:
-            return set()
-        late = plan_day(self.scenario, self.stack.world, day).late
+            return
+        late = plan_day(self.scenario, self.world, self.day).late
         if not late:
-            return set()
+            return
+        self.wait_until_watching(SOLD_AGAIN_SENSOR)
+        since = time.time()
         self.enter(store, late)
-        self.apply()
-        touched, self.touched = self.touched, set()
-        return touched
+        self.apply_catalogue(since)
+        if not self.touched:
+            return
+        if self.ui.sensor(SOLD_AGAIN_SENSOR, ticks=0)["status"] != "RUNNING":
+            self.streaming.applied.append(f"{self.touched} sold shop x shifts a late version fell into were not sold "
+                                          f"again: {SOLD_AGAIN_SENSOR} is switched off")
+            return
+        self.ui.wait_for_tick(SOLD_AGAIN_SENSOR, after=time.time())
+        for run in reversed(self.ui.runs(tags={RUN_KIND_TAG: "sold_again"}, created_after=since)):
+            outcome = self.finished(run["runId"])
+            shop, first = shop_and_shift(self.world, outcome.tags[RANGE_START_TAG])
+            _, last = shop_and_shift(self.world, outcome.tags[RANGE_END_TAG])
+            sold_again = [s for s in self.shifts if first.start <= s.start <= last.start]
+            self.days[shop.shop_id].shifts_sold_again += len(sold_again)
+            if not outcome.success:
+                self.days[shop.shop_id].runs_failed.append(f"{first.start:%Y-%m-%d %H:%M} (sold again): "
+                                                           f"{outcome.failure()}")
+            self.last_shift_end = max(self.last_shift_end, outcome.end_time or time.time())
 
-    def begin_outages(self, day: date, index: int) -> None:
+    def wait_until_watching(self, sensor: str, timeout: float = 120) -> str:
+        """The sensor's cursor, once its first tick set one (a first tick only starts watching)."""
+        deadline = time.monotonic() + timeout
+        while (cursor := self.ui.sensor_cursor(sensor)) is None:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the daemon did not tick {sensor} within {timeout} s (is the daemon running?)")
+            time.sleep(0.25)
+        return cursor
+
+    def check_expected(self) -> None:
+        """The day's expected answers and scenario ledger, as ``day_answers_sensor`` materializes them once
+        the day's reports are in (waited for), or launched here when the sensor has done this day before
+        (a day run again), the days before it are not done or it does not take the day within 30 s; then
+        the check's verdict on the reports."""
+        outcome = None
+        if self.wait_until_watching(DAY_SENSOR) == (self.day - timedelta(days=1)).isoformat():
+            # Its ticks come every 5 s; one that has not taken the day by then is off, or failing.
+            deadline = time.monotonic() + 30
+            while (self.ui.sensor_cursor(DAY_SENSOR) or "") < self.day.isoformat() and time.monotonic() < deadline:
+                time.sleep(0.25)
+            partition = {"dagster/partition": self.day.isoformat()}
+            runs = [r for r in self.ui.runs(tags=partition, created_after=self.started)
+                    if any(t["key"] == "dagster/sensor_name" and t["value"] == DAY_SENSOR for t in r["tags"])]
+            if runs:
+                outcome = self.finished(runs[0]["runId"])
+                if (outcome.start_time or 0) < self.last_shift_end:
+                    outcome = None  # it ran before a shift was sold again: its check saw the earlier reports
+        if outcome is None:
+            outcome = self.finished(self.ui.launch_run(ASSET_JOB, {"dagster/partition": self.day.isoformat()},
+                                                       assets=DAY_ASSETS))
+        if not outcome.success:
+            self.streaming.failed_runs.append(f"expected_answers {self.day}: {outcome.failure()}")
+            return
+        [evaluation] = outcome.check_evaluations()
+        # A warning (a day run without the days before it) is said, and does not fail the day.
+        warning = evaluation["severity"] == "WARN"
+        self.streaming.expected = ("" if evaluation["success"] or warning else "FAILED: ") + (
+            evaluation["description"] or "")
+        self.streaming.expected_passed = evaluation["success"] or warning
+
+    def read_back(self) -> list[ShopDay]:
+        """The summary's figures. The summary counts what the topic holds: every stock message is read
+        back once the broker had time to keep it, and what it lost is sent again."""
+        resources = self.stack.resources
+        working = [shop_id for shop_id, shop_day in self.days.items() if shop_day.runs_ok]
+        checked = settle_and_verify(working, resources["shop_databases"], resources["kafka"])
+        for shop_id, lost in checked.lost_by_shop.items():
+            self.days[shop_id].stock_parts_resent = lost
+        read_shop_days(self.world, resources["shop_databases"], resources["clickhouse"], self.day, self.shifts,
+                       self.days)
+        self.streaming.promotion_prices = self.promotion_prices()
+        if self.stack.store is not None and self.stack.store.syncs_refused:
+            self.streaming.applied.append(f"the Sync API refused {self.stack.store.syncs_refused} sync request(s) "
+                                          "(503); the shops' sync retried")
+        return list(self.days.values())
+
+    def write_ledger_summary(self, ledger_resource: ScenarioLedger) -> None:
+        if self.scenario is None:
+            return
+        self.streaming.scenario = f"{self.scenario.name} (seed {self.scenario.seed})"
+        self.streaming.ledger_counts = ledger_resource.counts(self.day)
+        self.streaming.ledger_table = ledger_resource.describe()
+
+    def begin_outages(self, index: int) -> None:
         """A scenario's Sync API outage and broker pause, from this shift's start (its run follows)."""
         scenario, store, broker = self.scenario, self.stack.store, self.stack.broker
         assert scenario is not None
-        if scenario.outage_shift(day) == index and scenario.sync_api_outage:
+        if scenario.outage_shift(self.day) == index and scenario.sync_api_outage:
             if store is None:
                 self.streaming.not_applied.append("the Sync API outage: the Sync API is not the local stand-in")
             else:
                 store.go_down(scenario.sync_api_outage.refused_requests)
-        if scenario.pause_shift(day) == index and scenario.broker_pause:
+        if scenario.pause_shift(self.day) == index and scenario.broker_pause:
             if broker is None:
                 self.streaming.not_applied.append("the broker pause: the broker is not the local one")
             else:
                 seconds = scenario.broker_pause.minutes * PAUSE_SECONDS_PER_SIMULATED_MINUTE
                 broker.pause(seconds)
                 self.streaming.applied.append(f"the broker paused for {seconds:g} s of wall time before the shift "
-                                              f"of {shifts_of_day(self.stack.world, day)[index].start:%H:%M}")
+                                              f"of {self.shifts[index].start:%H:%M}")
 
     def check_broker(self) -> None:
         """Stop the day at once when the local broker died (instead of every run waiting it out)."""
@@ -273,17 +293,17 @@ class CatalogueDemo:
             except RuntimeError as exc:
                 raise BrokerLost(str(exc)) from None
 
-    def promotion_prices(self, day: date) -> list[str]:
+    def promotion_prices(self) -> list[str]:
         """For each promoted product, the unit prices its receipts charged in each shift of one shop of its city."""
         if self.stack.store is None:
             return []
-        world, shop_databases = self.stack.world, self.stack.shop_databases
+        world, shop_databases = self.world, self.stack.shop_databases
         lines = []
         for product_id, city, _factor in PROMOTIONS:
             shop = next(s for s in world.shops if s.city == city)
             with shop_databases.transaction(shop.shop_id) as conn:
                 prices = [[str(p) for p in ledger.unit_prices_charged(conn, shift, product_id)]
-                          for shift in shifts_of_day(world, day)]
+                          for shift in self.shifts]
             lines.append(f"  product {product_id} in {city} (shop {shop.shop_id}): receipts charged "
                          + " then ".join("/".join(p) or "nothing" for p in prices))
         shop_databases.dispose()
@@ -298,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         world = load_world()
-        ledger = ScenarioLedger(scenario=args.scenario) if args.scenario else scenario_ledger_from_env()
-        scenario = ledger.loaded()
+        ledger_resource = ScenarioLedger(scenario=args.scenario) if args.scenario else scenario_ledger_from_env()
+        scenario = ledger_resource.loaded()
         day = args.day or world.start_date
         if not world.start_date <= day <= world.end_date:
             raise ConfigError(f"--day {day} is outside the world's days, {world.start_date} to {world.end_date} "
@@ -307,20 +327,17 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         with GracefulStop() as stop, local_stack(world, command="make day") as stack:
             preflight(world, stack.resources)
-            demo = CatalogueDemo(stack, managed_instance(), scenario)
-            shop_days = run_day(world, day, stack.resources, demo.sensor.instance,
-                                lambda index: demo.before_shift(day, index), stop, demo.check_broker,
-                                lambda: demo.after_shifts(day))
-            demo.streaming.promotion_prices = demo.promotion_prices(day)
-            demo.write_ledger(day, ledger)
-            demo.check_expected(day)
-            if stack.store is not None and stack.store.syncs_refused:
-                demo.streaming.applied.append(f"the Sync API refused {stack.store.syncs_refused} sync request(s) "
-                                              "(503); the shops' sync retried")
+            # The code location's scenario is the command's (a file's path absolute: dagster dev runs elsewhere).
+            extra = {SCENARIO: str(Path(args.scenario).resolve()) if Path(args.scenario).is_file() else args.scenario} \
+                if args.scenario else {}
+            with dagster_on(stack, "make-day", **extra) as ui:
+                chain = DayThroughDagster(stack, ui, day, scenario, stop)
+                shop_days = chain.run_day()
+                chain.write_ledger_summary(ledger_resource)
         summary = format_summary(day, shop_days, time.perf_counter() - started,
-                                 redacted(stack.clickhouse.resolved_dsn()), demo.streaming)
+                                 redacted(stack.clickhouse.resolved_dsn()), chain.streaming)
         print(summary)
-        print(f"Data: {data_dir()}  (Dagster UI on the same data: make dev)")
+        print(f"Data: {data_dir()}  (Dagster UI on the same data, with this day's runs: make dev)")
     except BrokerLost as exc:
         print(f"stopped: {exc}; the shifts before it are complete, run the same command again", file=sys.stderr)
         return 1
@@ -330,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     except StopRequested as exc:
         print(f"{exc}; run the same command again to finish the day", file=sys.stderr)
         return 143
-    failed = (any(d.runs_failed or not d.reports_match for d in shop_days) or demo.streaming.failed_runs
-              or not demo.streaming.expected_passed)
+    failed = (any(d.runs_failed or not d.reports_match for d in shop_days) or chain.streaming.failed_runs
+              or not chain.streaming.expected_passed)
     return 1 if failed else 0
 
 

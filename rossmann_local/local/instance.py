@@ -1,5 +1,4 @@
-"""The Dagster instance of the no-service defaults, and the catalogue sensor's cursor where the
-daemon keeps it.
+"""The Dagster instance of the no-service defaults: its home under the data dir.
 
 The run queue's policy is written once, in the repository's ``dagster.yaml`` (the deployment's
 instance): this instance takes its ``concurrency`` (runs and pools) from there and keeps its own storage
@@ -14,15 +13,6 @@ from typing import Any
 
 import dagster as dg
 import yaml
-from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
-from dagster._core.remote_origin import RemoteInstigatorOrigin, RemoteRepositoryOrigin
-from dagster._core.scheduler.instigation import (
-    InstigatorState,
-    InstigatorStatus,
-    InstigatorType,
-    SensorInstigatorData,
-)
-from dagster._core.workspace.load_target import WorkspaceFileTarget
 
 from rossmann_local.settings import ConfigError, data_dir
 
@@ -67,8 +57,9 @@ def managed_instance_yaml() -> str:
             "# dagster.yaml (its run queue); edits are overwritten.\n" + yaml.safe_dump(config, sort_keys=False))
 
 
-def managed_instance() -> dg.DagsterInstance:
-    """The persistent instance under the data dir (SQLite storage), unless ``DAGSTER_HOME`` names one."""
+def instance_home() -> Path:
+    """``DAGSTER_HOME``: the persistent instance under the data dir (SQLite storage, its dagster.yaml
+    written here), unless the environment names one. Set in this process's environment."""
     if not os.environ.get("DAGSTER_HOME"):
         home = data_dir() / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
@@ -77,40 +68,11 @@ def managed_instance() -> dg.DagsterInstance:
             partial = config.with_suffix(".yaml.partial")
             partial.write_text(wanted)
             partial.replace(config)  # atomic: a crash leaves the old file or the new one, never half
-        os.environ["DAGSTER_HOME"] = str(home)
+        os.environ["DAGSTER_HOME"] = str(home.resolve())
+    return Path(os.environ["DAGSTER_HOME"])
+
+
+def managed_instance() -> dg.DagsterInstance:
+    """The instance of ``instance_home()``, opened in this process (the tests', the benchmarks')."""
+    instance_home()
     return dg.DagsterInstance.get()
-
-
-class InstanceSensorCursor:
-    """A sensor's cursor in the instance's instigator state, found by the sensor's selector (code
-    location, repository, name) as the daemon finds it: a tick evaluated here and the daemon's
-    next tick in ``make dev`` continue from the same offsets."""
-
-    def __init__(self, instance: dg.DagsterInstance, sensor_name: str, workspace: Path = WORKSPACE) -> None:
-        [location] = WorkspaceFileTarget(paths=[str(workspace)]).create_origins()
-        self.instance = instance
-        repository = RemoteRepositoryOrigin(code_location_origin=location, repository_name=SINGLETON_REPOSITORY_NAME)
-        self.origin = RemoteInstigatorOrigin(repository_origin=repository, instigator_name=sensor_name)
-        self.selector_id = self.origin.get_selector().get_id()
-
-    def _state(self) -> InstigatorState | None:
-        return next((s for s in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                     if s.selector_id == self.selector_id), None)
-
-    def read(self) -> str | None:
-        state = self._state()
-        data = state.instigator_data if state is not None else None
-        return data.cursor if isinstance(data, SensorInstigatorData) else None
-
-    def write(self, cursor: str) -> None:
-        state = self._state()
-        if state is None:
-            # As the daemon records a sensor that runs by default (DECLARED_IN_CODE): switching it
-            # off or on in the UI still works as for any sensor.
-            self.instance.add_instigator_state(InstigatorState(
-                self.origin, InstigatorType.SENSOR, InstigatorStatus.DECLARED_IN_CODE,
-                SensorInstigatorData(cursor=cursor)))
-            return
-        data = state.instigator_data if isinstance(state.instigator_data, SensorInstigatorData) else None
-        updated = data._replace(cursor=cursor) if data is not None else SensorInstigatorData(cursor=cursor)
-        self.instance.update_instigator_state(state.with_data(updated))

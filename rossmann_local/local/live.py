@@ -40,9 +40,9 @@ from rossmann_local.defs.partitions import RANGE_START_TAG, shop_and_shift
 from rossmann_local.domain.clock import LiveClock, shift_at_or_after
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.world import World
-from rossmann_local.local.catalogue_sensor import CATALOGUE_SENSOR, CatalogueSensorDriver
-from rossmann_local.local.day import QUIET_RUN_CONFIG, first_failure, preflight
-from rossmann_local.local.instance import WORKSPACE, InstanceSensorCursor, managed_instance
+from rossmann_local.local.day import preflight
+from rossmann_local.local.in_process import QUIET_RUN_CONFIG, CatalogueSensorDriver, MemoryCursor, first_failure
+from rossmann_local.local.instance import WORKSPACE, managed_instance
 from rossmann_local.local.processes import GracefulStop, StopRequested, die_with_parent
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
@@ -109,10 +109,11 @@ class LiveMode:
         self.stack, self.instance, self.clock_file, self.state, self.say = stack, instance, clock_file, state, say
         self.world = stack.world
         self.definitions = build_definitions(stack.world, {**stack.resources, "live_clock": clock_file})
-        self.catalogue = CatalogueSensorDriver(self.definitions, instance,
-                                               InstanceSensorCursor(instance, CATALOGUE_SENSOR), QUIET_RUN_CONFIG)
+        # The cursors live in this session: the catalogue is read from the topics' start at each session
+        # (applying a message again changes nothing), the live sensor's from the open shift's start.
+        self.catalogue = CatalogueSensorDriver(self.definitions, instance, MemoryCursor(), QUIET_RUN_CONFIG)
         self.sensor = self.definitions.resolve_sensor_def(LIVE_SENSOR)
-        self.cursor = InstanceSensorCursor(instance, LIVE_SENSOR)
+        self.cursor = MemoryCursor()
         self.jobs = {name: self.definitions.resolve_job_def(name) for name in (SHOP_SHIFT_JOB, LIVE_SALES_JOB)}
         self.failures: dict[str, int] = {}
         self.batches = self.receipts = 0

@@ -23,7 +23,7 @@ from rossmann_local.resources.clickhouse import ClickHouseReports, clickhouse_fr
 from rossmann_local.resources.kafka import KafkaResource, kafka_from_env
 from rossmann_local.resources.shop_databases import ShopDatabases, shop_databases_from_env
 from rossmann_local.resources.sync_api_client import SyncApiClient, sync_api_client_from_env
-from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, data_dir
+from rossmann_local.settings import DATA_DIR, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, data_dir
 from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import local_admin_token, open_seeded_store, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
@@ -50,6 +50,16 @@ class LocalStack:
     @property
     def bootstrap_servers(self) -> str:
         return self.broker.bootstrap_servers if self.broker is not None else os.environ[KAFKA_BOOTSTRAP_SERVERS]
+
+    def code_location_env(self, dagster_home: Path, **extra: str) -> dict[str, str]:
+        """The environment of a ``dagster dev`` on this stack: its code location's runs, sensors and
+        schedules reach this broker and this Sync API, the data dir (absolute: dagster dev runs in
+        ``dagster_home``) and the instance."""
+        env = {**os.environ, DATA_DIR: str(data_dir().resolve()), "DAGSTER_HOME": str(dagster_home),
+               KAFKA_BOOTSTRAP_SERVERS: self.bootstrap_servers, **extra}
+        if self.store is not None:
+            env[SYNC_API_URL] = self.sync_api.base_url
+        return env
 
 
 @contextmanager

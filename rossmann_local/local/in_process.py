@@ -1,6 +1,8 @@
-"""The daemon's part for the catalogue sensor, done in this process: evaluate one tick with the
-stored cursor, then execute the upsert runs it requested right away (in a deployment the daemon
-launches them). Used by the main command, the benchmarks and the tests."""
+"""Jobs and sensors executed in this process, with Dagster's public testing API (``execute_in_process``,
+``build_sensor_context``): the asset-level tests and the benchmarks use it to exercise the code
+location without a daemon, and ``make live`` still does (the one command that is not yet a client
+of the daemon: docs/design.md). ``make day`` and ``make backfill`` launch their runs through the
+daemon instead (``dagster_ui``)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,40 @@ from typing import Any, Protocol
 
 import dagster as dg
 
+from rossmann_local.defs.partitions import partition_key, range_tags
 from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB, RUN_KEY_TAG
+from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.domain.world import Shop, World
 from rossmann_local.resources.kafka import KafkaResource
 
 CATALOGUE_SENSOR = "catalogue_changes_sensor"
+# Runs executed here report failures to their caller; Dagster's console log would repeat each with stack traces.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def first_failure(result: dg.ExecuteInProcessResult) -> str:
+    """The root cause of the first failed step, as one line."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            return f"{event.step_key}: {error.cls_name}: {error.message.strip().splitlines()[0]}"
+    return "run failed"
+
+
+def run_shifts(job: dg.JobDefinition, instance: dg.DagsterInstance, world: World, first: ShiftWindow,
+               last: ShiftWindow, assets: list[str] | None = None, *, first_shop: Shop | None = None,
+               last_shop: Shop | None = None) -> dg.ExecuteInProcessResult:
+    """Every shop's shifts from ``first`` to ``last`` in one run (of the named ``assets`` only, if
+    given; of the shops from ``first``/``last`` shop only, if given): the ranged run a backfill or
+    ``make day`` launches, executed here."""
+    first_shop = first_shop or world.shops[0]
+    last_shop = last_shop or world.shops[-1]
+    tags = range_tags(str(partition_key(first, first_shop.shop_id)), str(partition_key(last, last_shop.shop_id)))
+    selection = [dg.AssetKey(name) for name in assets] if assets else None
+    return job.execute_in_process(instance=instance, tags=tags, run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+                                  asset_selection=selection)
 
 
 class CursorStore(Protocol):
