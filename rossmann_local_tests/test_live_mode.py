@@ -23,9 +23,10 @@ import pytest
 from sqlalchemy import select
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.live import LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG, LIVE_UNTIL_TAG
+from rossmann_local.defs.live import LIVE_CLOCK_JOB, LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG, LIVE_UNTIL_TAG
 from rossmann_local.domain.clock import LiveClock, next_shift, shift_at_or_after
 from rossmann_local.domain.world import World, reference_world
+from rossmann_local.local.dagster_ui import running_dev
 from rossmann_local.local.in_process import run_shifts
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.local.stack import local_stack
@@ -38,7 +39,9 @@ from rossmann_local.settings import load_world
 from rossmann_local.shop.cache import sync_cache
 from rossmann_local.shop.shift import next_live_sale, sell_shift, take_deliveries, write_live_sales
 from rossmann_local.shop_db.models import Transaction, TransactionItem
+from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.dagster_dev import dev_environment
 from rossmann_local_tests.helpers import receipts_of, shift_of, stock_and_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -401,3 +404,35 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
         closing = tick(shift.end + timedelta(minutes=1))
         assert closing.tags[LIVE_STEP_TAG] == "close"
         assert closing.job_name == "shop_shift_job" and closing.asset_selection is None, "the whole shift job"
+
+
+def test_live_mode_switched_on_from_the_ui_is_run_by_the_daemon(tmp_path: Path, sync_server: LoopbackServer) -> None:
+    """Under make dev, with no live command: the launchpad's run of live_clock_job sets the clock, the
+    sensor's switch turns it on, and the daemon opens the shift, writes its receipts as the clock
+    passes and closes it; a second run of the job (running: false) switches live mode off."""
+    data = tmp_path / "data"
+    env = {**dev_environment(data, sync_server.url), "ROSSMANN_SHOP_COUNT": str(SHOPS)}
+    clock = {"speed": 1800, "start": "2026-06-01T09:00", "stop_at": "2026-06-01T15:00"}
+    with running_dev(env, tmp_path / "dev.log") as ui:
+        on = ui.launch_run(LIVE_CLOCK_JOB, {}, run_config={"ops": {"set_live_clock": {"config": clock}}})
+        assert ui.wait_for_run(on) == "SUCCESS", ui.run(on).failure()
+        ui.start_sensor(LIVE_SENSOR)
+        deadline = time.monotonic() + 300
+        while not all(shift_state(data, shop)[1] for shop in range(1, SHOPS + 1)):
+            assert time.monotonic() < deadline, (tmp_path / "dev.log").read_text()[-3000:]
+            time.sleep(0.5)
+        ui.stop_sensor(LIVE_SENSOR)
+        steps = {step: ui.runs(tags={LIVE_STEP_TAG: step}) for step in ("open", "sales", "close")}
+        off = ui.launch_run(LIVE_CLOCK_JOB, {}, run_config={"ops": {"set_live_clock": {"config": {"running": False}}}})
+        assert ui.wait_for_run(off) == "SUCCESS"
+        for runs in steps.values():
+            for run in runs:
+                ui.wait_for_run(run["runId"])
+        steps = {step: [ui.run(r["runId"]) for r in runs] for step, runs in steps.items()}
+    assert len(steps["open"]) >= 1 and len(steps["close"]) >= 1, {k: len(v) for k, v in steps.items()}
+    assert all(run.success for runs in steps.values() for run in runs), \
+        [(run.job, run.status, run.failure()) for runs in steps.values() for run in runs if not run.success]
+    assert all(run.tags.get("dagster/sensor_name") == LIVE_SENSOR for runs in steps.values() for run in runs)
+    assert all(receipts for receipts, _ in (shift_state(data, shop) for shop in range(1, SHOPS + 1)))
+    state = LiveClockFile(path=str(data / "live" / "clock.json")).read()
+    assert state is not None and not state.running and state.speed == 1800

@@ -5,22 +5,25 @@ Each tick of ``live_clock_sensor`` reads the shops' progress from their database
 one next step: the end-of-shift run of a shift that has ended (``shop_shift_job``: sync, deliveries,
 sales, stock messages, reports; its receipts are the ones written live, verified, not rewritten), or a
 ``live_sales_job`` run that opens the shift where it has just begun (sync and deliveries) and writes
-each open shop's receipts up to the clock's simulated now. ``make live`` ticks it and
-executes what it requests in its own process; it waits while a run it requested is unfinished, so
-under a daemon it requests the same steps in the same order.
+each open shop's receipts up to the clock's simulated now. ``live_clock_job`` sets the clock (switched
+on from the UI: launch it, then switch on the sensor; the daemon does the rest). ``make live`` ticks
+the sensor and executes what it requests in its own process; the sensor waits while a run it
+requested is unfinished, so under the daemon it requests the same steps in the same order.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from rossmann_local.defs.partitions import partition_key, range_tags
 from rossmann_local.defs.streaming import RUN_KIND_TAG
+from rossmann_local.domain.clock import shift_at_or_after
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.stock_levels import checkpoints
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
-from rossmann_local.resources.live_clock import LiveClockFile
+from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
@@ -36,11 +39,62 @@ from rossmann_local.shop.shift import (
 from rossmann_local.shop.stock import deliver_queued, queue_stock_levels
 
 LIVE_SALES_JOB = "live_sales_job"
+LIVE_CLOCK_JOB = "live_clock_job"
 LIVE_SENSOR = "live_clock_sensor"
 LIVE_STEP_TAG = "rossmann_local/live_step"  # open, sales or close
 LIVE_UNTIL_TAG = "rossmann_local/live_until"
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+class LiveClockConfig(dg.Config):
+    """Live mode's clock, as the launchpad (or ``make live``) sets it: switched on at ``speed`` from
+    ``start``, or off (``running: false``; the live sensor then requests nothing)."""
+
+    running: bool = True
+    speed: float | None = None  # simulated seconds per wall second (default 60, or the stopped session's)
+    start: str | None = None  # a simulated time, e.g. 2026-06-01T09:00 (default: resume)
+    stop_at: str | None = None  # stop once the shifts ending by this simulated time are closed
+
+
+def world_start(world: World) -> datetime:
+    return datetime.combine(world.start_date, world.shift_layout.opens, tzinfo=ZoneInfo(world.timezone))
+
+
+def moment(text: str, world: World, option: str) -> datetime:
+    """An ISO time; naive means the chain's zone."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a time like 2026-06-01T09:00") from None
+    return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(world.timezone))
+
+
+def session_start(world: World, clock_file: LiveClockFile, shop_databases: ShopDatabases, start: datetime | None,
+                  speed: float | None, stop_at: datetime | None) -> LiveClockState:
+    """The clock of a live session: from ``start``, or where the previous session stopped, or (neither)
+    just after the last shift the shop databases hold, else the world's first opening."""
+    if speed is not None and not speed > 0:
+        raise ConfigError(f"--speed must be above 0, got {speed:g}")
+    previous = clock_file.read()
+    sold = [shop_progress(world, shop, world_start(world), shop_databases).shift for shop in world.shops]
+    resume_at = min((s.start for s in sold if s is not None), default=None)
+    wall = datetime.now(UTC)  # bookkeeping: the wall moment the simulated clock is anchored to
+    if start is None and previous is not None:
+        return previous.model_copy(update={"sim_at": previous.sim_reached, "wall_at": wall, "running": True,
+                                           "speed": speed or previous.speed, "stop_at": stop_at})
+    if start is None:
+        start = resume_at or world_start(world)
+    first = shift_at_or_after(world, start)
+    if first is None or start.astimezone(ZoneInfo(world.timezone)).date() < world.start_date:
+        raise ConfigError(f"--start {start:%Y-%m-%d %H:%M %Z} is outside the world's days, {world.start_date} to "
+                          f"{world.end_date}")
+    if resume_at is not None and first.start < resume_at:
+        raise ConfigError(f"--start {start:%Y-%m-%d %H:%M}: the shop databases already hold the shifts before "
+                          f"{resume_at:%Y-%m-%d %H:%M}; start at or after it (or leave --start out to resume), "
+                          f"or use a fresh data dir")
+    return LiveClockState(speed=speed or 60.0, sim_at=start, wall_at=wall, first_shift=first.start, sim_reached=start,
+                          running=True, stop_at=stop_at)
 
 
 class LiveSalesConfig(dg.Config):
@@ -55,7 +109,7 @@ def shift_runs_tags(shift: ShiftWindow, shop_ids: list[int], step: str) -> dict[
 
 
 def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefinition",
-                    ) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
+                    ) -> tuple[dg.JobDefinition, dg.JobDefinition, dg.SensorDefinition]:
     @dg.op
     def write_terminal_sales(context: dg.OpExecutionContext, config: LiveSalesConfig, shop_databases: ShopDatabases,
                              sync_api: SyncApiClient, kafka: KafkaResource) -> dg.Output[dict]:
@@ -98,6 +152,35 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
         return dg.Output({**figures, "until": until.isoformat(), "per_shop": [r.data for r in rows]}, metadata={
             **figures, "up_to": dg.MetadataValue.text(until.isoformat()),
             "per_shop": dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=columns))})
+
+    @dg.op
+    def set_live_clock(context: dg.OpExecutionContext, config: LiveClockConfig, live_clock: LiveClockFile,
+                       shop_databases: ShopDatabases) -> dg.Output[dict]:
+        """Switch live mode on (the clock anchored at the wall clock's now) or off, in the clock file
+        the live sensor reads."""
+        try:
+            if config.running:
+                state = session_start(world, live_clock, shop_databases,
+                                      moment(config.start, world, "start") if config.start else None, config.speed,
+                                      moment(config.stop_at, world, "stop_at") if config.stop_at else None)
+            else:
+                state = live_clock.read()
+                if state is None:
+                    return dg.Output({"running": False}, metadata={"running": False})
+                state = state.model_copy(update={"running": False})
+        except ConfigError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        live_clock.write(state)
+        figures = {"running": state.running, "speed": state.speed, "from": state.sim_at.isoformat(),
+                   "stop_at": state.stop_at.isoformat() if state.stop_at else ""}
+        context.log.info(f"live mode {'on' if state.running else 'off'}: x{state.speed:g} from {state.sim_at}")
+        return dg.Output(figures, metadata={k: dg.MetadataValue.text(str(v)) for k, v in figures.items()})
+
+    @dg.job(name=LIVE_CLOCK_JOB, tags={RUN_KIND_TAG: "live_clock"},
+            description="Live mode switched on from the UI: sets the clock (speed, start, stop_at; empty resumes), "
+                        "then switch on live_clock_sensor. running: false switches it off.")
+    def live_clock_job() -> None:
+        set_live_clock()
 
     @dg.job(name=LIVE_SALES_JOB, tags={RUN_KIND_TAG: "live_sales"},
             description="Live mode: the terminals' receipts of the open shift up to a simulated time, written "
@@ -151,4 +234,4 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
             job_name=LIVE_SALES_JOB, run_config=dg.RunConfig(ops={"write_terminal_sales": config}),
             tags={LIVE_STEP_TAG: "sales", LIVE_UNTIL_TAG: now.isoformat()})])
 
-    return live_sales_job, live_clock_sensor
+    return live_sales_job, live_clock_job, live_clock_sensor

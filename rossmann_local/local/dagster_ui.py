@@ -165,7 +165,12 @@ class RunOutcome:
             if event["__typename"] == "ExecutionStepFailureEvent" and event["error"]:
                 chain = [event["error"], *(link["error"] for link in event["error"]["errorChain"])]
                 root = chain[-1]
-                return f"{event['stepKey']}: {root['className']}: {root['message'].strip().splitlines()[0]}"
+                message = root["message"].strip().splitlines()[0]
+                # Dagster's message repeats the exception's qualified class name before its text.
+                qualified, _, text = message.partition(": ")
+                if text and qualified.split(".")[-1] == root["className"]:
+                    message = text
+                return f"{event['stepKey']}: {root['className']}: {message}"
         return f"run {self.status.lower()}"
 
 

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.live import LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG
+from rossmann_local.defs.live import LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG, moment, session_start
 from rossmann_local.defs.partitions import RANGE_START_TAG, shop_and_shift
 from rossmann_local.domain.clock import LiveClock, shift_at_or_after
 from rossmann_local.domain.shifts import ShiftWindow
@@ -66,39 +66,9 @@ def parse_moment(text: str, world: World, option: str) -> datetime:
     if text == "now":
         return datetime.now(UTC)  # bookkeeping: the wall time the user asked the simulated clock to start at
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        return moment(text, world, option)
+    except ConfigError:
         raise ConfigError(f"{option} {text!r} is not 'now' or a time like 2026-06-01T09:00") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(world.timezone))
-
-
-def session_start(world: World, clock_file: LiveClockFile, stack: LocalStack, start: datetime | None,
-                  speed: float | None, stop_at: datetime | None) -> LiveClockState:
-    """The clock of this session: from ``start``, or where the previous session stopped, or (neither)
-    just after the last shift the shop databases hold, else the world's first opening."""
-    previous = clock_file.read()
-    sold = [shop_progress(world, shop, world_start(world), stack.shop_databases).shift for shop in world.shops]
-    resume_at = min((s.start for s in sold if s is not None), default=None)
-    wall = datetime.now(UTC)  # bookkeeping: the wall moment the simulated clock is anchored to
-    if start is None and previous is not None:
-        return previous.model_copy(update={"sim_at": previous.sim_reached, "wall_at": wall, "running": True,
-                                           "speed": speed or previous.speed, "stop_at": stop_at})
-    if start is None:
-        start = resume_at or world_start(world)
-    first = shift_at_or_after(world, start)
-    if first is None or start.astimezone(ZoneInfo(world.timezone)).date() < world.start_date:
-        raise ConfigError(f"--start {start:%Y-%m-%d %H:%M %Z} is outside the world's days, {world.start_date} to "
-                          f"{world.end_date}")
-    if resume_at is not None and first.start < resume_at:
-        raise ConfigError(f"--start {start:%Y-%m-%d %H:%M}: the shop databases already hold the shifts before "
-                          f"{resume_at:%Y-%m-%d %H:%M}; start at or after it (or leave --start out to resume), "
-                          f"or use a fresh data dir")
-    return LiveClockState(speed=speed or 60.0, sim_at=start, wall_at=wall, first_shift=first.start, sim_reached=start,
-                          running=True, stop_at=stop_at)
-
-
-def world_start(world: World) -> datetime:
-    return datetime.combine(world.start_date, world.shift_layout.opens, tzinfo=ZoneInfo(world.timezone))
 
 
 class LiveMode:
@@ -292,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--price 1.99")
             clock_file = LiveClockFile()
             managed_instance()
-            state = session_start(world, clock_file, stack, start, args.speed, stop_at)
+            state = session_start(world, clock_file, stack.shop_databases, start, args.speed, stop_at)
             if args.ui:
                 ui = serve_ui(args.port, stack)
                 say(f"Dagster UI on http://127.0.0.1:{args.port} (runs: filter by tag rossmann_local/run)")
