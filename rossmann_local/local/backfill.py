@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped: the runs under way were canceled (their partitions are not materialized); "
+              "run the same command again", file=sys.stderr)
+        return 130
     partitions = len(world.shops) * sum(len(shifts_of_day(world, first_day + timedelta(days=d)))
                                         for d in range(args.days))
     failed = [(g, r) for g in groups for r in g.runs if not r[1]]

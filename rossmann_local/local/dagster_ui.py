@@ -111,6 +111,12 @@ query($selector: SensorSelector!, $limit: Int) {
   }
 }"""
 
+TERMINATE_RUN = """
+mutation($id: String!) {
+  terminateRun(runId: $id) { __typename ... on PythonError { message } }
+}"""
+UNFINISHED = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"]
+
 SENSOR_ID = """
 query($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) { __typename ... on Sensor { id } ... on PythonError { message } }
@@ -273,9 +279,11 @@ class DagsterUI:
         return RunOutcome(answer, events)
 
     def runs(self, *, job: str | None = None, tags: dict[str, str] | None = None,
-             created_after: float | None = None) -> list[dict[str, Any]]:
-        """Runs (newest first) of ``job``, with ``tags``, created after a Unix time."""
+             created_after: float | None = None, statuses: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Runs (newest first) of ``job``, with ``tags``, created after a Unix time, in ``statuses``."""
         where: dict[str, Any] = {}
+        if statuses:
+            where["statuses"] = list(statuses)
         if job:
             where["pipelineName"] = job
         if tags:
@@ -286,6 +294,18 @@ class DagsterUI:
         if answer["__typename"] != "Runs":
             raise DagsterUIError(f"runs: {answer}")
         return answer["results"]
+
+    def cancel_unfinished(self, created_after: float, timeout: float = 60) -> None:
+        """Every run created since ``created_after`` that is queued or under way, terminated as the run
+        page's *Terminate* does, and waited for: a command that stops leaves no run behind it half done
+        (a shift's run that never ends would hold the day's check back)."""
+        for run in self.runs(created_after=created_after, statuses=UNFINISHED):
+            with contextlib.suppress(DagsterUIError, httpx.HTTPError):
+                self.graphql(TERMINATE_RUN, {"id": run["runId"]})
+        deadline = time.monotonic() + timeout
+        while self.runs(created_after=created_after, statuses=[*UNFINISHED, "CANCELING"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     def sensor(self, name: str, ticks: int = 5) -> dict[str, Any]:
         """The sensor's state: ``status``, ``typeSpecificData.lastCursor``, its newest ``ticks``."""
@@ -378,8 +398,14 @@ def dagster_on(stack: LocalStack, log_name: str, **extra_env: str) -> Iterator[D
     """``dagster dev`` on the local stack and the instance under the data dir (``DAGSTER_HOME`` if set),
     its log in the data dir as ``<log_name>.dagster.log``: the engine a command drives."""
     home = instance_home()
+    started = time.time()  # wall clock: which runs are this command's
     with running_dagster_dev(stack.code_location_env(home, **extra_env), data_dir() / f"{log_name}.dagster.log") as ui:
-        yield ui
+        try:
+            yield ui
+        except BaseException:
+            with contextlib.suppress(DagsterUIError, httpx.HTTPError):
+                ui.cancel_unfinished(started)  # stopped or failed: its runs do not outlive it
+            raise
 
 
 @contextlib.contextmanager
