@@ -33,6 +33,7 @@ MAX_RANGE = 50_000
 RUN_KEY_TAG = "dagster/run_key"
 # What kind of run this is, for the run queue's tag limits in dagster.yaml.
 RUN_KIND_TAG = "rossmann_local/run"
+CATALOGUE_SENSOR = "catalogue_changes_sensor"
 SOLD_AGAIN_SENSOR = "sold_again_sensor"
 LATE_VERSION = "late_catalogue_version"  # metadata of an observation: the range that brought it
 
@@ -117,7 +118,8 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
     def catalogue_upsert_job() -> None:
         apply_catalogue_changes()
 
-    @dg.sensor(job=catalogue_upsert_job, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
+    @dg.sensor(name=CATALOGUE_SENSOR, job=catalogue_upsert_job, minimum_interval_seconds=5,
+               default_status=dg.DefaultSensorStatus.RUNNING)
     def catalogue_changes_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
         """Requests an upsert run for each new offset range of the three catalogue topics."""
         cursor = SensorCursor.parse(context.cursor)

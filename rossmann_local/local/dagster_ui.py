@@ -137,6 +137,12 @@ RUN_FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 CODE_LOCATION, REPOSITORY = "rossmann_local", "__repository__"
 
 
+def engine_time() -> float:
+    """Unix time as Dagster stamps runs and ticks. Bookkeeping only: which runs and ticks came after a
+    moment of a command (no fact of the simulated world is dated by it)."""
+    return time.time()
+
+
 class DagsterUIError(RuntimeError):
     """The webserver answered with an error, or not in time."""
 
@@ -237,14 +243,8 @@ class DagsterUI:
 
     def launch_partition_run(self, job: str, partition: str, dimensions: dict[str, str]) -> str:
         """What the UI's launch of one partition of a job sends (the run queue takes it); the run's id."""
-        tags = [{"key": "dagster/partition", "value": partition},
-                *({"key": f"dagster/partition/{name}", "value": key} for name, key in dimensions.items())]
-        answer = self.graphql(LAUNCH_RUN, {"params": {
-            "selector": {"repositoryLocationName": CODE_LOCATION, "repositoryName": REPOSITORY, "jobName": job},
-            "executionMetadata": {"tags": tags}}})["launchRun"]
-        if answer["__typename"] != "LaunchRunSuccess":
-            raise DagsterUIError(f"the run was not launched: {answer}")
-        return answer["run"]["runId"]
+        return self.launch_run(job, {"dagster/partition": partition,
+                                     **{f"dagster/partition/{name}": key for name, key in dimensions.items()}})
 
     def launch_run(self, job: str, tags: dict[str, str], assets: Sequence[str] | None = None,
                    run_config: dict[str, Any] | None = None) -> str:
@@ -398,7 +398,7 @@ def dagster_on(stack: LocalStack, log_name: str, **extra_env: str) -> Iterator[D
     """``dagster dev`` on the local stack and the instance under the data dir (``DAGSTER_HOME`` if set),
     its log in the data dir as ``<log_name>.dagster.log``: the engine a command drives."""
     home = instance_home()
-    started = time.time()  # wall clock: which runs are this command's
+    started = engine_time()  # which runs are this command's
     with running_dagster_dev(stack.code_location_env(home, **extra_env), data_dir() / f"{log_name}.dagster.log") as ui:
         try:
             yield ui

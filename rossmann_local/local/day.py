@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -27,14 +26,20 @@ from typing import Any, TypeVar
 from rossmann_local.defs import SHOP_SHIFT_JOB
 from rossmann_local.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key, range_tags, shop_and_shift
 from rossmann_local.defs.scenario_assets import DAY_SENSOR
-from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB, RUN_KEY_TAG, RUN_KIND_TAG, SOLD_AGAIN_SENSOR
+from rossmann_local.defs.streaming import (
+    CATALOGUE_SENSOR,
+    CATALOGUE_UPSERT_JOB,
+    RUN_KEY_TAG,
+    RUN_KIND_TAG,
+    SOLD_AGAIN_SENSOR,
+)
 from rossmann_local.domain.catalogue_changes import PROMOTIONS, CatalogueChange
 from rossmann_local.domain.scenario import Scenario, day_changes, plan_day
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
 from rossmann_local.local import chain_admin
 from rossmann_local.local.chain_admin import inject_stream_faults
-from rossmann_local.local.dagster_ui import DagsterUI, RunOutcome, dagster_on
+from rossmann_local.local.dagster_ui import DagsterUI, RunOutcome, dagster_on, engine_time
 from rossmann_local.local.processes import GracefulStop, StopRequested
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.local.summary import ShopDay, Streaming, format_summary, read_shop_days
@@ -46,7 +51,6 @@ from rossmann_local.shop.stock import settle_and_verify
 from rossmann_local.shop_db import ledger
 from rossmann_local.sync_api.store import CatalogueStore
 
-CATALOGUE_SENSOR = "catalogue_changes_sensor"
 # The per-day assets the day sensor materializes (Dagster's implicit job of all assets runs a selection).
 DAY_ASSETS = ("scenario_ledger", "expected_answers")
 ASSET_JOB = "__ASSET_JOB"
@@ -83,8 +87,7 @@ class DayThroughDagster:
         self.shifts = shifts_of_day(self.world, day)
         self.days = {s.shop_id: ShopDay(s.shop_id, s.city) for s in self.world.shops}
         self.streaming = Streaming()
-        self.streaming.outcome = Counter()
-        self.started = time.time()  # wall clock: which runs and ticks are this command's
+        self.started = engine_time()  # which runs and ticks are this command's
         self.last_shift_end = 0.0  # when the day's last shop x shift run ended (Unix time)
         self.touched = 0  # sold shifts the upsert runs found a late version falling into
 
@@ -125,13 +128,13 @@ class DayThroughDagster:
                 self.days[shop_id].runs_ok += 1
             else:
                 self.days[shop_id].runs_failed.append(f"{shift.start:%Y-%m-%d %H:%M}: {result.failure()}")
-            self.last_shift_end = max(self.last_shift_end, result.end_time or time.time())
+            self.last_shift_end = max(self.last_shift_end, result.end_time or engine_time())
 
     def before_shift(self, index: int) -> None:
         """Before the afternoon, the chain publishes the day's promotion (and a malformed message),
         and the catalogue sensor's upsert runs apply them; a scenario's outages start with their shift."""
         if index == 1:
-            since = time.time()
+            since = engine_time()
             self.publish()
             if self.scenario is None:  # a scenario brings its own malformed messages, in its ledger
                 chain_admin.inject_malformed_message(self.stack.kafka)
@@ -160,7 +163,7 @@ class DayThroughDagster:
     def apply_catalogue(self, since: float) -> None:
         """The catalogue sensor's first tick after everything was published, and every upsert run it
         (or a tick before it) requested since ``since``, waited for."""
-        self.ui.wait_for_tick(CATALOGUE_SENSOR, after=time.time())
+        self.ui.wait_for_tick(CATALOGUE_SENSOR, after=engine_time())
         for run in reversed(self.ui.runs(job=CATALOGUE_UPSERT_JOB, created_after=since)):
             outcome = self.finished(run["runId"])
             self.streaming.upsert_runs += 1
@@ -183,7 +186,7 @@ class DayThroughDagster:
         if not late:
             return
         self.wait_until_watching(SOLD_AGAIN_SENSOR)
-        since = time.time()
+        since = engine_time()
         self.enter(store, late)
         self.apply_catalogue(since)
         if not self.touched:
@@ -192,7 +195,7 @@ class DayThroughDagster:
             self.streaming.applied.append(f"{self.touched} sold shop x shifts a late version fell into were not sold "
                                           f"again: {SOLD_AGAIN_SENSOR} is switched off")
             return
-        self.ui.wait_for_tick(SOLD_AGAIN_SENSOR, after=time.time())
+        self.ui.wait_for_tick(SOLD_AGAIN_SENSOR, after=engine_time())
         for run in reversed(self.ui.runs(tags={RUN_KIND_TAG: "sold_again"}, created_after=since)):
             outcome = self.finished(run["runId"])
             shop, first = shop_and_shift(self.world, outcome.tags[RANGE_START_TAG])
@@ -202,7 +205,7 @@ class DayThroughDagster:
             if not outcome.success:
                 self.days[shop.shop_id].runs_failed.append(f"{first.start:%Y-%m-%d %H:%M} (sold again): "
                                                            f"{outcome.failure()}")
-            self.last_shift_end = max(self.last_shift_end, outcome.end_time or time.time())
+            self.last_shift_end = max(self.last_shift_end, outcome.end_time or engine_time())
 
     def wait_until_watching(self, sensor: str, timeout: float = 120) -> str:
         """The sensor's cursor, once its first tick set one (a first tick only starts watching)."""
@@ -224,9 +227,8 @@ class DayThroughDagster:
             deadline = time.monotonic() + 30
             while (self.ui.sensor_cursor(DAY_SENSOR) or "") < self.day.isoformat() and time.monotonic() < deadline:
                 time.sleep(0.25)
-            partition = {"dagster/partition": self.day.isoformat()}
-            runs = [r for r in self.ui.runs(tags=partition, created_after=self.started)
-                    if any(t["key"] == "dagster/sensor_name" and t["value"] == DAY_SENSOR for t in r["tags"])]
+            runs = self.ui.runs(tags={"dagster/partition": self.day.isoformat(), "dagster/sensor_name": DAY_SENSOR},
+                                created_after=self.started)
             if runs:
                 outcome = self.finished(runs[0]["runId"])
                 if (outcome.start_time or 0) < self.last_shift_end:

@@ -8,21 +8,16 @@ publishing its catalogue changes to Kafka); then runs ``dagster dev`` with the i
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 from urllib.parse import urlsplit
 
-from rossmann_local.local.instance import WORKSPACE, managed_instance
+from rossmann_local.local.instance import WORKSPACE, instance_home
 from rossmann_local.local.processes import die_with_parent
 from rossmann_local.local.stack import local_stack
 from rossmann_local.settings import (
-    DATA_DIR,
     DEFAULT_SYNC_API_URL,
-    KAFKA_BOOTSTRAP_SERVERS,
-    SYNC_API_URL,
-    data_dir,
     load_world,
 )
 
@@ -39,21 +34,18 @@ def main() -> int:
     with local_stack(load_world(), sync_api_port=urlsplit(DEFAULT_SYNC_API_URL).port or 8765,
                      command="make dev") as stack:
         if stack.broker is not None:
-            os.environ[KAFKA_BOOTSTRAP_SERVERS] = stack.bootstrap_servers  # the code location's runs use it
             print(f"Kafka (local broker) on {stack.bootstrap_servers}", flush=True)
         if stack.store is not None:
-            os.environ[SYNC_API_URL] = stack.sync_api.base_url
             print(f"Sync API stand-in on {stack.sync_api.base_url} (change the catalogue: "
                   "python -m rossmann_local.sync_api change price --product 1 --city Berlin --price 7.49)", flush=True)
-        managed_instance()  # sets DAGSTER_HOME under the data dir when it is not set
-        os.environ[DATA_DIR] = str(data_dir())  # absolute: dagster dev runs in DAGSTER_HOME
+        home = instance_home()  # DAGSTER_HOME under the data dir when it is not set
         # dagster dev stops on SIGINT (and maps SIGTERM to it); a background start would inherit
         # SIGINT ignored, so the child gets the default back. It runs in DAGSTER_HOME, so it does not
         # mistake the repository's dagster.yaml (compose's instance) for its own and warn about it;
         # `dagster dev` is what this project pins (dagster-dg-cli's `dg dev` is not a dependency).
         dagster_dev = subprocess.Popen([sys.executable, "-W", "ignore:Function `dev_command` is superseded",
                                         "-m", "dagster", "dev", "-w", str(WORKSPACE), *sys.argv[1:]],
-                                       preexec_fn=die_with_parent, cwd=os.environ["DAGSTER_HOME"])
+                                       env=stack.code_location_env(home), preexec_fn=die_with_parent, cwd=home)
         try:
             return dagster_dev.wait()
         except KeyboardInterrupt:

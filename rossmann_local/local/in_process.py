@@ -12,12 +12,11 @@ from typing import Any, Protocol
 import dagster as dg
 
 from rossmann_local.defs.partitions import partition_key, range_tags
-from rossmann_local.defs.streaming import CATALOGUE_UPSERT_JOB, RUN_KEY_TAG
+from rossmann_local.defs.streaming import CATALOGUE_SENSOR, CATALOGUE_UPSERT_JOB, RUN_KEY_TAG
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.world import Shop, World
 from rossmann_local.resources.kafka import KafkaResource
 
-CATALOGUE_SENSOR = "catalogue_changes_sensor"
 # Runs executed here report failures to their caller; Dagster's console log would repeat each with stack traces.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 

@@ -22,7 +22,6 @@ the same instance, where the live runs appear as they happen.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -42,17 +41,13 @@ from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.world import World
 from rossmann_local.local.day import preflight
 from rossmann_local.local.in_process import QUIET_RUN_CONFIG, CatalogueSensorDriver, MemoryCursor, first_failure
-from rossmann_local.local.instance import WORKSPACE, managed_instance
+from rossmann_local.local.instance import WORKSPACE, instance_home, managed_instance
 from rossmann_local.local.processes import GracefulStop, StopRequested, die_with_parent
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
 from rossmann_local.settings import (
-    DATA_DIR,
     DEFAULT_SYNC_API_URL,
-    KAFKA_BOOTSTRAP_SERVERS,
-    SYNC_API_URL,
     ConfigError,
-    data_dir,
     load_world,
 )
 from rossmann_local.shop.shift import shop_progress
@@ -193,13 +188,9 @@ class LiveModeFailed(ConfigError):
 
 def serve_ui(port: int, stack: LocalStack) -> subprocess.Popen[bytes]:
     """The Dagster webserver on this instance (no daemon: this process ticks the sensors)."""
-    env = {**os.environ, DATA_DIR: str(data_dir())}
-    if stack.broker is not None:
-        env[KAFKA_BOOTSTRAP_SERVERS] = stack.bootstrap_servers
-    if stack.store is not None:
-        env[SYNC_API_URL] = stack.sync_api.base_url
+    home = instance_home()
     return subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-w", str(WORKSPACE), "-h", "127.0.0.1",
-                             "-p", str(port)], env=env, cwd=os.environ["DAGSTER_HOME"], preexec_fn=die_with_parent,
+                             "-p", str(port)], env=stack.code_location_env(home), cwd=home, preexec_fn=die_with_parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
