@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from rossmann_local.defs import build_definitions
-from rossmann_local.defs.streaming import SensorCursor
+from rossmann_local.defs.streaming import MAX_RANGE, SensorCursor, batches
 from rossmann_local.domain.topics import (
     CATALOGUE_TOPICS,
     CATEGORY_TOPIC,
@@ -102,24 +102,42 @@ def test_topics_are_created_once_with_the_reference_partitions(kafka: KafkaResou
     assert PARTITIONS["oltp_update_product_quantity"] == 3
 
 
-def test_the_sensor_requests_offset_ranges_with_unique_run_keys(chain: Chain, kafka: KafkaResource) -> None:
+def test_the_sensor_requests_one_run_for_the_new_ranges_of_every_topic(chain: Chain, kafka: KafkaResource) -> None:
     before = json.loads(chain.cursor)["next_offsets"]
     send(kafka, PRODUCT_TOPIC, product(1, T0), product(2, T0))
     send(kafka, CATEGORY_TOPIC, {"category_id": 1, "name": "Baby", "updated_at_utc": "2027-01-01T00:00:00Z"})
     result = chain.tick()
-    ranges = {r.run_key: r.run_config["ops"]["apply_catalogue_changes"]["config"] for r in result.run_requests}
     start = before[f"{PRODUCT_TOPIC}:0"]
     category_start = before[f"{CATEGORY_TOPIC}:0"]
-    assert ranges == {
-        f"{PRODUCT_TOPIC}:0:{start}-{start + 2}": {"topic": PRODUCT_TOPIC, "partition": 0, "start_offset": start,
-                                                   "end_offset": start + 2},
-        f"{CATEGORY_TOPIC}:0:{category_start}-{category_start + 1}": {
-            "topic": CATEGORY_TOPIC, "partition": 0, "start_offset": category_start, "end_offset": category_start + 1},
-    }
+    [request] = result.run_requests
+    assert request.run_key == (f"{CATEGORY_TOPIC}:0:{category_start}-{category_start + 1},"
+                               f"{PRODUCT_TOPIC}:0:{start}-{start + 2}")
+    assert request.run_config["ops"]["apply_catalogue_changes"]["config"] == {"ranges": [
+        {"topic": CATEGORY_TOPIC, "partition": 0, "start_offset": category_start, "end_offset": category_start + 1},
+        {"topic": PRODUCT_TOPIC, "partition": 0, "start_offset": start, "end_offset": start + 2}]}
     cursor = json.loads(result.cursor)
     assert cursor["next_offsets"][f"{PRODUCT_TOPIC}:0"] == start + 2
-    assert len(cursor["pending"]) == 2, "ranges stay in the cursor until their run succeeded"
+    assert len(cursor["pending"]) == 1, "the batch stays in the cursor until its run succeeded"
     assert chain.tick().run_requests == [], "nothing new, nothing failed: no request"
+    outcome = chain.run(request).output_for_node("apply_catalogue_changes")
+    assert outcome["messages"] == 3
+
+
+def test_more_messages_than_a_run_takes_are_cut_into_runs_of_max_range() -> None:
+    cut = batches([("a", 0, 0, MAX_RANGE - 10), ("b", 0, 5, 5 + MAX_RANGE + 30)])
+    assert [b.spans for b in cut] == [
+        [("a", 0, 0, MAX_RANGE - 10), ("b", 0, 5, 15)],
+        [("b", 0, 15, 15 + MAX_RANGE)],
+        [("b", 0, 15 + MAX_RANGE, 35 + MAX_RANGE)]]
+    assert len({b.run_key for b in cut}) == 3
+
+
+def test_a_cursor_of_one_range_per_run_still_parses() -> None:
+    old = ('{"next_offsets": {"t:0": 4}, '
+           '"pending": [{"topic": "t", "partition": 0, "start": 1, "end": 4, "attempt": 2}]}')
+    cursor = SensorCursor.parse(old)
+    assert not cursor.unreadable and cursor.pending[0].run_key == "t:0:1-4#2"
+    assert SensorCursor.parse(cursor.dump()) == cursor
 
 
 def test_a_failed_tick_requests_the_same_ranges_again(chain: Chain, kafka: KafkaResource) -> None:

@@ -1,17 +1,19 @@
-"""Catalogue changes from Kafka: a sensor that requests upsert runs for offset ranges, and the run.
+"""Catalogue changes from Kafka: a sensor that requests an upsert run for the new offset ranges, and the run.
 
 The Dagster cursor is the source of truth for offsets. Each tick reads the partitions' watermarks
-with a consumer that is assigned, never joins a group and is closed in ``finally``; it requests a
-run per new range of at most ``MAX_RANGE`` messages, with run key ``topic:partition:start-end``,
-so a tick that fails requests the same ranges again and Dagster never runs a key twice. Ranges
-stay in the cursor until their run succeeded: a failed run's range is requested again (run key
-suffixed ``#attempt``), so nothing is lost, and the versioned upserts make a second application
-change nothing.
+with a consumer that is assigned, never joins a group and is closed in ``finally``; it requests one
+run for every new range of the three topics together (a run per ``MAX_RANGE`` messages when more
+came), with run key ``topic:partition:start-end[,...]``, so a tick that fails requests the same
+ranges again and Dagster never runs a key twice. One run per tick, not one per topic: every run is
+a process of its own (about 2 s before its first step), and the upserts of a batch go to each shop
+in one transaction. Batches stay in the cursor until their run succeeded: a failed run's batch is
+requested again (run key suffixed ``#attempt``), so nothing is lost, and the versioned upserts make
+a second application change nothing.
 """
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import dagster as dg
@@ -24,12 +26,12 @@ from rossmann_local.domain.topics import CATALOGUE_TOPICS
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
-from rossmann_local.shop.catalogue import apply_catalogue_range
+from rossmann_local.shop.catalogue import OffsetSpan, apply_catalogue_ranges
 from rossmann_local.shop.shift import last_sold_shift
 from rossmann_local.shop.stock import send_stock_levels
 
 CATALOGUE_UPSERT_JOB = "catalogue_upsert_job"
-MAX_RANGE = 50_000
+MAX_RANGE = 50_000  # messages in one upsert run at most
 RUN_KEY_TAG = "dagster/run_key"
 # What kind of run this is, for the run queue's tag limits in dagster.yaml.
 RUN_KIND_TAG = "rossmann_local/run"
@@ -47,30 +49,62 @@ class OffsetRange(dg.Config):
     end_offset: int
 
 
+class CatalogueRanges(dg.Config):
+    """The offset ranges one upsert run applies, together."""
+
+    ranges: list[OffsetRange]
+
+
 @dataclass
-class PendingRange:
-    topic: str
-    partition: int
-    start: int
-    end: int
+class PendingBatch:
+    """The ranges of one requested upsert run, until it succeeded."""
+
+    spans: list[OffsetSpan]
     attempt: int = 1
 
     @property
     def run_key(self) -> str:
-        key = f"{self.topic}:{self.partition}:{self.start}-{self.end}"
+        key = ",".join(f"{topic}:{partition}:{start}-{end}" for topic, partition, start, end in self.spans)
         return key if self.attempt == 1 else f"{key}#{self.attempt}"
 
     def run_request(self) -> dg.RunRequest:
-        config = OffsetRange(topic=self.topic, partition=self.partition, start_offset=self.start,
-                             end_offset=self.end)
-        return dg.RunRequest(run_key=self.run_key, tags={"kafka/topic": self.topic},
+        config = CatalogueRanges(ranges=[OffsetRange(topic=t, partition=p, start_offset=s, end_offset=e)
+                                         for t, p, s, e in self.spans])
+        return dg.RunRequest(run_key=self.run_key, tags={"kafka/topic": ",".join(sorted({t for t, *_ in self.spans}))},
                              run_config=dg.RunConfig(ops={"apply_catalogue_changes": config}))
+
+    def dump(self) -> dict[str, object]:
+        return {"spans": [list(span) for span in self.spans], "attempt": self.attempt}
+
+    @classmethod
+    def parse(cls, data: dict[str, object]) -> "PendingBatch":
+        if "topic" in data:  # a cursor written before runs took several ranges: one range each
+            return cls([(str(data["topic"]), int(data["partition"]), int(data["start"]), int(data["end"]))],
+                       int(data.get("attempt", 1)))
+        spans = [(str(t), int(p), int(s), int(e)) for t, p, s, e in data["spans"]]  # type: ignore[union-attr]
+        return cls(spans, int(data.get("attempt", 1)))  # type: ignore[arg-type]
+
+
+def batches(spans: list[OffsetSpan]) -> list[PendingBatch]:
+    """The new ranges cut into runs of at most ``MAX_RANGE`` messages, in topic order."""
+    out: list[PendingBatch] = []
+    room = 0
+    for topic, partition, start, end in spans:
+        while start < end:
+            if room == 0:
+                out.append(PendingBatch([]))
+                room = MAX_RANGE
+            stop = min(end, start + room)
+            out[-1].spans.append((topic, partition, start, stop))
+            room -= stop - start
+            start = stop
+    return out
 
 
 @dataclass
 class SensorCursor:
     next_offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> first offset not requested
-    pending: list[PendingRange] = field(default_factory=list)
+    pending: list[PendingBatch] = field(default_factory=list)
     unreadable: bool = False  # the stored cursor did not parse; reading starts again from the beginning
 
     @classmethod
@@ -81,27 +115,27 @@ class SensorCursor:
         try:
             data = json.loads(text) if text else {}
             return cls(next_offsets={str(k): int(v) for k, v in data.get("next_offsets", {}).items()},
-                       pending=[PendingRange(**p) for p in data.get("pending", [])])
-        except (ValueError, TypeError, AttributeError):
+                       pending=[PendingBatch.parse(p) for p in data.get("pending", [])])
+        except (ValueError, TypeError, AttributeError, KeyError):
             return cls(unreadable=True)
 
     def dump(self) -> str:
-        return json.dumps({"next_offsets": self.next_offsets, "pending": [asdict(p) for p in self.pending]},
+        return json.dumps({"next_offsets": self.next_offsets, "pending": [p.dump() for p in self.pending]},
                           sort_keys=True)
 
 
 def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
     @dg.op(retry_policy=dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL),
            out={"result": dg.Out(dict), "sold_shifts_touched": dg.Out(list)})
-    def apply_catalogue_changes(context: dg.OpExecutionContext, config: OffsetRange, kafka: KafkaResource,
+    def apply_catalogue_changes(context: dg.OpExecutionContext, config: CatalogueRanges, kafka: KafkaResource,
                                 shop_databases: ShopDatabases) -> Iterator[dg.Output | dg.AssetObservation]:
-        """Re-read exactly the run's offset range and apply it to every shop it concerns."""
-        outcome = apply_catalogue_range(world, shop_databases, kafka, config.topic, config.partition,
-                                        config.start_offset, config.end_offset)
+        """Re-read exactly the run's offset ranges and apply them to every shop they concern."""
+        spans = [(r.topic, r.partition, r.start_offset, r.end_offset) for r in config.ranges]
+        outcome = apply_catalogue_ranges(world, shop_databases, kafka, spans)
         for letter in outcome.dead_letters:
             context.log.warning(f"dead letter {letter.key}: {letter.reason}")
         summary = outcome.as_metadata()
-        where = f"{config.topic}[{config.partition}] {config.start_offset}..{config.end_offset - 1}"
+        where = ", ".join(f"{r.topic}[{r.partition}] {r.start_offset}..{r.end_offset - 1}" for r in config.ranges)
         yield dg.Output(summary, metadata={**summary, "range": where})
         # Each sold shift (shop, start) a late version falls into, observed on its shift_transactions
         # partition: sold_again_sensor sells it again (make day sells the output's shifts itself).
@@ -121,7 +155,7 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
     @dg.sensor(name=CATALOGUE_SENSOR, job=catalogue_upsert_job, minimum_interval_seconds=5,
                default_status=dg.DefaultSensorStatus.RUNNING)
     def catalogue_changes_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
-        """Requests an upsert run for each new offset range of the three catalogue topics."""
+        """Requests one upsert run for the new offset ranges of the three catalogue topics."""
         cursor = SensorCursor.parse(context.cursor)
         if cursor.unreadable:
             context.log.warning("the sensor's cursor did not parse; the catalogue topics are read again from "
@@ -134,11 +168,11 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
             if status == dg.DagsterRunStatus.SUCCESS:
                 continue
             if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-                pending = PendingRange(pending.topic, pending.partition, pending.start, pending.end,
-                                       pending.attempt + 1)
+                pending = PendingBatch(pending.spans, pending.attempt + 1)
                 requests.append(pending.run_request())
             still_pending.append(pending)
         partition_counts = kafka.topic_partitions()
+        new: list[OffsetSpan] = []
         with kafka.consumer() as consumer:
             for topic in CATALOGUE_TOPICS:
                 for partition in range(partition_counts.get(topic, 0)):
@@ -148,12 +182,12 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
                     if cursor.next_offsets.get(key, low) < low:
                         context.log.warning(f"{key}: offsets {cursor.next_offsets[key]}..{low - 1} were deleted by "
                                             "retention before they were read")
-                    while start < high:
-                        new = PendingRange(topic, partition, start, min(start + MAX_RANGE, high))
-                        requests.append(new.run_request())
-                        still_pending.append(new)
-                        start = new.end
-                    cursor.next_offsets[key] = max(start, cursor.next_offsets.get(key, 0))
+                    if start < high:
+                        new.append((topic, partition, start, high))
+                    cursor.next_offsets[key] = max(high, start, cursor.next_offsets.get(key, 0))
+        for batch in batches(new):
+            requests.append(batch.run_request())
+            still_pending.append(batch)
         cursor.pending = still_pending
         return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
 

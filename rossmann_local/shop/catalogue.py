@@ -211,10 +211,16 @@ def send_dead_letters(kafka: KafkaResource, dead_letters: Sequence[DeadLetter]) 
                                       f"{sent.errors[:3]}")
 
 
-def apply_catalogue_range(world: World, shop_databases: ShopDatabases, kafka: KafkaResource, topic: str,
-                          partition: int, start: int, end: int) -> ApplyOutcome:
-    """Re-read exactly the messages at offsets [start, end) of one topic partition, apply them to
-    every shop they concern, and set the bad ones aside."""
-    outcome = apply_catalogue_messages(world, shop_databases, kafka.read_range(topic, partition, start, end))
+OffsetSpan = tuple[str, int, int, int]  # topic, partition, first offset, offset after the last
+
+
+def apply_catalogue_ranges(world: World, shop_databases: ShopDatabases, kafka: KafkaResource,
+                           spans: Sequence[OffsetSpan]) -> ApplyOutcome:
+    """Re-read exactly the messages at offsets [start, end) of each topic partition, apply them all
+    to every shop they concern in one pass (the versions decide, not the order of the topics), and
+    set the bad ones aside."""
+    raw = [message for topic, partition, start, end in spans
+           for message in kafka.read_range(topic, partition, start, end)]
+    outcome = apply_catalogue_messages(world, shop_databases, raw)
     send_dead_letters(kafka, outcome.dead_letters)
     return outcome
