@@ -40,6 +40,7 @@ def postgres_instance_home(tmp_path: Path) -> Iterator[Path]:
     (home / "dagster.yaml").write_text(yaml.safe_dump({
         "storage": {"postgres": {"postgres_url": url.render_as_string(hide_password=False)}},
         "concurrency": deployment["concurrency"], "run_launcher": deployment["run_launcher"],
+        "run_coordinator": deployment["run_coordinator"], "sensors": deployment["sensors"],
         "telemetry": {"enabled": False}}))
     try:
         yield home

@@ -139,6 +139,7 @@ def test_the_compose_instance_runs_on_postgres_with_its_run_queue(instance_dir: 
                 "dagster/partition/shop", "rossmann_local/run"}
             assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+            assert instance.run_coordinator.dequeue_interval_seconds == 1
             assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
         finally:
             instance.dispose()

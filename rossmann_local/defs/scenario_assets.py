@@ -9,6 +9,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from rossmann_local.defs.partitions import partition_key
+from rossmann_local.defs.streaming import SENSOR_INTERVAL_S
 from rossmann_local.domain.scenario import FAULT_KINDS, plan_day
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import World
@@ -92,7 +93,7 @@ CHAIN_JOBS = ("shop_shift_job",)  # a day's reports change while these run
 
 def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
                      shift_partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
-    @dg.sensor(name=DAY_SENSOR, asset_selection=day_assets, minimum_interval_seconds=5,
+    @dg.sensor(name=DAY_SENSOR, asset_selection=day_assets, minimum_interval_seconds=SENSOR_INTERVAL_S,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Once every shop x shift of a day has both its reports, materializes that day's "
                            "scenario ledger and expected answers (whose check compares the reports with them), "

@@ -1,8 +1,8 @@
 """The Dagster instance of the no-service defaults: its home under the data dir.
 
 The run queue's policy is written once, in the repository's ``dagster.yaml`` (the deployment's
-instance): this instance takes its ``concurrency`` (runs and pools) from there and keeps its own storage
-(SQLite under the data dir).
+instance): this instance takes its ``concurrency`` (runs and pools), run coordinator and sensor daemon
+settings from there and keeps its own storage (SQLite under the data dir).
 """
 
 from __future__ import annotations
@@ -22,14 +22,22 @@ DEPLOYMENT_INSTANCE = REPO_ROOT / "dagster.yaml"
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 
 
-def concurrency_policy(part: str) -> dict[str, Any]:
-    """``concurrency.<part>`` (``runs``: the run queue, ``pools``: the op pools) of the repository's
-    dagster.yaml: the one place the policy is written."""
+def deployment_setting(*path: str) -> Any:
+    """A setting of the repository's dagster.yaml (the deployment's instance), e.g.
+    ``("concurrency", "runs")``: the one place the run queue and daemon policy is written."""
     try:
-        return yaml.safe_load(DEPLOYMENT_INSTANCE.read_text())["concurrency"][part]
+        value: Any = yaml.safe_load(DEPLOYMENT_INSTANCE.read_text())
+        for key in path:
+            value = value[key]
+        return value
     except (OSError, KeyError, TypeError) as exc:
-        raise ConfigError(f"the instance's concurrency is read from {DEPLOYMENT_INSTANCE} (concurrency.{part}), "
+        raise ConfigError(f"the instance's {'.'.join(path)} is read from {DEPLOYMENT_INSTANCE}, "
                           f"which is missing or has none: {exc}") from None
+
+
+def concurrency_policy(part: str) -> dict[str, Any]:
+    """``concurrency.<part>`` (``runs``: the run queue, ``pools``: the op pools)."""
+    return deployment_setting("concurrency", part)
 
 
 def run_queue_policy() -> dict[str, Any]:
@@ -52,6 +60,9 @@ def managed_instance_yaml() -> str:
         # lock, held only while a report is written, so report steps of parallel runs read the shop
         # databases side by side (make backfill --workers).
         "concurrency": {"runs": run_queue_policy(), "pools": concurrency_policy("pools")},
+        # The deployment's daemon pace: the queue dequeued every second, sensors evaluated in threads.
+        "run_coordinator": deployment_setting("run_coordinator"),
+        "sensors": deployment_setting("sensors"),
     }
     return ("# Written by rossmann_local for the no-service default instance from the repository's\n"
             "# dagster.yaml (its run queue); edits are overwritten.\n" + yaml.safe_dump(config, sort_keys=False))
