@@ -19,7 +19,7 @@ install: $(STAMP)
 day: $(STAMP)
 	$(BIN)/python -m rossmann_local.local.day $(ARGS)
 
-# Live mode: the chain on a clock, receipts written as their simulated time arrives (ARGS="--speed 60 --ui").
+# Live mode: the chain on a clock, run by the daemon under dagster dev (ARGS="--speed 60 --stop-at 2026-06-01T21:00").
 live: $(STAMP)
 	$(BIN)/python -m rossmann_local.local.live $(ARGS)
 

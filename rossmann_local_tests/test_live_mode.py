@@ -25,8 +25,10 @@ from sqlalchemy import select
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
 from rossmann_local.defs.live import LIVE_CLOCK_JOB, LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG, LIVE_UNTIL_TAG
 from rossmann_local.domain.clock import LiveClock, next_shift, shift_at_or_after
+from rossmann_local.domain.topics import CATALOGUE_TOPICS, PRODUCT_TOPIC
 from rossmann_local.domain.world import World, reference_world
-from rossmann_local.local.dagster_ui import running_dev
+from rossmann_local.local.chain_admin import inject_malformed_message
+from rossmann_local.local.dagster_ui import free_port, running_dev
 from rossmann_local.local.in_process import run_shifts
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.local.stack import local_stack
@@ -37,7 +39,9 @@ from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import load_world
 from rossmann_local.shop.cache import sync_cache
+from rossmann_local.shop.catalogue import apply_catalogue_ranges
 from rossmann_local.shop.shift import next_live_sale, sell_shift, take_deliveries, write_live_sales
+from rossmann_local.shop_db.cache import advance_catalogue_offsets
 from rossmann_local.shop_db.models import Transaction, TransactionItem
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
@@ -56,6 +60,8 @@ def live_env(data: Path) -> dict[str, str]:
 
 
 def start_live(data: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    if "--port" not in args:
+        args = (*args, "--port", str(free_port()))  # the UI's port: 3000 may be taken
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "rossmann_local.local.live", *args], env=live_env(data),
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -186,7 +192,7 @@ def live_sales_batches(instance: dg.DagsterInstance) -> list[tuple[datetime, lis
 def test_live_mode_stopped_and_restarted_ends_with_a_backfills_rows(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     data, log = tmp_path / "live", tmp_path / "live.log"
-    args = ("--speed", "1800", "--stop-at", "2026-06-01T15:00", "--tick", "0.3")  # 6 simulated hours in 12 s
+    args = ("--speed", "240", "--stop-at", "2026-06-01T15:00")  # 6 simulated hours in 90 s
     with stopped_at_the_end(start_live(data, log, *args)) as first:
         wait_for("receipts", lambda: shift_state(data, 1)[0] >= 30, first, log)
         first.send_signal(signal.SIGTERM)
@@ -252,7 +258,7 @@ def test_live_mode_stopped_and_restarted_ends_with_a_backfills_rows(tmp_path: Pa
 def test_the_ui_shows_the_live_runs_while_the_shift_is_open(tmp_path: Path) -> None:
     data, log = tmp_path / "live", tmp_path / "live.log"
     with socket_port() as port, stopped_at_the_end(
-            start_live(data, log, "--speed", "120", "--ui", "--port", str(port), "--tick", "0.5")) as live:
+            start_live(data, log, "--speed", "120", "--port", str(port))) as live:
         url = f"http://127.0.0.1:{port}/graphql"
         query = """query($filter: RunsFilter) { runsOrError(filter: $filter) {
             ... on Runs { results { runId status tags { key value } } } } }"""
@@ -302,7 +308,7 @@ def test_a_price_changed_during_the_live_shift_takes_effect_at_the_clocks_time(
     at the same time writes the same rows."""
     data, log = tmp_path / "live", tmp_path / "live.log"
     with socket_port() as port, stopped_at_the_end(start_live(
-            data, log, "--speed", "900", "--stop-at", "2026-06-01T15:00", "--tick", "0.3",
+            data, log, "--speed", "360", "--stop-at", "2026-06-01T15:00",
             "--sync-api-port", str(port))) as live:
         wait_for("receipts", lambda: shift_state(data, 1)[0] >= 20, live, log)
         env = {**live_env(data), "ROSSMANN_SYNC_API_URL": f"http://127.0.0.1:{port}"}
@@ -373,7 +379,8 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
     def tick(at: datetime) -> dg.RunRequest | str:
         pinned = LiveClockFile(path=clock_file.path, pinned_sim_utc=at.isoformat())
         with dg.build_sensor_context(instance=instance, cursor=cursor[0],
-                                     resources={"live_clock": pinned, "shop_databases": shop_databases}) as context:
+                                     resources={"live_clock": pinned, "shop_databases": shop_databases,
+                                                "kafka": kafka}) as context:
             result = sensor(context)
         if isinstance(result, dg.SkipReason):
             return result.skip_message or ""
@@ -401,6 +408,19 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
         sales = tick(first_sale + timedelta(seconds=1))
         assert sales.tags[LIVE_STEP_TAG] == "sales" and sales.tags[LIVE_UNTIL_TAG] == \
             (first_sale + timedelta(seconds=1)).isoformat()
+        # A catalogue message on Kafka the shops have not applied holds every step back until its upsert ran.
+        with kafka.consumer() as consumer:
+            ends = {(t, p): kafka.watermarks(consumer, t, p)[1] for t in CATALOGUE_TOPICS
+                    for p in range(kafka.partitions(t))}
+        for shop in world.shops:
+            with shop_databases.transaction(shop.shop_id) as conn:
+                advance_catalogue_offsets(conn, ends)  # the shops have caught up with the topics
+        inject_malformed_message(kafka)
+        assert "upsert of 1 catalogue message" in tick(first_sale + timedelta(seconds=2))
+        with kafka.consumer() as consumer:
+            high = kafka.watermarks(consumer, PRODUCT_TOPIC, 0)[1]
+        apply_catalogue_ranges(world, shop_databases, kafka, [(PRODUCT_TOPIC, 0, ends[PRODUCT_TOPIC, 0], high)])
+        assert tick(first_sale + timedelta(seconds=2)).tags[LIVE_STEP_TAG] == "sales", "applied (set aside): on"
         closing = tick(shift.end + timedelta(minutes=1))
         assert closing.tags[LIVE_STEP_TAG] == "close"
         assert closing.job_name == "shop_shift_job" and closing.asset_selection is None, "the whole shift job"

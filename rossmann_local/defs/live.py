@@ -6,18 +6,20 @@ one next step: the end-of-shift run of a shift that has ended (``shop_shift_job`
 sales, stock messages, reports; its receipts are the ones written live, verified, not rewritten), or a
 ``live_sales_job`` run that opens the shift where it has just begun (sync and deliveries) and writes
 each open shop's receipts up to the clock's simulated now. ``live_clock_job`` sets the clock (switched
-on from the UI: launch it, then switch on the sensor; the daemon does the rest). ``make live`` ticks
-the sensor and executes what it requests in its own process; the sensor waits while a run it
-requested is unfinished, so under the daemon it requests the same steps in the same order.
+on from the UI: launch it, then switch on the sensor; the daemon does the rest; ``make live`` does
+the same through the GraphQL API). The sensor waits while a run it requested, or a catalogue upsert
+run, is unfinished, and while the shops have not applied every catalogue change on Kafka: a change
+takes effect on receipts at its own time, never after receipts were written past it. Nothing is
+sold past ``stop_at``.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from rossmann_local.defs.partitions import partition_key, range_tags
-from rossmann_local.defs.streaming import RUN_KIND_TAG
+from rossmann_local.defs.streaming import RUN_KIND_TAG, SENSOR_INTERVAL_S
 from rossmann_local.domain.clock import shift_at_or_after
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.stock_levels import checkpoints
@@ -28,6 +30,7 @@ from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
 from rossmann_local.shop.cache import sync_cache
+from rossmann_local.shop.catalogue import catalogue_lag
 from rossmann_local.shop.shift import (
     ShiftNotOpen,
     ShiftOutOfOrder,
@@ -43,6 +46,9 @@ LIVE_CLOCK_JOB = "live_clock_job"
 LIVE_SENSOR = "live_clock_sensor"
 LIVE_STEP_TAG = "rossmann_local/live_step"  # open, sales or close
 LIVE_UNTIL_TAG = "rossmann_local/live_until"
+# A change made by hand is dated on the live clock, then published by the Sync API's outbox within a
+# moment: the sensor sells up to a wall second behind the clock, so a change is on Kafka before then.
+PUBLISH_LAG = timedelta(seconds=1)
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
@@ -151,6 +157,7 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
                                                      ("last", "string"))]
         return dg.Output({**figures, "until": until.isoformat(), "per_shop": [r.data for r in rows]}, metadata={
             **figures, "up_to": dg.MetadataValue.text(until.isoformat()),
+            "in_shift_by_shop": dg.MetadataValue.json({str(r.data["shop_id"]): r.data["in_shift"] for r in rows}),
             "per_shop": dg.MetadataValue.table(rows, schema=dg.TableSchema(columns=columns))})
 
     @dg.op
@@ -167,7 +174,11 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
                 state = live_clock.read()
                 if state is None:
                     return dg.Output({"running": False}, metadata={"running": False})
-                state = state.model_copy(update={"running": False})
+                if state.running:  # where a later session resumes: the clock's reading now, up to stop_at
+                    reached = live_clock.now(state)
+                    if state.stop_at is not None:
+                        reached = min(reached, state.stop_at)
+                    state = state.model_copy(update={"running": False, "sim_reached": max(reached, state.sim_reached)})
         except ConfigError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         live_clock.write(state)
@@ -188,20 +199,22 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
     def live_sales_job() -> None:
         write_terminal_sales()
 
-    @dg.sensor(jobs=[live_sales_job, shop_shift_job], minimum_interval_seconds=2,
+    @dg.sensor(jobs=[live_sales_job, shop_shift_job], minimum_interval_seconds=SENSOR_INTERVAL_S,
                default_status=dg.DefaultSensorStatus.STOPPED,
                description="Live mode's clock (make live): opens and closes the shifts as simulated time "
                            "passes, and requests the live sales in between.")
     def live_clock_sensor(context: dg.SensorEvaluationContext, live_clock: LiveClockFile,
-                          shop_databases: ShopDatabases) -> dg.SensorResult | dg.SkipReason:
+                          shop_databases: ShopDatabases, kafka: KafkaResource) -> dg.SensorResult | dg.SkipReason:
         state = live_clock.read()
         if state is None or not state.running:
-            return dg.SkipReason("live mode is not running (make live)")
+            return dg.SkipReason("live mode is not running (make live, or live_clock_job)")
         waiting = [r for r in context.instance.get_runs(dg.RunsFilter(statuses=UNFINISHED), limit=50)
-                   if LIVE_STEP_TAG in r.tags]
+                   if LIVE_STEP_TAG in r.tags or r.tags.get(RUN_KIND_TAG) == "catalogue_upsert"]
         if waiting:
-            return dg.SkipReason(f"waiting for run {waiting[0].run_id}")
-        now = live_clock.now(state)
+            return dg.SkipReason(f"waiting for run {waiting[0].run_id} ({waiting[0].job_name})")
+        now = live_clock.now(state, behind=PUBLISH_LAG)
+        if state.stop_at is not None and now > state.stop_at:
+            now = state.stop_at  # nothing is sold past stop_at: the shifts ending by then close, and live mode ends
         progress = {s.shop_id: shop_progress(world, s, state.first_shift, shop_databases) for s in world.shops}
         pending = [p.shift for p in progress.values() if p.shift is not None]
         if not pending:
@@ -210,6 +223,15 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
         shops = [shop_id for shop_id, p in progress.items() if p.shift == shift]
         if now < shift.start:
             return dg.SkipReason(f"the shops open at {shift.start:%Y-%m-%d %H:%M}; it is {now:%H:%M}")
+        if state.stop_at is not None and shift.start >= state.stop_at:
+            return dg.SkipReason(f"stopped at {state.stop_at:%Y-%m-%d %H:%M} (stop_at): the shifts ending by then "
+                                 "are closed")
+        # Sell only once every catalogue change published so far is in the shops: the catalogue sensor's
+        # upsert run comes first, so a change takes effect at its time on receipts and none is rewritten.
+        lag = catalogue_lag(world, shops, shop_databases, kafka)
+        if lag:
+            return dg.SkipReason(f"waiting for the catalogue sensor's upsert of {lag} catalogue message(s) "
+                                 "the shops have not applied yet")
         if shift.end <= now:
             return dg.SensorResult(run_requests=[dg.RunRequest(
                 job_name=shop_shift_job.name, tags=shift_runs_tags(shift, shops, "close"))])

@@ -380,11 +380,13 @@ def running_dev(env: dict[str, str], log_path: Path, timeout: float = 180) -> It
 
 
 @contextlib.contextmanager
-def running_dagster_dev(env: dict[str, str], log_path: Path, timeout: float = 180) -> Iterator[DagsterUI]:
+def running_dagster_dev(env: dict[str, str], log_path: Path, timeout: float = 180,
+                        port: int | None = None) -> Iterator[DagsterUI]:
     """``dagster dev`` (webserver, daemon and code server) on the repo's workspace with ``env`` (which
     names ``DAGSTER_HOME`` and the parts the code location uses), for a command that started those
-    parts itself; its output in ``log_path``. Stopped with SIGINT, as Ctrl-C stops it."""
-    port = free_port()
+    parts itself; its output in ``log_path``; on ``port`` (default: a free one). Stopped with SIGINT,
+    as Ctrl-C stops it."""
+    port = port or free_port()
     command = [sys.executable, "-W", "ignore:Function `dev_command` is superseded", "-m", "dagster", "dev",
                "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
     # It runs in DAGSTER_HOME, so it does not take the repository's dagster.yaml (compose's instance) for its own.
@@ -394,12 +396,13 @@ def running_dagster_dev(env: dict[str, str], log_path: Path, timeout: float = 18
 
 
 @contextlib.contextmanager
-def dagster_on(stack: LocalStack, log_name: str, **extra_env: str) -> Iterator[DagsterUI]:
+def dagster_on(stack: LocalStack, log_name: str, port: int | None = None, **extra_env: str) -> Iterator[DagsterUI]:
     """``dagster dev`` on the local stack and the instance under the data dir (``DAGSTER_HOME`` if set),
     its log in the data dir as ``<log_name>.dagster.log``: the engine a command drives."""
     home = instance_home()
     started = engine_time()  # which runs are this command's
-    with running_dagster_dev(stack.code_location_env(home, **extra_env), data_dir() / f"{log_name}.dagster.log") as ui:
+    with running_dagster_dev(stack.code_location_env(home, **extra_env), data_dir() / f"{log_name}.dagster.log",
+                             port=port) as ui:
         try:
             yield ui
         except BaseException:

@@ -1,59 +1,48 @@
-"""``make live``: the chain on a clock, its terminals' receipts written as their simulated time arrives.
+"""``make live``: the chain on a clock, its terminals' receipts written as their simulated time arrives,
+by Dagster's daemon.
 
 ``python -m rossmann_local.local.live [--speed 60] [--start now|YYYY-MM-DDTHH:MM] [--stop-at ...]
-[--ui]`` starts the local stack as ``make day`` does and maps the world's simulated clock onto the
-wall clock at ``--speed`` (1 is real time, 60 makes a 6-hour shift take 6 minutes). Then, about
-every ``--tick`` wall seconds, it does what the daemon would do, in this process:
+[--port 3000]`` starts the local stack as ``make day`` does and ``dagster dev`` (webserver, daemon)
+on the instance under the data dir, then does what a user does in the UI: it launches
+``live_clock_job`` (the clock mapped onto the wall clock at ``--speed``: 1 is real time, 60 makes a
+6-hour shift take 6 minutes) and switches on ``live_clock_sensor``. From then on the daemon runs
+live mode: the sensor opens each shift, requests ``live_sales_job`` runs writing the receipts due by
+the clock, and closes the shift; the catalogue sensor applies changes made meanwhile, before any
+receipt after them is written. This command only follows the runs through the GraphQL API and
+prints what each did; the UI on ``--port`` shows the same runs.
 
-1. it pins simulated "now" and waits until the stand-in Sync API's outbox has published every
-   catalogue change made up to then (a change made without ``--at`` takes effect at the live
-   clock's time);
-2. it ticks the catalogue sensor and runs the upserts it requests, so each shop has those changes;
-3. it ticks ``live_clock_sensor`` with the pinned time and runs what it requests: the start of a
-   shift (sync, deliveries), a ``live_sales_job`` run writing every receipt before "now" that the
-   shop databases do not hold yet (and the stock messages whose checkpoint has passed), or the end
-   of a shift (``shop_shift_job``: its receipts verified and completed, stock messages, reports).
-
-Ctrl-C or SIGTERM stops it between steps; the next ``make live`` resumes from what the shop
-databases hold, the clock continuing from where it stopped. ``--ui`` also serves the Dagster UI on
-the same instance, where the live runs appear as they happen.
+Ctrl-C or SIGTERM switches live mode off as the UI would (the sensor off, its running step waited
+for, ``live_clock_job`` with ``running: false``, which keeps where the clock got); the next
+``make live`` resumes from there. A change made by hand in the stand-in Sync API (``python -m
+rossmann_local.sync_api change ...``, no ``--at``) takes effect at the live clock's time.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-import dagster as dg
-
-from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.live import LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG, moment, session_start
+from rossmann_local.defs.live import LIVE_CLOCK_JOB, LIVE_SENSOR, LIVE_STEP_TAG, moment, session_start
 from rossmann_local.defs.partitions import RANGE_START_TAG, shop_and_shift
-from rossmann_local.domain.clock import LiveClock, shift_at_or_after
-from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.domain.clock import shift_at_or_after
 from rossmann_local.domain.world import World
+from rossmann_local.local.dagster_ui import UNFINISHED, DagsterUI, RunOutcome, dagster_on, engine_time
 from rossmann_local.local.day import preflight
-from rossmann_local.local.in_process import QUIET_RUN_CONFIG, CatalogueSensorDriver, MemoryCursor, first_failure
-from rossmann_local.local.instance import WORKSPACE, instance_home, managed_instance
-from rossmann_local.local.processes import GracefulStop, StopRequested, die_with_parent
+from rossmann_local.local.processes import GracefulStop, StopRequested
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
-from rossmann_local.settings import (
-    DEFAULT_SYNC_API_URL,
-    ConfigError,
-    load_world,
-)
+from rossmann_local.settings import DEFAULT_SYNC_API_URL, ConfigError, load_world
 from rossmann_local.shop.shift import shop_progress
 from rossmann_local.shop_db import ledger
 
 FAILURES_BEFORE_GIVING_UP = 3  # the same step failing this many times in a row stops live mode
+POLL_SECONDS = 0.5
 
 
 def parse_moment(text: str, world: World, option: str) -> datetime:
@@ -66,155 +55,135 @@ def parse_moment(text: str, world: World, option: str) -> datetime:
         raise ConfigError(f"{option} {text!r} is not 'now' or a time like 2026-06-01T09:00") from None
 
 
-class LiveMode:
-    """The daemon's part in this process: the two sensors ticked in order, their runs executed."""
-
-    def __init__(self, stack: LocalStack, instance: dg.DagsterInstance, clock_file: LiveClockFile,
-                 state: LiveClockState, say: Callable[[str], None]) -> None:
-        self.stack, self.instance, self.clock_file, self.state, self.say = stack, instance, clock_file, state, say
-        self.world = stack.world
-        self.definitions = build_definitions(stack.world, {**stack.resources, "live_clock": clock_file})
-        # The cursors live in this session: the catalogue is read from the topics' start at each session
-        # (applying a message again changes nothing), the live sensor's from the open shift's start.
-        self.catalogue = CatalogueSensorDriver(self.definitions, instance, MemoryCursor(), QUIET_RUN_CONFIG)
-        self.sensor = self.definitions.resolve_sensor_def(LIVE_SENSOR)
-        self.cursor = MemoryCursor()
-        self.jobs = {name: self.definitions.resolve_job_def(name) for name in (SHOP_SHIFT_JOB, LIVE_SALES_JOB)}
-        self.failures: dict[str, int] = {}
-        self.batches = self.receipts = 0
-        if stack.store is not None:
-            # Bookkeeping of the live mapping (wall -> simulated): a hand-made change is dated in simulated time.
-            stack.store.clock = lambda: self.clock.sim(datetime.now(UTC))
-
-    @property
-    def clock(self) -> LiveClock:
-        return self.state.clock
-
-    def local(self, moment: datetime) -> str:
-        return moment.astimezone(ZoneInfo(self.world.timezone)).strftime("%a %Y-%m-%d %H:%M:%S")
-
-    def settle_catalogue(self) -> None:
-        """Every change made so far is on Kafka (the stand-in's outbox) and applied to the shops."""
-        store = self.stack.store
-        if store is not None:
-            deadline = time.monotonic() + 30
-            while store.unpublished() and time.monotonic() < deadline:
-                time.sleep(0.05)
-        for request, run in self.catalogue.tick_and_run():
-            if run.success:
-                applied = run.output_for_node("apply_catalogue_changes")
-                self.say(f"catalogue changes applied ({request.run_key}): {applied}")
-            else:
-                self.say(f"catalogue upsert {request.run_key} failed: {first_failure(run)}")
-
-    def step(self, now: datetime) -> str | None:
-        """One tick of the live sensor at simulated ``now`` and its run; returns the step it ran."""
-        # Constructed, not copied: Dagster rebuilds a resource from the values it was constructed with.
-        clock_file = LiveClockFile(path=self.clock_file.path, pinned_sim_utc=now.isoformat())
-        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor.read(),
-                                     resources={"live_clock": clock_file,
-                                                "shop_databases": self.stack.shop_databases}) as context:
-            result = self.sensor(context)
-        if isinstance(result, dg.SkipReason) or not result.run_requests:
-            return None
-        if result.cursor is not None:
-            self.cursor.write(result.cursor)
-        [request] = result.run_requests
-        step = request.tags[LIVE_STEP_TAG]
-        job = self.jobs[request.job_name]
-        run = job.execute_in_process(
-            instance=self.instance, tags=request.tags, raise_on_error=False,
-            run_config={**(request.run_config or {}), **QUIET_RUN_CONFIG},
-            asset_selection=list(request.asset_selection) if request.asset_selection else None)
-        if not run.success:
-            key = f"{step} {request.tags}"
-            self.failures[key] = self.failures.get(key, 0) + 1
-            self.say(f"{self.local(now)}  {step} run failed: {first_failure(run)}")
-            if self.failures[key] >= FAILURES_BEFORE_GIVING_UP:
-                raise LiveModeFailed(f"the {step} step failed {FAILURES_BEFORE_GIVING_UP} times in a row: "
-                                     f"{first_failure(run)}")
-            return step
-        self.failures.clear()
-        self.report(step, now, run)
-        return step
-
-    def report(self, step: str, now: datetime, run: dg.ExecuteInProcessResult) -> None:
-        if step in ("open", "sales"):
-            out = run.output_for_node("write_terminal_sales")
-            if step == "open":
-                shift = shift_at_or_after(self.world, datetime.fromisoformat(out["until"]))
-                self.say(f"{self.local(now)}  shift {shift.start:%Y-%m-%d %H:%M}-{shift.end:%H:%M} open: "
-                         "cache synced, deliveries taken")
-            if out["receipts_written"] or out["stock_parts_sent"]:
-                self.batches += 1
-                self.receipts += out["receipts_written"]
-                shops = ", ".join(f"{r['shop_id']}: {r['in_shift']}" for r in out["per_shop"])
-                written = out["receipts_written"]
-                self.say(f"{self.local(now)}  +{written} receipt{'' if written == 1 else 's'} "
-                         f"(in the shift so far, by shop: {shops})"
-                         + (f", {out['stock_parts_sent']} stock messages sent" if out["stock_parts_sent"] else ""))
-            return
-        shift = self.shift_of(run)
-        totals = [self.shift_totals(shop.shop_id, shift) for shop in self.world.shops]
-        receipts = sum(int(t["receipts"]) for t in totals)
-        revenue = sum(t["revenue"] for t in totals)
-        self.say(f"{self.local(now)}  shift {shift.start:%Y-%m-%d %H:%M}-{shift.end:%H:%M} closed: "
-                 f"{receipts} receipts, {revenue:,.2f} EUR; stock messages sent, reports in ClickHouse")
-
-    def shift_of(self, run: dg.ExecuteInProcessResult) -> ShiftWindow:
-        return shop_and_shift(self.world, run.dagster_run.tags[RANGE_START_TAG])[1]
-
-    def shift_totals(self, shop_id: int, shift: ShiftWindow) -> dict[str, Any]:
-        with self.stack.shop_databases.transaction(shop_id) as conn:
-            return ledger.shift_totals(conn, shift)
-
-    def save(self, reached: datetime, running: bool) -> None:
-        self.state = self.state.model_copy(update={"sim_reached": reached, "running": running})
-        self.clock_file.write(self.state)
-
-    def finished(self) -> bool:
-        """Past ``stop_at`` with every shift ending by then closed, or the world's last shift sold."""
-        pending = [shop_progress(self.world, s, self.state.first_shift, self.stack.shop_databases).shift
-                   for s in self.world.shops]
-        if all(p is None for p in pending):
-            return True
-        stop_at = self.state.stop_at
-        return stop_at is not None and all(p is None or p.end > stop_at for p in pending)
-
-
 class LiveModeFailed(ConfigError):
     """A step kept failing: live mode stops, saying which and why."""
 
 
-def serve_ui(port: int, stack: LocalStack) -> subprocess.Popen[bytes]:
-    """The Dagster webserver on this instance (no daemon: this process ticks the sensors)."""
-    home = instance_home()
-    return subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-w", str(WORKSPACE), "-h", "127.0.0.1",
-                             "-p", str(port)], env=stack.code_location_env(home), cwd=home, preexec_fn=die_with_parent,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+class LiveThroughDagster:
+    """Live mode switched on, followed and switched off through a running Dagster's GraphQL API."""
 
+    def __init__(self, stack: LocalStack, ui: DagsterUI, clock_file: LiveClockFile,
+                 say: Callable[[str], None]) -> None:
+        self.stack, self.ui, self.clock_file, self.say = stack, ui, clock_file, say
+        self.world = stack.world
+        self.since = engine_time()  # the runs after this are the session's (bookkeeping)
+        self.reported: set[str] = set()
+        self.failures: dict[str, int] = {}
+        self.batches = self.receipts = 0
 
-def run_live(stack: LocalStack, state: LiveClockState, clock_file: LiveClockFile, stop: GracefulStop,
-             tick_seconds: float, say: Callable[[str], None]) -> LiveMode:
-    live = LiveMode(stack, managed_instance(), clock_file, state, say)
-    clock = live.clock
-    say(f"live mode at x{state.speed:g} from {live.local(clock.sim_at)} (simulated; "
-        f"{timedelta(seconds=state.speed)} of it per wall second). Ctrl-C stops; make live resumes.")
-    live.save(clock.sim_at, running=True)
-    reached = clock.sim_at
-    while True:
-        stop.check(f"at {live.local(reached)} (simulated); make live resumes there")
-        now = clock.sim(datetime.now(UTC))  # bookkeeping: the live mapping of the wall clock onto simulated time
-        stop.call(live.settle_catalogue)
-        step = stop.call(lambda now=now: live.step(now))
-        reached = now
-        live.save(reached, running=True)
-        if live.finished():
-            return live
-        if step in (None, "sales"):
-            pause = time.monotonic() + tick_seconds
+    def state(self) -> LiveClockState:
+        state = self.clock_file.read()
+        if state is None:
+            raise ConfigError(f"live mode's clock file {self.clock_file.file()} is gone")
+        return state
+
+    def local(self, at: datetime) -> str:
+        return at.astimezone(ZoneInfo(self.world.timezone)).strftime("%a %Y-%m-%d %H:%M:%S")
+
+    def finished_run(self, run_id: str) -> RunOutcome:
+        self.ui.wait_for_run(run_id, timeout=600)
+        return self.ui.run(run_id)
+
+    def switch_on(self, config: dict[str, Any]) -> LiveClockState:
+        """``live_clock_job`` with the clock's settings, then the sensor's switch, as in the UI."""
+        outcome = self.finished_run(self.ui.launch_run(
+            LIVE_CLOCK_JOB, {}, run_config={"ops": {"set_live_clock": {"config": config}}}))
+        if not outcome.success:
+            raise ConfigError(f"live_clock_job failed: {outcome.failure()}")
+        self.reported.add(outcome.run_id)
+        state = self.state()
+        if self.stack.store is not None:
+            # A change made by hand is dated on the live clock (the file's mapping, wall -> simulated).
+            self.stack.store.clock = lambda: self.state().clock.sim(datetime.now(UTC))
+        self.ui.start_sensor(LIVE_SENSOR)
+        return state
+
+    def follow(self, stop: GracefulStop) -> str:
+        """Print each live run as it finishes, until live mode is done; returns why it ended."""
+        while True:
+            stop.check(f"at {self.local(self.state().clock.sim(datetime.now(UTC)))} (simulated); make live "
+                       "resumes there")
+            self.report_finished()
+            state = self.state()
+            if not state.running:
+                return "switched off (live_clock_job with running: false)"
+            if self.done(state):
+                return "--stop-at reached" if state.stop_at is not None else "the world's last shift sold"
+            pause = time.monotonic() + POLL_SECONDS
             while time.monotonic() < pause and stop.requested is None:
                 time.sleep(0.05)
+
+    def report_finished(self) -> None:
+        runs = self.ui.runs(created_after=self.since, statuses=["SUCCESS", "FAILURE", "CANCELED"])
+        for run in reversed(runs):  # oldest first
+            tags = {t["key"]: t["value"] for t in run["tags"]}
+            if run["runId"] in self.reported or LIVE_STEP_TAG not in tags:
+                continue
+            self.reported.add(run["runId"])
+            self.report(tags[LIVE_STEP_TAG], self.ui.run(run["runId"]))
+
+    def report(self, step: str, run: RunOutcome) -> None:
+        if not run.success:
+            self.failures[step] = self.failures.get(step, 0) + 1
+            self.say(f"{step} run {run.run_id} failed: {run.failure()}")
+            if self.failures[step] >= FAILURES_BEFORE_GIVING_UP:
+                raise LiveModeFailed(f"the {step} step failed {FAILURES_BEFORE_GIVING_UP} times in a row: "
+                                     f"{run.failure()}")
+            return
+        self.failures.pop(step, None)
+        if step in ("open", "sales"):
+            out = run.output("write_terminal_sales") or {}
+            until = datetime.fromisoformat(out["up_to"])
+            if step == "open":
+                shift = shift_at_or_after(self.world, until)
+                self.say(f"{self.local(until)}  shift {shift.start:%Y-%m-%d %H:%M}-{shift.end:%H:%M} open: "
+                         "cache synced, deliveries taken")
+            written = out.get("receipts_written", 0)
+            if written or out.get("stock_parts_sent"):
+                self.batches += 1
+                self.receipts += written
+                shops = ", ".join(f"{shop}: {count}" for shop, count in (out.get("in_shift_by_shop") or {}).items())
+                self.say(f"{self.local(until)}  +{written} receipt{'' if written == 1 else 's'} "
+                         f"(in the shift so far, by shop: {shops})"
+                         + (f", {out['stock_parts_sent']} stock messages sent" if out.get("stock_parts_sent") else ""))
+            return
+        shift = shop_and_shift(self.world, run.tags[RANGE_START_TAG])[1]
+        totals = []
+        for shop in self.world.shops:
+            with self.stack.shop_databases.transaction(shop.shop_id) as conn:
+                totals.append(ledger.shift_totals(conn, shift))
+        receipts = sum(int(t["receipts"]) for t in totals)
+        revenue = sum(t["revenue"] for t in totals)
+        self.say(f"{self.local(shift.end)}  shift {shift.start:%Y-%m-%d %H:%M}-{shift.end:%H:%M} closed: "
+                 f"{receipts} receipts, {revenue:,.2f} EUR; stock messages sent, reports in ClickHouse")
+
+    def done(self, state: LiveClockState) -> bool:
+        """Every shift ending by ``stop_at`` closed (and nothing more due before it), or the world's last shift sold."""
+        pending = [shop_progress(self.world, s, state.first_shift, self.stack.shop_databases).shift
+                   for s in self.world.shops]
+        if all(p is None for p in pending):
+            return True
+        stop_at = state.stop_at
+        return stop_at is not None and state.clock.sim(datetime.now(UTC)) >= stop_at and \
+            all(p is None or p.end > stop_at for p in pending) and not self.unfinished()
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        return [r for r in self.ui.runs(created_after=self.since, statuses=UNFINISHED)
+                if any(t["key"] == LIVE_STEP_TAG for t in r["tags"])]
+
+    def switch_off(self, timeout: float = 120) -> LiveClockState:
+        """The sensor's switch off, its running step waited for, then ``live_clock_job`` with
+        ``running: false`` (the clock file keeps how far it got, where the next session resumes)."""
+        self.ui.stop_sensor(LIVE_SENSOR)
+        deadline = time.monotonic() + timeout
+        while self.unfinished() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        self.report_finished()
+        outcome = self.finished_run(self.ui.launch_run(
+            LIVE_CLOCK_JOB, {}, run_config={"ops": {"set_live_clock": {"config": {"running": False}}}}))
+        if not outcome.success:
+            raise ConfigError(f"live_clock_job (running: false) failed: {outcome.failure()}")
+        return self.state()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", help="'now' or a simulated time, e.g. 2026-06-01T09:00 (default: resume, "
                                         "or the world's first opening)")
     parser.add_argument("--stop-at", help="stop once the shifts ending by this simulated time are closed")
-    parser.add_argument("--tick", type=float, default=1.0, help="wall seconds between sales batches (default 1)")
-    parser.add_argument("--ui", action="store_true", help="also serve the Dagster UI on this instance")
-    parser.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
+    parser.add_argument("--port", type=int, default=3000, help="the Dagster UI's port (default 3000)")
     parser.add_argument("--sync-api-port", type=int, default=urlsplit(DEFAULT_SYNC_API_URL).port,
                         help="the stand-in Sync API's port, where `python -m rossmann_local.sync_api change` finds it "
                              "(default 8765; unused when ROSSMANN_SYNC_API_URL names a Sync API)")
@@ -235,50 +202,44 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    ui = None
     try:
         world = load_world()
         if args.speed is not None and not args.speed > 0:
             raise ConfigError(f"--speed must be above 0, got {args.speed:g}")
-        if not args.tick > 0:
-            raise ConfigError(f"--tick must be above 0, got {args.tick:g}")
         start = parse_moment(args.start, world, "--start") if args.start else None
         stop_at = parse_moment(args.stop_at, world, "--stop-at") if args.stop_at else None
+        config = {k: v for k, v in {"speed": args.speed, "start": start.isoformat() if start else None,
+                                    "stop_at": stop_at.isoformat() if stop_at else None}.items() if v is not None}
         with GracefulStop() as stop, local_stack(world, sync_api_port=args.sync_api_port,
                                                   command="make live") as stack:
             preflight(world, stack.resources)
-            if stack.store is not None:
-                say(f"Sync API stand-in on {stack.sync_api.base_url}: a change made now takes effect at the live "
-                    "clock's time, e.g. python -m rossmann_local.sync_api change price --product 1 --city Berlin "
-                    "--price 1.99")
             clock_file = LiveClockFile()
-            managed_instance()
-            state = session_start(world, clock_file, stack.shop_databases, start, args.speed, stop_at)
-            if args.ui:
-                ui = serve_ui(args.port, stack)
-                say(f"Dagster UI on http://127.0.0.1:{args.port} (runs: filter by tag rossmann_local/run)")
-            live = None
-            try:
-                live = run_live(stack, state, clock_file, stop, args.tick, say)
-                say(f"stopped at {live.local(live.state.sim_reached)} (simulated): --stop-at reached or the "
-                    f"world's last shift sold. {live.receipts} receipts written live in {live.batches} batches.")
-            finally:
-                current = clock_file.read()
-                if current is not None:
-                    clock_file.write(current.model_copy(update={"running": False}))
-    except StopRequested as exc:
-        print(f"{exc}", file=sys.stderr)
-        return 0
+            # A bad --start stops here, before the engine starts.
+            session_start(world, clock_file, stack.shop_databases, start, args.speed, stop_at)
+            with dagster_on(stack, "make-live", port=args.port) as ui:
+                live = LiveThroughDagster(stack, ui, clock_file, say)
+                state = live.switch_on(config)
+                say(f"live mode at x{state.speed:g} from {live.local(state.sim_at)} (simulated; {state.speed:g} s of "
+                    f"it per wall second), run by Dagster's daemon: UI on {ui.url} (Runs, tag "
+                    f"{LIVE_STEP_TAG}). Ctrl-C stops; make live resumes.")
+                if stack.store is not None:
+                    say(f"Sync API stand-in on {stack.sync_api.base_url}: a change made now takes effect at the "
+                        "live clock's time, e.g. python -m rossmann_local.sync_api change price --product 1 "
+                        "--city Berlin --price 1.99")
+                try:
+                    why = live.follow(stop)
+                except StopRequested as exc:
+                    say(f"{exc}: switching live mode off")
+                    state = live.switch_off()
+                    say(f"stopped at {live.local(state.sim_reached)} (simulated). {live.receipts} receipts written "
+                        f"live in {live.batches} batches.")
+                    return 0
+                state = live.switch_off()
+                say(f"stopped at {live.local(state.sim_reached)} (simulated): {why}. {live.receipts} receipts "
+                    f"written live in {live.batches} batches.")
     except ConfigError as exc:
         print(f"live mode stopped: {exc}", file=sys.stderr)
         return 2
-    finally:
-        if ui is not None:
-            ui.terminate()
-            try:
-                ui.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                ui.kill()
     return 0
 
 

@@ -7,7 +7,7 @@ the mapping reads the wall clock: every fact written is dated in simulated time.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -64,9 +64,9 @@ class LiveClockFile(dg.ConfigurableResource):
         partial.write_text(state.model_dump_json(indent=2))
         partial.replace(target)  # atomic: the sensor reads the old state or the new one
 
-    def now(self, state: LiveClockState) -> datetime:
-        """Simulated 'now': the pinned time, or the clock's reading of the wall clock."""
+    def now(self, state: LiveClockState, behind: timedelta = timedelta(0)) -> datetime:
+        """Simulated 'now': the pinned time, or the clock's reading of the wall clock ``behind`` ago."""
         if self.pinned_sim_utc:
             return datetime.fromisoformat(self.pinned_sim_utc)
         # Bookkeeping of live mode's mapping (wall clock -> simulated time); every fact is dated in simulated time.
-        return state.clock.sim(datetime.now(UTC))
+        return state.clock.sim(datetime.now(UTC) - behind)

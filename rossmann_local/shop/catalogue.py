@@ -38,11 +38,16 @@ from rossmann_local.domain.messages import (
     ProductMessage,
     parse_catalogue_message,
 )
-from rossmann_local.domain.topics import DEAD_LETTER_TOPIC
+from rossmann_local.domain.topics import CATALOGUE_TOPICS, DEAD_LETTER_TOPIC
 from rossmann_local.domain.world import Shop, World
 from rossmann_local.resources.kafka import KafkaResource, Outgoing, RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases
-from rossmann_local.shop_db.cache import upsert_categories, upsert_product_changes
+from rossmann_local.shop_db.cache import (
+    advance_catalogue_offsets,
+    catalogue_offsets,
+    upsert_categories,
+    upsert_product_changes,
+)
 from rossmann_local.shop_db.history import VersionBatch, VersionsRecorded
 from rossmann_local.shop_db.models import Category, Product
 
@@ -218,9 +223,36 @@ def apply_catalogue_ranges(world: World, shop_databases: ShopDatabases, kafka: K
                            spans: Sequence[OffsetSpan]) -> ApplyOutcome:
     """Re-read exactly the messages at offsets [start, end) of each topic partition, apply them all
     to every shop they concern in one pass (the versions decide, not the order of the topics), and
-    set the bad ones aside."""
+    set the bad ones aside. Then each shop's position moves past the ranges (once the dead letters
+    are confirmed: a range is applied when every message of it is in or set aside)."""
     raw = [message for topic, partition, start, end in spans
            for message in kafka.read_range(topic, partition, start, end)]
     outcome = apply_catalogue_messages(world, shop_databases, raw)
     send_dead_letters(kafka, outcome.dead_letters)
+    ends: dict[tuple[str, int], int] = {}
+    for topic, partition, _start, end in spans:
+        ends[topic, partition] = max(end, ends.get((topic, partition), 0))
+    for shop in world.shops:
+        with shop_databases.transaction(shop.shop_id) as conn:
+            advance_catalogue_offsets(conn, ends)
     return outcome
+
+
+def catalogue_lag(world: World, shop_ids: Sequence[int], shop_databases: ShopDatabases,
+                  kafka: KafkaResource) -> int:
+    """Catalogue messages on Kafka that one of these shops has not applied yet (the most any shop
+    lacks): a shop that sold ahead of them would charge an old price after a change took effect. A
+    partition a shop has no position on yet (no upsert run reached it since positions were kept) counts
+    as caught up: the catalogue sensor requests only what comes after its own cursor."""
+    partition_counts = kafka.topic_partitions()
+    highs: dict[tuple[str, int], tuple[int, int]] = {}
+    with kafka.consumer() as consumer:
+        for topic in CATALOGUE_TOPICS:
+            for partition in range(partition_counts.get(topic, 0)):
+                highs[topic, partition] = kafka.watermarks(consumer, topic, partition)
+    lag = 0
+    for shop_id in shop_ids:
+        with shop_databases.transaction(shop_id) as conn:
+            applied = catalogue_offsets(conn)
+        lag = max(lag, sum(max(0, high - max(low, applied.get(key, high))) for key, (low, high) in highs.items()))
+    return lag

@@ -27,7 +27,7 @@ from rossmann_local.domain.catalogue_fold import (
     ProductChange,
     Versioned,
 )
-from rossmann_local.shop_db.models import Category, Product, SyncState
+from rossmann_local.shop_db.models import CatalogueOffset, Category, Product, SyncState
 
 # Older than any real change: placeholder categories, and the price version of an unpriced product.
 PLACEHOLDER_UPDATED_AT = datetime(1970, 1, 1, tzinfo=UTC)
@@ -132,3 +132,23 @@ def advance_sync_watermark(conn: Connection, entity: str, watermark: datetime, n
         where=stmt.excluded.watermark_utc >= SyncState.__table__.c.watermark_utc,
     )
     conn.execute(stmt, {"entity": entity, "watermark_utc": watermark, "last_synced_at_utc": now})
+
+
+def advance_catalogue_offsets(conn: Connection, ends: dict[tuple[str, int], int]) -> None:
+    """Record that the shop has applied each topic partition up to (not including) its offset; a
+    position never moves back (a range applied again changes nothing)."""
+    if not ends:
+        return
+    table = CatalogueOffset.__table__
+    stmt = dialect_insert(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["topic", "topic_partition"],
+        set_={"next_offset": case((stmt.excluded.next_offset > table.c.next_offset, stmt.excluded.next_offset),
+                                  else_=table.c.next_offset)})
+    conn.execute(stmt, [{"topic": t, "topic_partition": p, "next_offset": o} for (t, p), o in sorted(ends.items())])
+
+
+def catalogue_offsets(conn: Connection) -> dict[tuple[str, int], int]:
+    """The shop's position on each catalogue topic partition it has applied."""
+    rows = conn.execute(select(CatalogueOffset.topic, CatalogueOffset.topic_partition, CatalogueOffset.next_offset))
+    return {(topic, partition): offset for topic, partition, offset in rows.tuples()}

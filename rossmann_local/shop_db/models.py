@@ -220,3 +220,14 @@ class StockMessageOffset(ShopBase):
     topic_offset: Mapped[int] = mapped_column(BigInteger)
     confirmed_at_utc: Mapped[datetime]
     verified_at_utc: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class CatalogueOffset(ShopBase):
+    """How far the shop has applied each catalogue topic partition (the next offset to apply), as a
+    consumer's committed position: live mode sells only once every change published so far is in."""
+
+    __tablename__ = "catalogue_offsets"
+
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    topic_partition: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
