@@ -176,20 +176,16 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
                 pending = PendingBatch(pending.spans, pending.attempt + 1)
                 requests.append(pending.run_request())
             still_pending.append(pending)
-        partition_counts = kafka.topic_partitions()
         new: list[OffsetSpan] = []
-        with kafka.consumer() as consumer:
-            for topic in CATALOGUE_TOPICS:
-                for partition in range(partition_counts.get(topic, 0)):
-                    low, high = kafka.watermarks(consumer, topic, partition)
-                    key = f"{topic}:{partition}"
-                    start = max(cursor.next_offsets.get(key, low), low)
-                    if cursor.next_offsets.get(key, low) < low:
-                        context.log.warning(f"{key}: offsets {cursor.next_offsets[key]}..{low - 1} were deleted by "
-                                            "retention before they were read")
-                    if start < high:
-                        new.append((topic, partition, start, high))
-                    cursor.next_offsets[key] = max(high, start, cursor.next_offsets.get(key, 0))
+        for (topic, partition), (low, high) in kafka.topic_watermarks(CATALOGUE_TOPICS).items():
+            key = f"{topic}:{partition}"
+            start = max(cursor.next_offsets.get(key, low), low)
+            if cursor.next_offsets.get(key, low) < low:
+                context.log.warning(f"{key}: offsets {cursor.next_offsets[key]}..{low - 1} were deleted by "
+                                    "retention before they were read")
+            if start < high:
+                new.append((topic, partition, start, high))
+            cursor.next_offsets[key] = max(high, start, cursor.next_offsets.get(key, 0))
         for batch in batches(new):
             requests.append(batch.run_request())
             still_pending.append(batch)

@@ -94,15 +94,15 @@ class LiveThroughDagster:
         state = self.state()
         if self.stack.store is not None:
             # A change made by hand is dated on the live clock (the file's mapping, wall -> simulated).
-            self.stack.store.clock = lambda: self.state().clock.sim(datetime.now(UTC))
+            self.stack.store.clock = lambda: self.clock_file.now(self.state())
         self.ui.start_sensor(LIVE_SENSOR)
         return state
 
     def follow(self, stop: GracefulStop) -> str:
         """Print each live run as it finishes, until live mode is done; returns why it ended."""
         while True:
-            stop.check(f"at {self.local(self.state().clock.sim(datetime.now(UTC)))} (simulated); make live "
-                       "resumes there")
+            if stop.requested is not None:
+                stop.check(f"at {self.local(self.clock_file.now(self.state()))} (simulated); make live resumes there")
             self.report_finished()
             state = self.state()
             if not state.running:
@@ -120,6 +120,9 @@ class LiveThroughDagster:
             if run["runId"] in self.reported or LIVE_STEP_TAG not in tags:
                 continue
             self.reported.add(run["runId"])
+            # The sensor makes one live run at a time: every later one is created after this one started,
+            # so the next query starts there instead of at the session's start.
+            self.since = max(self.since, run["startTime"] or self.since)
             self.report(tags[LIVE_STEP_TAG], self.ui.run(run["runId"]))
 
     def report(self, step: str, run: RunOutcome) -> None:
@@ -164,7 +167,7 @@ class LiveThroughDagster:
         if all(p is None for p in pending):
             return True
         stop_at = state.stop_at
-        return stop_at is not None and state.clock.sim(datetime.now(UTC)) >= stop_at and \
+        return stop_at is not None and self.clock_file.now(state) >= stop_at and \
             all(p is None or p.end > stop_at for p in pending) and not self.unfinished()
 
     def unfinished(self) -> list[dict[str, Any]]:

@@ -240,6 +240,14 @@ class KafkaResource(dg.ConfigurableResource):
             raise ConfigError(f"Kafka at {self.describe()} did not give the offsets of "
                               f"{topic}[{partition}]: {exc}") from None
 
+    def topic_watermarks(self, topics: Iterable[str]) -> dict[tuple[str, int], tuple[int, int]]:
+        """(low, high) of every partition of these topics, in topic and partition order (one metadata
+        request, one consumer)."""
+        counts = self.topic_partitions()
+        with self.consumer() as consumer:
+            return {(topic, partition): self.watermarks(consumer, topic, partition)
+                    for topic in topics for partition in range(counts.get(topic, 0))}
+
     def read_range(self, topic: str, partition: int, start: int, end: int, timeout: float = 60.0) -> list[RawMessage]:
         """Exactly the messages at offsets [start, end) of one partition, or an error after ``timeout``."""
         messages: list[RawMessage] = []

@@ -244,12 +244,7 @@ def catalogue_lag(world: World, shop_ids: Sequence[int], shop_databases: ShopDat
     lacks): a shop that sold ahead of them would charge an old price after a change took effect. A
     partition a shop has no position on yet (no upsert run reached it since positions were kept) counts
     as caught up: the catalogue sensor requests only what comes after its own cursor."""
-    partition_counts = kafka.topic_partitions()
-    highs: dict[tuple[str, int], tuple[int, int]] = {}
-    with kafka.consumer() as consumer:
-        for topic in CATALOGUE_TOPICS:
-            for partition in range(partition_counts.get(topic, 0)):
-                highs[topic, partition] = kafka.watermarks(consumer, topic, partition)
+    highs = kafka.topic_watermarks(CATALOGUE_TOPICS)
     lag = 0
     for shop_id in shop_ids:
         with shop_databases.transaction(shop_id) as conn:
