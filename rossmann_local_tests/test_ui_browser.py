@@ -128,7 +128,8 @@ def test_a_shop_shift_partition_launched_from_the_asset_graph_succeeds(
         # graph also holds the per-day assets of the scenario group, whose partitions differ).
         page.goto(f"{url}/locations/rossmann_local/jobs/shop_shift_job")
         page.get_by_role("button", name="Materialize all").click()
-        dialog = page.locator(".dagster-dialog")
+        # Scoped by its title: Dagster's "Join the community" dialog can be up beside it.
+        dialog = page.locator(".dagster-dialog").filter(has_text="Launch runs to materialize")
         expect(dialog).to_contain_text(f"Launch runs to materialize {len(SHIFT_ASSETS)} assets")
         shift_input = dialog.locator("input[placeholder^='ex: ']")
         shift_input.fill(SHIFT)
