@@ -23,17 +23,18 @@ from rossmann_local.domain.topics import (
     PRODUCT_TOPIC,
 )
 from rossmann_local.domain.world import World
-from rossmann_local.local.in_process import CatalogueSensorDriver, MemoryCursor
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
+from rossmann_local.shop.catalogue import catalogue_lag
 from rossmann_local.shop_db.models import Category
 from rossmann_local.sync_api.outbox import publish_outbox
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.conftest import ADMIN
 from rossmann_local_tests.helpers import materialize_shift, products_of, shift_of
+from rossmann_local_tests.in_process import CatalogueSensorDriver, MemoryCursor
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)  # newer than anything the stand-in seeded, before the world ends
 
@@ -349,3 +350,23 @@ def test_a_cursor_that_does_not_parse_starts_the_topics_again_instead_of_breakin
     cursor = SensorCursor.parse(stored)
     assert cursor.unreadable and cursor.next_offsets == {} and cursor.pending == []
     assert SensorCursor.parse(cursor.dump()) == SensorCursor()
+
+
+def test_a_range_applied_after_a_failed_one_brings_its_messages_too(chain: Chain, kafka: KafkaResource,
+                                                                    sqlite_shops: ShopDatabases, world: World) -> None:
+    send(kafka, PRODUCT_TOPIC, product(4, T0, price=4.04, city="Berlin", barcode="410800986150", category_id=2))
+    chain.apply_all()  # the shops now stand at the end of the topic
+    send(kafka, PRODUCT_TOPIC, product(1, T0 + timedelta(hours=1), price=1.11, city="Berlin",
+                                       barcode="410800986129"))
+    [failed] = chain.tick().run_requests  # its run fails (never runs here): the shops did not get 1.11
+    send(kafka, PRODUCT_TOPIC, product(2, T0 + timedelta(hours=1), price=2.22, city="Berlin",
+                                       barcode="410800986136"))
+    [later] = chain.tick().run_requests
+    outcome = chain.run(later).output_for_node("apply_catalogue_changes")
+    assert outcome["read_from_behind"] == 1, "the failed range's message is re-read with the later one"
+    assert (products_of(sqlite_shops, 1)[1].price, products_of(sqlite_shops, 1)[2].price) == (
+        Decimal("1.11"), Decimal("2.22"))
+    assert catalogue_lag(world, world.shop_ids, sqlite_shops, kafka) == 0, \
+        "the position says caught up only because the failed range is in"
+    retried = chain.run(failed).output_for_node("apply_catalogue_changes")
+    assert (retried["applied"], retried["read_from_behind"]) == (0, 0), "its retry then changes nothing"

@@ -69,6 +69,7 @@ class ApplyOutcome:
     price_without_city: int = 0  # product messages applied as description-only (no city)
     placeholder_categories: int = 0
     versions_added: int = 0  # catalogue versions new to a shop's history, summed over the shops
+    read_from_behind: int = 0  # messages before the run's ranges, re-read because a shop had not applied them
     shifts_touched: set[tuple[int, datetime]] = field(default_factory=set)  # (shop, shift start) sold already
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
@@ -76,7 +77,8 @@ class ApplyOutcome:
         return {"messages": self.messages, "applied": self.applied, "skipped_as_stale": self.stale,
                 "rows_changed": self.rows_changed, "price_without_city": self.price_without_city,
                 "dead_lettered": len(self.dead_letters), "placeholder_categories": self.placeholder_categories,
-                "versions_added": self.versions_added, "late_for_sold_shifts": len(self.shifts_touched)}
+                "versions_added": self.versions_added, "late_for_sold_shifts": len(self.shifts_touched),
+                "read_from_behind": self.read_from_behind}
 
 
 def _versions(messages: Iterable[CatalogueMessage]) -> VersionBatch:
@@ -224,10 +226,16 @@ def apply_catalogue_ranges(world: World, shop_databases: ShopDatabases, kafka: K
     """Re-read exactly the messages at offsets [start, end) of each topic partition, apply them all
     to every shop they concern in one pass (the versions decide, not the order of the topics), and
     set the bad ones aside. Then each shop's position moves past the ranges (once the dead letters
-    are confirmed: a range is applied when every message of it is in or set aside)."""
-    raw = [message for topic, partition, start, end in spans
+    are confirmed: a range is applied when every message of it is in or set aside).
+
+    A range starts where the shop furthest behind stands when that is before it: after a failed run,
+    the next range's run (queued behind it) applies the failed run's messages too, so a position never
+    passes a message its shop did not get (the live sensor sells once the shops caught up)."""
+    reading = _from_the_shops_positions(world, shop_databases, kafka, spans)
+    raw = [message for topic, partition, start, end in reading
            for message in kafka.read_range(topic, partition, start, end)]
     outcome = apply_catalogue_messages(world, shop_databases, raw)
+    outcome.read_from_behind = sum(s - r for (_, _, s, _), (_, _, r, _) in zip(spans, reading, strict=True))
     send_dead_letters(kafka, outcome.dead_letters)
     ends: dict[tuple[str, int], int] = {}
     for topic, partition, _start, end in spans:
@@ -236,6 +244,30 @@ def apply_catalogue_ranges(world: World, shop_databases: ShopDatabases, kafka: K
         with shop_databases.transaction(shop.shop_id) as conn:
             advance_catalogue_offsets(conn, ends)
     return outcome
+
+
+def _from_the_shops_positions(world: World, shop_databases: ShopDatabases, kafka: KafkaResource,
+                              spans: Sequence[OffsetSpan]) -> list[OffsetSpan]:
+    """The spans, each partition's first one moved back to the lowest position a shop has on it when
+    that is before it (never before what the broker still keeps). A shop with no position on a
+    partition counts as caught up there, as in ``catalogue_lag``."""
+    behind: dict[tuple[str, int], int] = {}
+    for shop in world.shops:
+        with shop_databases.transaction(shop.shop_id) as conn:
+            for key, offset in catalogue_offsets(conn).items():
+                behind[key] = min(offset, behind.get(key, offset))
+    firsts: dict[tuple[str, int], int] = {}
+    for topic, partition, start, _end in spans:
+        firsts[topic, partition] = min(start, firsts.get((topic, partition), start))
+    lows: dict[tuple[str, int], tuple[int, int]] | None = None
+    out = []
+    for topic, partition, start, end in spans:
+        position = behind.get((topic, partition))
+        if position is not None and position < start == firsts[topic, partition]:
+            lows = lows or kafka.topic_watermarks(sorted({t for t, *_ in spans}))
+            start = max(position, lows.get((topic, partition), (position, 0))[0])
+        out.append((topic, partition, start, end))
+    return out
 
 
 def catalogue_lag(world: World, shop_ids: Sequence[int], shop_databases: ShopDatabases,
