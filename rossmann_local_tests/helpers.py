@@ -26,10 +26,10 @@ def shift_of(world: World, day: date | None = None, index: int = 0) -> ShiftWind
 def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources: dict[str, Any],
                       assets: tuple[str, ...] = ASSET_NAMES, raise_on_error: bool = True,
                       instance: dg.DagsterInstance | None = None, last_shop: int | None = None,
-                      checks: bool = True) -> dg.ExecuteInProcessResult:
+                      checks: bool = True, last_shift: ShiftWindow | None = None) -> dg.ExecuteInProcessResult:
     """``dg.materialize`` the named assets (with their checks, unless ``checks`` is false) for one shop
-    x shift partition, or with ``last_shop`` for the shops ``shop_id..last_shop`` of the shift in one
-    run (a single-run backfill)."""
+    x shift partition, or with ``last_shop`` for the shops ``shop_id..last_shop`` of the shift (to
+    ``last_shift``, if given) in one run (a single-run backfill)."""
     if set(assets) & set(ASSET_NAMES):  # the shift's step cannot be split: any of its assets runs all three
         assets = tuple(dict.fromkeys([*ASSET_NAMES, *assets]))
     defs = build_definitions(world, resources)
@@ -40,7 +40,7 @@ def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources:
     if last_shop is None:
         return dg.materialize(holding, selection=wanted, partition_key=str(partition_key(shift, shop_id)),
                               resources=resources, raise_on_error=raise_on_error, instance=instance)
-    tags = range_tags(str(partition_key(shift, shop_id)), str(partition_key(shift, last_shop)))
+    tags = range_tags(str(partition_key(shift, shop_id)), str(partition_key(last_shift or shift, last_shop)))
     return dg.materialize(holding, selection=wanted, tags=tags, resources=resources, raise_on_error=raise_on_error,
                           instance=instance)
 

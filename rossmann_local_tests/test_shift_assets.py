@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from rossmann_local.defs import build_definitions
+from rossmann_local.defs import metadata as metadata_module
 from rossmann_local.defs.partitions import partition_key
 from rossmann_local.domain.shifts import inflation_factor, round_money
 from rossmann_local.domain.world import World
@@ -235,3 +236,21 @@ def test_the_shift_is_one_step_that_cannot_be_split(
         assert "does not support subsetting" in str(refused.value.__cause__)
     with sqlite_shops.transaction(1) as conn:
         assert ledger.shift_progress(conn, shift_of(world)) == (False, False)
+
+
+def test_a_run_over_more_partitions_than_the_per_partition_limit_tables_every_partitions_figures(
+        world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make backfill's big ranged runs: one observation per asset and run with a table of every
+    partition's figures, every row with every column even where a partition lacks a figure (a shop's
+    second shift of a run reuses its first one's sync), and not copied onto each materialization."""
+    monkeypatch.setattr(metadata_module, "PER_PARTITION_LIMIT", 1)
+    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api}
+    result = materialize_shift(world, shift_of(world), 1, resources, last_shop=5, last_shift=shift_of(world, index=1))
+    synced = materializations(result, "synced_cache")
+    [observed] = [e.asset_observation_data.asset_observation for e in result.get_asset_observation_events()
+                  if e.asset_key == dg.AssetKey("synced_cache")]
+    table = observed.metadata["figures_per_partition"]
+    assert len(synced) == len(table.records) == 10
+    assert {r.data["partition"] for r in table.records} == {m.partition for m in synced}
+    assert len({frozenset(r.data) for r in table.records}) == 1, "every row has the same fields"
+    assert all("figures_per_partition" not in m.metadata for m in synced)

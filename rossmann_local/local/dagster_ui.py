@@ -134,6 +134,7 @@ mutation($selector: SensorSelector!) {
     ... on PythonError { message } }
 }"""
 RUN_FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+LAUNCH_TIMEOUT_S = 600  # a launch of a big ranged run waits for Dagster to store its planned events
 CODE_LOCATION, REPOSITORY = "rossmann_local", "__repository__"
 
 
@@ -203,8 +204,9 @@ class DagsterUI:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
 
-    def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-        answer = httpx.post(f"{self.url}/graphql", timeout=60, json={"query": query, "variables": variables}).json()
+    def graphql(self, query: str, variables: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        answer = httpx.post(f"{self.url}/graphql", timeout=timeout,
+                            json={"query": query, "variables": variables}).json()
         if "errors" in answer:
             raise DagsterUIError(f"{self.url}/graphql: {answer['errors']}")
         return answer["data"]
@@ -218,7 +220,7 @@ class DagsterUI:
         """What the UI's "Materialize" of these partitions of these assets sends; the backfill's id."""
         return self._backfill_id(self.graphql(LAUNCH_BACKFILL, {"params": {
             "assetSelection": [{"path": [asset]} for asset in assets], "partitionNames": list(partitions),
-            "fromFailure": False}})["launchPartitionBackfill"])
+            "fromFailure": False}}, timeout=LAUNCH_TIMEOUT_S)["launchPartitionBackfill"])
 
     def reexecute_from_failure(self, backfill_id: str) -> str:
         """The backfill page's "Re-execute from failure"; the new backfill's id."""
@@ -258,7 +260,9 @@ class DagsterUI:
                                   "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}}
         if run_config is not None:
             params["runConfigData"] = run_config
-        answer = self.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+        # The mutation answers once Dagster stored the run's planned events, one per partition and asset
+        # (about 3 ms each on Postgres, 13 ms on SQLite: a 1,400-partition run takes 30-110 s).
+        answer = self.graphql(LAUNCH_RUN, {"params": params}, timeout=LAUNCH_TIMEOUT_S)["launchRun"]
         if answer["__typename"] != "LaunchRunSuccess":
             raise DagsterUIError(f"the run of {job} was not launched: {answer}")
         return answer["run"]["runId"]
