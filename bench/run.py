@@ -41,7 +41,6 @@ from rossmann_local.domain.simulation import Receipt, configured_shelf, simulate
 from rossmann_local.domain.topics import PRODUCT_TOPIC
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.broker import LocalBroker
-from rossmann_local.local.in_process import QUIET_RUN_CONFIG, CatalogueSensorDriver, MemoryCursor
 from rossmann_local.reports.schema import DATABASE, TRANSACTIONS
 from rossmann_local.reports.writer import replace_shift_rows
 from rossmann_local.resources.clickhouse import ClickHouseReports
@@ -53,6 +52,7 @@ from rossmann_local.shop_db.cache import upsert_product_changes, upsert_products
 from rossmann_local.shop_db.ledger import LINE_COLUMNS, RECEIPT_COLUMNS
 from rossmann_local.shop_db.models import ShopBase
 from rossmann_local.shop_db.report_rows import transactions_report_rows
+from rossmann_local_tests.in_process import QUIET_RUN_CONFIG, CatalogueSensorDriver, MemoryCursor
 
 PG_ADMIN_URL = os.environ.get("ROSSMANN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 

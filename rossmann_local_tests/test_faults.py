@@ -25,7 +25,6 @@ from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.topics import CATALOGUE_TOPICS, PARTITIONS, STOCK_TOPIC
 from rossmann_local.domain.world import World
 from rossmann_local.local.broker import LocalBroker
-from rossmann_local.local.in_process import CatalogueSensorDriver, MemoryCursor, run_shifts
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource, RawMessage
 from rossmann_local.resources.shop_databases import ShopDatabases
@@ -38,6 +37,7 @@ from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.helpers import materialize_shift, receipts_of, shift_of, step_error
+from rossmann_local_tests.in_process import CatalogueSensorDriver, MemoryCursor, run_shifts
 
 pytestmark = pytest.mark.faults
 STOCK = ["shift_stock_levels"]

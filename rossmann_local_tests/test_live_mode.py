@@ -29,7 +29,6 @@ from rossmann_local.domain.topics import CATALOGUE_TOPICS, PRODUCT_TOPIC
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.chain_admin import inject_malformed_message
 from rossmann_local.local.dagster_ui import free_port, running_dev
-from rossmann_local.local.in_process import run_shifts
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.local.stack import local_stack
 from rossmann_local.resources.clickhouse import ClickHouseReports
@@ -47,6 +46,7 @@ from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.dagster_dev import dev_environment
 from rossmann_local_tests.helpers import receipts_of, shift_of, stock_and_ledger
+from rossmann_local_tests.in_process import run_shifts
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOPS = 2

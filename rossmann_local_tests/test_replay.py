@@ -16,7 +16,6 @@ from rossmann_local.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, parti
 from rossmann_local.defs.streaming import SOLD_AGAIN_SENSOR
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
-from rossmann_local.local.in_process import CatalogueSensorDriver, MemoryCursor, run_shifts
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
@@ -27,6 +26,7 @@ from rossmann_local.shop_db.models import Delivery, DeliveryItem, StockMessage, 
 from rossmann_local.sync_api.outbox import publish_outbox
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.helpers import receipts_of
+from rossmann_local_tests.in_process import CatalogueSensorDriver, MemoryCursor, run_shifts
 from rossmann_local_tests.test_streaming import current_cursor
 
 

@@ -1,8 +1,7 @@
-"""Jobs and sensors executed in this process, with Dagster's public testing API (``execute_in_process``,
-``build_sensor_context``): the asset-level tests and the benchmarks use it to exercise the code
-location without a daemon, and ``make live`` still does (the one command that is not yet a client
-of the daemon: docs/design.md). ``make day`` and ``make backfill`` launch their runs through the
-daemon instead (``dagster_ui``)."""
+"""Jobs and sensors executed in the test process, with Dagster's public testing API (``execute_in_process``,
+``build_sensor_context``): the asset-level tests and the benchmarks exercise the code location here
+without a daemon. Every command (``make day``, ``make live``, ``make backfill``) launches its runs
+through the daemon instead (``rossmann_local/local/dagster_ui.py``)."""
 
 from __future__ import annotations
 
