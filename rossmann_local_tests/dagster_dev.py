@@ -30,10 +30,11 @@ def dev_environment(data: Path, sync_api_url: str, dagster_home: Path | None = N
 
 
 @contextlib.contextmanager
-def make_dev(data: Path, sync_api_url: str, log_path: Path, dagster_home: Path | None = None) -> Iterator[str]:
-    """``make dev`` on ``data``, with the instance under the data dir or in ``dagster_home``; yields
-    the webserver's URL once it answers."""
-    with running_dev(dev_environment(data, sync_api_url, dagster_home), log_path) as ui:
+def make_dev(data: Path, sync_api_url: str, log_path: Path, dagster_home: Path | None = None,
+             extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """``make dev`` on ``data``, with the instance under the data dir or in ``dagster_home`` (and
+    ``extra_env``); yields the webserver's URL once it answers."""
+    with running_dev({**dev_environment(data, sync_api_url, dagster_home), **(extra_env or {})}, log_path) as ui:
         yield ui.url
 
 

@@ -12,10 +12,13 @@ import dagster as dg
 import pytest
 
 from rossmann_local.defs import build_definitions, default_resources
+from rossmann_local.local import dev
+from rossmann_local.local.broker import free_port
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.settings import DAGSTER_PG_URL
 from rossmann_local_tests.helpers import ASSET_NAMES, materialize_shift, shift_of, step_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,3 +132,16 @@ def test_a_day_outside_the_worlds_days_is_refused(day: str, capsys: pytest.Captu
 
     assert main(["--day", day]) == 2
     assert "outside the world's days, 2026-06-01 to 2027-05-31" in capsys.readouterr().err
+
+
+def test_an_instance_database_that_does_not_answer_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv(DAGSTER_PG_URL, f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
+    assert dev.main() == 2
+    err = capsys.readouterr().err
+    assert f"configuration error: {DAGSTER_PG_URL}: the Dagster instance's database" in err, err
+    monkeypatch.setenv(DAGSTER_PG_URL, "sqlite:///instance.db")
+    assert dev.main() == 2
+    assert "must name a Postgres database" in capsys.readouterr().err

@@ -15,35 +15,27 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from rossmann_local.domain.world import reference_world
+from rossmann_local.local.instance import run_queue_policy
 from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.settings import DAGSTER_PG_URL
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.conftest import TEST_ADMIN_TOKEN, TEST_PASSWORD, _pg_admin
-from rossmann_local_tests.dagster_dev import ROOT, backfill_done, backfill_runs, launch_backfill, make_dev, most_at_once
+from rossmann_local_tests.dagster_dev import backfill_done, backfill_runs, launch_backfill, make_dev, most_at_once
 from rossmann_local_tests.helpers import receipts_of
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def postgres_instance_home(tmp_path: Path) -> Iterator[Path]:
-    """A DAGSTER_HOME whose dagster.yaml is the deployment's (storage in Postgres, the run queue and
-    pools of the repository's dagster.yaml), on a database of its own."""
+def instance_database() -> Iterator[str]:
+    """A database of its own for the instance's storage: what ``ROSSMANN_DAGSTER_PG_URL`` names."""
     name = f"rossmann_test_instance_{uuid.uuid4().hex[:8]}"
     admin = _pg_admin()
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin.url).set(drivername="postgresql", database=name)
-    deployment = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump({
-        "storage": {"postgres": {"postgres_url": url.render_as_string(hide_password=False)}},
-        "concurrency": deployment["concurrency"], "run_launcher": deployment["run_launcher"],
-        "run_coordinator": deployment["run_coordinator"], "sensors": deployment["sensors"],
-        "telemetry": {"enabled": False}}))
     try:
-        yield home
+        yield make_url(admin.url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -51,18 +43,23 @@ def postgres_instance_home(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_backfill_through_the_daemon_on_a_postgres_instance_runs_shops_side_by_side(
-        tmp_path: Path, postgres_instance_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, instance_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make dev with ROSSMANN_DAGSTER_PG_URL: the instance under the data dir keeps its runs and
+    events in Postgres (the run queue and daemon policy still the repository's dagster.yaml)."""
     store = CatalogueStore(f"sqlite:///{tmp_path / 'sync_api.sqlite'}")
     store.seed(reference_world(), password=TEST_PASSWORD)
     keys = [f"2026-06-01-{start}|{shop}" for start in ("09:00", "15:00") for shop in range(1, 6)]
     data = tmp_path / "data"
     with sync_api_server(store, admin_token=TEST_ADMIN_TOKEN) as server:
         server: LoopbackServer
-        with make_dev(data, server.url, tmp_path / "dagster-dev.log", dagster_home=postgres_instance_home) as url:
+        env = {DAGSTER_PG_URL: instance_database}
+        with make_dev(data, server.url, tmp_path / "dagster-dev.log", extra_env=env) as url:
             backfill = launch_backfill(url, keys)
             assert backfill_done(url, backfill) == "COMPLETED_SUCCESS"
-    monkeypatch.setenv("DAGSTER_HOME", str(postgres_instance_home))
-    instance = dg.DagsterInstance.from_config(str(postgres_instance_home))
+    home = data / "dagster_home"
+    assert yaml.safe_load((home / "dagster.yaml").read_text())["concurrency"]["runs"] == run_queue_policy()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -75,3 +72,4 @@ def test_a_backfill_through_the_daemon_on_a_postgres_instance_runs_shops_side_by
     shops = ShopDatabases(sqlite_dir=str(data / "shops"))
     assert all(receipts_of(shops, shop) for shop in range(1, 6))
     shops.dispose()
+

@@ -16,10 +16,7 @@ from urllib.parse import urlsplit
 from rossmann_local.local.instance import WORKSPACE, instance_home
 from rossmann_local.local.processes import die_with_parent
 from rossmann_local.local.stack import local_stack
-from rossmann_local.settings import (
-    DEFAULT_SYNC_API_URL,
-    load_world,
-)
+from rossmann_local.settings import DEFAULT_SYNC_API_URL, ConfigError, load_world
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -27,10 +24,19 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def main() -> int:
+    try:
+        return serve()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve() -> int:
     # SIGTERM (a test's teardown, a process manager) stops everything like Ctrl-C does, so the
     # broker, the stand-in and dagster dev's own processes never outlive this one.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    home = instance_home()  # DAGSTER_HOME under the data dir when it is not set (a bad setting stops here)
     with local_stack(load_world(), sync_api_port=urlsplit(DEFAULT_SYNC_API_URL).port or 8765,
                      command="make dev") as stack:
         if stack.broker is not None:
@@ -38,7 +44,6 @@ def main() -> int:
         if stack.store is not None:
             print(f"Sync API stand-in on {stack.sync_api.base_url} (change the catalogue: "
                   "python -m rossmann_local.sync_api change price --product 1 --city Berlin --price 7.49)", flush=True)
-        home = instance_home()  # DAGSTER_HOME under the data dir when it is not set
         # dagster dev stops on SIGINT (and maps SIGTERM to it); a background start would inherit
         # SIGINT ignored, so the child gets the default back. It runs in DAGSTER_HOME, so it does not
         # mistake the repository's dagster.yaml (compose's instance) for its own and warn about it;
