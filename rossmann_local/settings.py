@@ -28,13 +28,13 @@ SHOP_COUNT = "ROSSMANN_SHOP_COUNT"
 WORLD_FILE = "ROSSMANN_WORLD_FILE"
 SCENARIO = "ROSSMANN_SCENARIO"
 # The no-service instance's storage on Postgres (dagster-postgres) instead of SQLite: make day, make dev,
-# make backfill and make live. Not a deployment setting (compose's instance is its dagster.yaml).
+# make backfill and make live. Compose does not give it: its instance is its own dagster.yaml.
 DAGSTER_PG_URL = "ROSSMANN_DAGSTER_PG_URL"
 
 # Every setting above: the deployment test checks compose provides what the code reads.
 ALL_SETTINGS = (DATA_DIR, SHOP_DB_URL, SYNC_API_URL, SYNC_API_TIMEOUT, SYNC_API_PASSWORD, SYNC_API_ADMIN_TOKEN,
                 SYNC_API_STORE_URL,
-                CLICKHOUSE_DSN, KAFKA_BOOTSTRAP_SERVERS, SHOP_COUNT, WORLD_FILE, SCENARIO)
+                CLICKHOUSE_DSN, KAFKA_BOOTSTRAP_SERVERS, SHOP_COUNT, WORLD_FILE, SCENARIO, DAGSTER_PG_URL)
 
 DEFAULT_DATA_DIR = ".rossmann"
 DEFAULT_SYNC_API_URL = "http://127.0.0.1:8765"

@@ -32,7 +32,9 @@ ONE_SHOTS = {"kafka-topics": "topics", "clickhouse-schema": "clickhouse-schema",
 NOT_FOR_THE_CODE_SERVER = {settings.SYNC_API_PASSWORD, settings.SYNC_API_ADMIN_TOKEN, settings.SYNC_API_STORE_URL,
                            settings.WORLD_FILE,
                            # Scenarios' faults are injected by the local stack (make day), not by a deployment.
-                           settings.SCENARIO}
+                           settings.SCENARIO,
+                           # The local instance's storage; compose's instance is its dagster.yaml (DAGSTER_PG_*).
+                           settings.DAGSTER_PG_URL}
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
