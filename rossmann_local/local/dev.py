@@ -32,11 +32,11 @@ def main() -> int:
 
 
 def serve() -> int:
+    home = instance_home()  # DAGSTER_HOME under the data dir when it is not set (a bad setting stops here)
     # SIGTERM (a test's teardown, a process manager) stops everything like Ctrl-C does, so the
     # broker, the stand-in and dagster dev's own processes never outlive this one.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
-    home = instance_home()  # DAGSTER_HOME under the data dir when it is not set (a bad setting stops here)
     with local_stack(load_world(), sync_api_port=urlsplit(DEFAULT_SYNC_API_URL).port or 8765,
                      command="make dev") as stack:
         if stack.broker is not None:
