@@ -28,6 +28,7 @@ from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
+from rossmann_local.shop import catalogue as shop_catalogue
 from rossmann_local.shop.catalogue import catalogue_lag
 from rossmann_local.shop_db.models import Category
 from rossmann_local.sync_api.outbox import publish_outbox
@@ -370,3 +371,33 @@ def test_a_range_applied_after_a_failed_one_brings_its_messages_too(chain: Chain
         "the position says caught up only because the failed range is in"
     retried = chain.run(failed).output_for_node("apply_catalogue_changes")
     assert (retried["applied"], retried["read_from_behind"]) == (0, 0), "its retry then changes nothing"
+
+
+def test_a_first_range_that_failed_on_fresh_shops_is_not_passed_by_the_next(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases, world: World,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shops that never had an upsert run hold no position: a first run that fails after it began must
+    still leave them standing before its range, or the next range's run would move them past it."""
+    send(kafka, PRODUCT_TOPIC, product(1, T0 + timedelta(hours=1), price=1.11, city="Berlin",
+                                       barcode="410800986129"))
+    [failed] = chain.tick().run_requests
+    spans = [(r["topic"], r["partition"], r["start_offset"], r["end_offset"])
+             for r in failed.run_config["ops"]["apply_catalogue_changes"]["config"]["ranges"]]
+
+    def shop_database_down(*_args: object) -> None:
+        raise RuntimeError("the shop database went away mid-run")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(shop_catalogue, "apply_catalogue_messages", shop_database_down)
+        with pytest.raises(RuntimeError, match="went away"):
+            shop_catalogue.apply_catalogue_ranges(world, sqlite_shops, kafka, spans)
+    assert catalogue_lag(world, world.shop_ids, sqlite_shops, kafka) == 1, \
+        "the live sensor must not sell while the failed range is out"
+    send(kafka, PRODUCT_TOPIC, product(2, T0 + timedelta(hours=1), price=2.22, city="Berlin",
+                                       barcode="410800986136"))
+    [later] = chain.tick().run_requests
+    outcome = chain.run(later).output_for_node("apply_catalogue_changes")
+    assert outcome["read_from_behind"] == 1, "the failed first range's message is read with the later one"
+    assert (products_of(sqlite_shops, 1)[1].price, products_of(sqlite_shops, 1)[2].price) == (
+        Decimal("1.11"), Decimal("2.22"))
+    assert catalogue_lag(world, world.shop_ids, sqlite_shops, kafka) == 0

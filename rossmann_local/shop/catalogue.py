@@ -45,6 +45,7 @@ from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db.cache import (
     advance_catalogue_offsets,
     catalogue_offsets,
+    claim_catalogue_offsets,
     upsert_categories,
     upsert_product_changes,
 )
@@ -230,7 +231,8 @@ def apply_catalogue_ranges(world: World, shop_databases: ShopDatabases, kafka: K
 
     A range starts where the shop furthest behind stands when that is before it: after a failed run,
     the next range's run (queued behind it) applies the failed run's messages too, so a position never
-    passes a message its shop did not get (the live sensor sells once the shops caught up)."""
+    passes a message its shop did not get (the live sensor sells once the shops caught up), on shops
+    that had no position before the failed run too."""
     reading = _from_the_shops_positions(world, shop_databases, kafka, spans)
     raw = [message for topic, partition, start, end in reading
            for message in kafka.read_range(topic, partition, start, end)]
@@ -250,15 +252,17 @@ def _from_the_shops_positions(world: World, shop_databases: ShopDatabases, kafka
                               spans: Sequence[OffsetSpan]) -> list[OffsetSpan]:
     """The spans, each partition's first one moved back to the lowest position a shop has on it when
     that is before it (never before what the broker still keeps). A shop with no position on a
-    partition counts as caught up there, as in ``catalogue_lag``."""
-    behind: dict[tuple[str, int], int] = {}
-    for shop in world.shops:
-        with shop_databases.transaction(shop.shop_id) as conn:
-            for key, offset in catalogue_offsets(conn).items():
-                behind[key] = min(offset, behind.get(key, offset))
+    partition yet is recorded (committed) as standing at the run's first offset there: caught up to
+    it, as ``catalogue_lag`` counts it, and behind the run's range should the run fail."""
     firsts: dict[tuple[str, int], int] = {}
     for topic, partition, start, _end in spans:
         firsts[topic, partition] = min(start, firsts.get((topic, partition), start))
+    behind: dict[tuple[str, int], int] = {}
+    for shop in world.shops:
+        with shop_databases.transaction(shop.shop_id) as conn:
+            claim_catalogue_offsets(conn, firsts)
+            for key, offset in catalogue_offsets(conn).items():
+                behind[key] = min(offset, behind.get(key, offset))
     lows: dict[tuple[str, int], tuple[int, int]] | None = None
     out = []
     for topic, partition, start, end in spans:

@@ -148,6 +148,17 @@ def advance_catalogue_offsets(conn: Connection, ends: dict[tuple[str, int], int]
     conn.execute(stmt, [{"topic": t, "topic_partition": p, "next_offset": o} for (t, p), o in sorted(ends.items())])
 
 
+def claim_catalogue_offsets(conn: Connection, starts: dict[tuple[str, int], int]) -> None:
+    """Record, for each topic partition the shop has no position on yet, that it stands at ``starts``:
+    a run writes this before it applies its ranges, so when it fails a shop that never had an upsert
+    run still stands before them, and the next range's run reads them again (``advance`` moves it on)."""
+    if not starts:
+        return
+    stmt = dialect_insert(conn, CatalogueOffset.__table__).on_conflict_do_nothing(
+        index_elements=["topic", "topic_partition"])
+    conn.execute(stmt, [{"topic": t, "topic_partition": p, "next_offset": o} for (t, p), o in sorted(starts.items())])
+
+
 def catalogue_offsets(conn: Connection) -> dict[tuple[str, int], int]:
     """The shop's position on each catalogue topic partition it has applied."""
     rows = conn.execute(select(CatalogueOffset.topic, CatalogueOffset.topic_partition, CatalogueOffset.next_offset))
