@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
@@ -9,7 +10,13 @@ import dagster as dg
 import pytest
 
 from rossmann_local.defs import build_definitions
-from rossmann_local.defs.partitions import shift_partitions, shop_and_shift, shop_shift_partitions
+from rossmann_local.defs.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    shift_partitions,
+    shop_and_shift,
+    shop_shift_partitions,
+)
 from rossmann_local.domain.world import ShiftLayout, World, reference_world
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
@@ -68,16 +75,25 @@ def test_many_shops_give_many_static_partitions() -> None:
     assert shops.get_partition_keys() == [str(i) for i in range(1, 101)]
 
 
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """An instance a schedule's context can load by reference (an ephemeral one has none)."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
 def test_the_schedule_sells_each_shops_next_shift_of_the_world_not_the_wall_clocks(
-        world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient) -> None:
+        world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient, instance: dg.DagsterInstance) -> None:
     """A tick on any wall-clock date requests, per shop, the first shift that shop has not sold (its
     own clock), never the wall clock's shift with a gap behind it; shops that are ahead stay ahead."""
     defs = build_definitions(world, resources={})
     schedule = defs.resolve_schedule_def("shop_shift_schedule")
     assert schedule.cron_schedule == "0 9,15,21 * * *" and schedule.execution_timezone == "Europe/Berlin"
 
+
     def tick(moment: datetime) -> dict[str, str]:
-        with dg.build_schedule_context(scheduled_execution_time=moment, repository_def=defs.get_repository_def(),
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=moment,
+                                       repository_def=defs.get_repository_def(),
                                        resources={"shop_databases": sqlite_shops}) as context:
             return {r.partition_key: r.run_key for r in schedule.evaluate_tick(context).run_requests}
 
@@ -91,6 +107,14 @@ def test_the_schedule_sells_each_shops_next_shift_of_the_world_not_the_wall_cloc
     assert sorted(ahead) == ["2026-06-01-09:00|3", "2026-06-01-09:00|4", "2026-06-01-09:00|5",
                              "2026-06-01-15:00|1", "2026-06-01-15:00|2"]
     assert tick(today) == ahead, "the same tick twice: the same run keys, which the daemon runs once"
+    # Shop 2's shifts being sold again (a range run, which the run queue's per-shop limit does not hold):
+    # its next shift waits for the next tick, the other shops go on.
+    selling_again = dg.DagsterRun(job_name="shop_shift_job", status=dg.DagsterRunStatus.STARTED, tags={
+        RANGE_START_TAG: "2026-06-01-09:00|2", RANGE_END_TAG: "2026-06-01-09:00|2"})
+    instance.add_run(selling_again)
+    assert sorted(tick(today)) == [k for k in sorted(ahead) if not k.endswith("|2")]
+    instance.delete_run(selling_again.run_id)
+    assert tick(today) == ahead
 
 
 def test_automation_default_states_are_deliberate(world: World) -> None:

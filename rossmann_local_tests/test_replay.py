@@ -182,7 +182,16 @@ def test_a_late_version_for_a_sold_shift_is_sold_again_by_the_sensor(
     assert sorted(r.partition_key for r in observed) == [str(partition_key(s, 1)) for s in (morning, afternoon)]
     later_switched_on = tick(None)
     assert not later_switched_on.run_requests and later_switched_on.cursor == str(max(r.storage_id for r in observed))
-    result = tick(switched_on.cursor)
+    # A run of shop 1's next shift is under way: its range run would sell beside it, so shop 1 waits.
+    next_shift = dg.DagsterRun(job_name=SHOP_SHIFT_JOB, status=dg.DagsterRunStatus.STARTED,
+                               tags={"dagster/partition": str(partition_key(chain.shifts[2], 1))})
+    chain.instance.add_run(next_shift)
+    waiting = tick(switched_on.cursor)
+    assert not waiting.run_requests and "[1]" in waiting.skip_reason.skip_message
+    again = tick(waiting.cursor)
+    assert not again.run_requests and again.cursor == waiting.cursor, "a waiting shop is not forgotten"
+    chain.instance.delete_run(next_shift.run_id)
+    result = tick(waiting.cursor)
     [request] = result.run_requests
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
         str(partition_key(morning, 1)), str(partition_key(afternoon, 1))), "shop 1 only, from the morning on"

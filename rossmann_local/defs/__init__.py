@@ -10,7 +10,7 @@ import dagster as dg
 from rossmann_local.defs import _quiet  # noqa: F401 - before the assets are defined
 from rossmann_local.defs.chain import build_chain_day_job
 from rossmann_local.defs.live import build_live_defs
-from rossmann_local.defs.partitions import shop_shift_partitions
+from rossmann_local.defs.partitions import SHOP_SHIFT_JOB, shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
 from rossmann_local.defs.scenario_assets import build_day_sensor, build_scenario_assets
 from rossmann_local.defs.schedule import build_shift_schedule
@@ -31,7 +31,7 @@ from rossmann_local.resources.shop_databases import shop_databases_from_env
 from rossmann_local.resources.sync_api_client import sync_api_client_from_env
 from rossmann_local.settings import load_world
 
-SHOP_SHIFT_JOB = "shop_shift_job"
+__all__ = ["SHOP_SHIFT_JOB", "build_definitions", "default_resources"]
 
 
 def default_resources() -> dict[str, Any]:

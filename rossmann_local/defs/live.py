@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from rossmann_local.defs.partitions import partition_key, range_tags
+from rossmann_local.defs.partitions import UNFINISHED, partition_key, range_tags
 from rossmann_local.defs.streaming import RUN_KIND_TAG, SENSOR_INTERVAL_S
 from rossmann_local.domain.clock import shift_at_or_after
 from rossmann_local.domain.shifts import ShiftWindow
@@ -49,8 +49,6 @@ LIVE_UNTIL_TAG = "rossmann_local/live_until"
 # A change made by hand is dated on the live clock, then published by the Sync API's outbox within a
 # moment: the sensor sells up to a wall second behind the clock, so a change is on Kafka before then.
 PUBLISH_LAG = timedelta(seconds=1)
-UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
 class LiveClockConfig(dg.Config):

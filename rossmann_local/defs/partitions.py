@@ -3,7 +3,7 @@ this file only turns it into Dagster partitions, in one place."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -14,6 +14,11 @@ from rossmann_local.domain.world import Shop, UnknownShop, World
 from rossmann_local.settings import SHOP_COUNT, WORLD_FILE, ConfigError
 
 SHIFT_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+SHOP_SHIFT_JOB = "shop_shift_job"
+# A run still to finish: queued, starting, under way, or being cancelled.
+UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+PARTITION_TAG = "dagster/partition"  # the partition key of a single-partition run, as Dagster tags it
 
 
 def shift_partitions(world: World) -> dg.TimeWindowPartitionsDefinition:
@@ -97,3 +102,22 @@ def partitions_in_order(world: World, keys: Sequence[str]) -> list[ShopShift]:
     """The partitions of a run, earliest shift first, then by shop."""
     found = [ShopShift(key, *shop_and_shift(world, key)) for key in keys]
     return sorted(found, key=lambda p: (p.shift.start, p.shop.shop_id))
+
+
+def shops_of_run(world: World, tags: Mapping[str, str]) -> set[int]:
+    """The shops a shop x shift run sells: its partition's shop, or each shop of its range (a range over
+    shop x shift keys spans the shops between its first and last key's, as Dagster plans it)."""
+    if PARTITION_TAG in tags:
+        return {shop_and_shift(world, tags[PARTITION_TAG])[0].shop_id}
+    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        first, last = (shop_and_shift(world, tags[t])[0].shop_id for t in (RANGE_START_TAG, RANGE_END_TAG))
+        return {shop_id for shop_id in world.shop_ids if first <= shop_id <= last}
+    return set(world.shop_ids)  # a run of the job without partitions: take it as every shop's
+
+
+def shops_being_sold(instance: dg.DagsterInstance, world: World) -> set[int]:
+    """The shops a queued or running shift run is selling. Dagster's run queue holds a shop's
+    single-partition runs one at a time (dagster.yaml), but not a range run beside them: what requests
+    shift runs by itself (the schedule, the selling-again sensor) waits while the shop is in one."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=SHOP_SHIFT_JOB, statuses=UNFINISHED))
+    return {shop_id for run in runs for shop_id in shops_of_run(world, run.tags)}

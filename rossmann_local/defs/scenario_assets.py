@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from rossmann_local.defs.partitions import partition_key
+from rossmann_local.defs.partitions import partition_key, shops_being_sold
 from rossmann_local.defs.streaming import SENSOR_INTERVAL_S
 from rossmann_local.domain.scenario import FAULT_KINDS, plan_day
 from rossmann_local.domain.shifts import shifts_of_day
@@ -86,9 +86,6 @@ def build_scenario_assets(world: World) -> list[dg.AssetsDefinition]:
 
 DAY_SENSOR = "day_answers_sensor"
 REPORTED_ASSETS = ("transactions_report", "delivery_report")
-UNDER_WAY = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED]
-CHAIN_JOBS = ("shop_shift_job",)  # a day's reports change while these run
 
 
 def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
@@ -116,8 +113,7 @@ def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
                 day += timedelta(days=1)
             return dg.SensorResult(cursor=(day - timedelta(days=1)).isoformat(),
                                    skip_reason=f"checking each day from {day} on, once its reports are in")
-        busy = context.instance.get_runs(dg.RunsFilter(statuses=UNDER_WAY), limit=20)
-        if any(run.job_name in CHAIN_JOBS for run in busy):
+        if shops_being_sold(context.instance, world):
             return dg.SkipReason("shifts are being sold; the day is checked once they are done")
         requests = []
         while day <= world.end_date and len(requests) < 10 and reported(day):

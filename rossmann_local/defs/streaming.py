@@ -19,7 +19,13 @@ from datetime import datetime
 import dagster as dg
 
 from rossmann_local.defs.metadata import per_partition_metadata
-from rossmann_local.defs.partitions import partition_key, partitions_in_order, range_tags, shop_and_shift
+from rossmann_local.defs.partitions import (
+    partition_key,
+    partitions_in_order,
+    range_tags,
+    shop_and_shift,
+    shops_being_sold,
+)
 from rossmann_local.defs.shop_assets import SHIFT_TRANSACTIONS
 from rossmann_local.domain.shifts import shift_window
 from rossmann_local.domain.topics import CATALOGUE_TOPICS
@@ -195,35 +201,65 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
     return catalogue_upsert_job, catalogue_changes_sensor
 
 
+@dataclass
+class SoldAgainCursor:
+    """The last observation read, and the shops still to sell again (from their first touched shift)
+    that were waiting for a shift run of theirs to finish. Plain ``"<storage id>"`` when none wait."""
+
+    after: int
+    waiting: dict[int, datetime] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> "SoldAgainCursor":
+        if text.isdigit():
+            return cls(int(text))
+        data = json.loads(text)
+        return cls(int(data["after"]), {int(k): datetime.fromisoformat(v) for k, v in data["waiting"].items()})
+
+    def dump(self) -> str:
+        if not self.waiting:
+            return str(self.after)
+        return json.dumps({"after": self.after, "waiting": {str(k): v.isoformat() for k, v in self.waiting.items()}},
+                          sort_keys=True)
+
+
 def build_sold_again_sensor(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
     @dg.sensor(name=SOLD_AGAIN_SENSOR, job=shop_shift_job, minimum_interval_seconds=SENSOR_INTERVAL_S,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="When an upsert run observed a late catalogue version falling into a shift a shop has "
                            "sold (an observation of that shift_transactions partition), sells that shop's shifts "
                            "again from the first one touched to its last sold one, in one run in shift order (each "
-                           "later shift opens with the stock the one before leaves).")
+                           "later shift opens with the stock the one before leaves); a shop with a shift run "
+                           "queued or under way waits for it, then is sold again up to that shift too.")
     def sold_again_sensor(context: dg.SensorEvaluationContext,
                           shop_databases: ShopDatabases) -> dg.SensorResult | dg.SkipReason:
+        cursor = SoldAgainCursor.parse(context.cursor) if context.cursor else None
         records = context.instance.fetch_observations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(SHIFT_TRANSACTIONS),
-                                  after_storage_id=int(context.cursor) if context.cursor else None),
+                                  after_storage_id=cursor.after if cursor else None),
             limit=10_000, ascending=True).records
-        if context.cursor is None:
+        if cursor is None:
             # Switched on for the first time: it sells again what is observed from now on (make day
             # sells its own late shifts again; a deployment's earlier observations are history).
             start = str(records[-1].storage_id) if records else "0"
             return dg.SensorResult(cursor=start, skip_reason="watching for late catalogue versions from now on")
-        if not records:
+        if not records and not cursor.waiting:
             return dg.SkipReason("no late catalogue version observed since the last tick")
         late = [r for r in records if r.partition_key and r.asset_observation
                 and LATE_VERSION in r.asset_observation.metadata]
-        touched: dict[int, datetime] = {}
+        touched = dict(cursor.waiting)
         for record in late:
             shop, shift = shop_and_shift(world, record.partition_key)
             touched[shop.shop_id] = min(touched.get(shop.shop_id, shift.start), shift.start)
+        # A shop's range run must not sell beside another run of its shifts (the run queue's per-shop
+        # limit holds single-partition runs only): it waits, and then reaches the shift that run sold.
+        busy = shops_being_sold(context.instance, world)
+        newest = records[-1].storage_id if records else cursor.after
+        after = SoldAgainCursor(newest, {shop_id: first for shop_id, first in touched.items() if shop_id in busy})
         requests = []
-        newest = records[-1].storage_id
         for shop_id, first in sorted(touched.items()):
+            if shop_id in busy:
+                continue
             last = last_sold_shift(world, world.shop(shop_id), shop_databases)
             if last is not None:
                 requests.append(dg.RunRequest(
@@ -231,7 +267,9 @@ def build_sold_again_sensor(world: World, shop_shift_job: "dg.UnresolvedAssetJob
                         **range_tags(str(partition_key(shift_window(world, first), shop_id)),
                                      str(partition_key(last, shop_id))),
                         RUN_KIND_TAG: "sold_again"}))
-        return dg.SensorResult(run_requests=requests, cursor=str(newest))
+        waiting = f"shops {sorted(after.waiting)} wait for their shift runs under way" if after.waiting else None
+        return dg.SensorResult(run_requests=requests, cursor=after.dump(),
+                               skip_reason=waiting if not requests else None)
 
     return sold_again_sensor
 
