@@ -178,6 +178,13 @@ def test_a_price_message_without_a_city_changes_the_description_only(chain: Chai
     assert {products_of(sqlite_shops, s)[8].description for s in range(1, 6)} == {"no city"}
 
 
+def test_a_dead_lettered_message_without_a_city_is_not_counted_as_a_price_without_city(
+        chain: Chain, kafka: KafkaResource) -> None:
+    send(kafka, PRODUCT_TOPIC, product(777778, T0, price=0.01, barcode="999999777778"))
+    outcome = chain.apply_all()
+    assert (outcome["dead_lettered"], outcome["applied"], outcome["price_without_city"]) == (1, 0, 0)
+
+
 def test_a_stale_update_is_ignored_and_a_repeated_range_changes_nothing(chain: Chain, kafka: KafkaResource,
                                                                          sqlite_shops: ShopDatabases) -> None:
     send(kafka, PRODUCT_TOPIC, product(1, T0 + timedelta(hours=2), price=3.33, city="Berlin",

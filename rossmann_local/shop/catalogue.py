@@ -67,7 +67,7 @@ class ApplyOutcome:
     applied: int = 0  # messages that were the newest for their key and changed some shop's row
     stale: int = 0  # messages that changed nothing: older than the shops' rows, or superseded
     rows_changed: int = 0  # shop rows changed, summed over the shops
-    price_without_city: int = 0  # product messages applied as description-only (no city)
+    price_without_city: int = 0  # product messages some shop took as description-only (no city); not dead letters
     placeholder_categories: int = 0
     versions_added: int = 0  # catalogue versions new to a shop's history, summed over the shops
     read_from_behind: int = 0  # messages before the run's ranges, re-read because a shop had not applied them
@@ -160,7 +160,6 @@ def _unknown_to(conn: Connection, batch: Sequence[Parsed]) -> dict[Coordinates, 
 def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[RawMessage]) -> ApplyOutcome:
     outcome = ApplyOutcome(messages=len(raw))
     batch = list(_parse(world, raw, outcome))
-    outcome.price_without_city = sum(isinstance(m, ProductMessage) and not m.city for _, m in batch)
     # Each shop gets the messages about what it knows; shops that know the same get one fold.
     unknown: dict[int, dict[Coordinates, str]] = {}
     for shop in world.shops:
@@ -184,6 +183,7 @@ def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[R
         outcome.versions_added += result.history.added
         outcome.shifts_touched.update((shop.shop_id, start) for start in result.history.shifts_touched)
 
+    taken: set[Coordinates] = set()  # the messages some shop took (not set aside for every shop)
     for held_back, group in groups.items():
         kept = [p for p in batch if p[0] not in held_back]
         fold, versions = _fold(kept), _versions(m for _, m in kept)
@@ -201,6 +201,8 @@ def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[R
                         refused[one[0]] = f"shop {shop.shop_id} refused it: {str(exc.orig).splitlines()[0]}"
                 kept = [p for p in survivors if p[0] not in refused]
                 fold, versions = _fold(kept), _versions(m for _, m in kept)
+        taken.update(coordinates for coordinates, _ in kept)
+    outcome.price_without_city = sum(isinstance(m, ProductMessage) and not m.city and c in taken for c, m in batch)
     by_coordinates = {(m.topic, m.partition, m.offset): m for m in raw if (m.topic, m.partition, m.offset) in refused}
     outcome.dead_letters += [DeadLetter(*key, reason, by_coordinates[key].value) for key, reason in refused.items()]
     outcome.applied = len(applied)
