@@ -13,7 +13,7 @@ import pytest
 
 from rossmann_local.defs import build_definitions, default_resources
 from rossmann_local.local import dev
-from rossmann_local.local.broker import free_port
+from rossmann_local.local.processes import free_port
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases

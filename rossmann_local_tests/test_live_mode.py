@@ -28,8 +28,9 @@ from rossmann_local.domain.clock import LiveClock, next_shift, shift_at_or_after
 from rossmann_local.domain.topics import CATALOGUE_TOPICS, PRODUCT_TOPIC
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.chain_admin import inject_malformed_message
-from rossmann_local.local.dagster_ui import free_port, running_dev
+from rossmann_local.local.dagster_ui import running_dev
 from rossmann_local.local.instance import managed_instance
+from rossmann_local.local.processes import free_port
 from rossmann_local.local.stack import local_stack
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource

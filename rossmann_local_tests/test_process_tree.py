@@ -3,8 +3,10 @@ shifts; a second command on the same data directory stops at once, naming the fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rossmann_local.local.broker import BINARY, LocalBroker, free_port
-from rossmann_local.local.processes import DataDirInUse, data_dir_lock
+from rossmann_local.local.broker import BINARY, LocalBroker
+from rossmann_local.local.processes import DataDirInUse, data_dir_lock, free_port
 
 pytestmark = pytest.mark.faults
 
@@ -117,3 +119,27 @@ def test_a_broker_lost_mid_day_stops_the_day_in_one_line_naming_it(tmp_path: Pat
     assert last.startswith("stopped: the local Kafka broker (pid ") and "broker.log" in last, err
     assert "KAFKA_BOOTSTRAP_SERVERS" not in last, "a setting that was never set is not blamed"
     assert time.monotonic() - started < 120
+
+
+def test_make_dev_moves_the_stand_in_to_a_free_port_when_its_usual_one_is_taken(tmp_path: Path) -> None:
+    """Something else on 127.0.0.1:8765 must not stop make dev: the stand-in takes another port and the
+    line that tells how to change the catalogue names it."""
+    log = tmp_path / "dev.log"
+    with socket.socket() as holder:
+        with contextlib.suppress(OSError):  # already taken by something else: the same case
+            holder.bind(("127.0.0.1", 8765))
+            holder.listen()
+        env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "ROSSMANN_SYNC_API_URL")}
+        with log.open("w") as out:
+            dev = subprocess.Popen([sys.executable, "-m", "rossmann_local.local.dev", "--port", str(free_port())],
+                                   env={**env, "ROSSMANN_DATA_DIR": str(tmp_path / "data"), "TZ": "UTC"},
+                                   stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: "Sync API stand-in on" in log.read_text() or dev.poll() is not None)
+            [line] = [x for x in log.read_text().splitlines() if "Sync API stand-in on" in x]
+            url = line.split("Sync API stand-in on ")[1].split()[0]
+            assert url.startswith("http://127.0.0.1:") and not url.endswith(":8765"), line
+            assert f"ROSSMANN_SYNC_API_URL={url} python -m rossmann_local.sync_api change" in line
+        finally:
+            dev.send_signal(signal.SIGTERM)
+            dev.wait(timeout=90)

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
-from rossmann_local.local.broker import free_port
+from rossmann_local.local.processes import free_port
 
 # Postgres refuses to run as root: under root the server runs as this user (created if missing).
 SERVER_USER = "rossmann_pg"

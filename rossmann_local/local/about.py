@@ -154,7 +154,8 @@ def report() -> list[str]:
         lines.append(f"  Sync API        {SYNC_API_URL}={api}: {_answers(*_host_port(api, 80))}")
     else:
         store = make_url(default_store_url()).render_as_string(hide_password=True)
-        lines.append("  Sync API        the stand-in on 127.0.0.1:8765 while make day / make live / make dev runs, "
+        lines.append("  Sync API        the stand-in on loopback while make day / make live / make dev runs (make dev: "
+                     "127.0.0.1:8765 unless taken), "
                      f"store {store}")
     lines.append(f"  Dagster         instance {data / 'dagster_home'}: {_size(data / 'dagster_home')}")
     return lines

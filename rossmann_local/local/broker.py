@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -21,16 +20,10 @@ import noida_db
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from rossmann_local.local.processes import die_with_parent
+from rossmann_local.local.processes import die_with_parent, free_port
 from rossmann_local.resources.kafka import CLIENT_LOG
 
 BINARY = Path(noida_db.__file__).parent / "noida-db"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalBroker:

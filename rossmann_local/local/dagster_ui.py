@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 
 from rossmann_local.local.instance import instance_home
-from rossmann_local.local.processes import die_with_parent
+from rossmann_local.local.processes import die_with_parent, free_port
 from rossmann_local.local.stack import LocalStack
 from rossmann_local.settings import data_dir
 
@@ -365,12 +364,6 @@ class DagsterUI:
                 raise DagsterUIError(f"run {run_id} did not finish within {timeout} s ({status})")
             time.sleep(0.25)
         return status
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """``make dev``: the Dagster UI on the no-service defaults.
 
 Starts the local stack (a Kafka broker unless ``KAFKA_BOOTSTRAP_SERVERS`` names one, and the
-stand-in Sync API on 127.0.0.1:8765 unless ``ROSSMANN_SYNC_API_URL`` names another server,
+stand-in Sync API on 127.0.0.1:8765 (another free port when that one is taken, printed) unless
+``ROSSMANN_SYNC_API_URL`` names another server,
 publishing its catalogue changes to Kafka); then runs ``dagster dev`` with the instance under
 ``ROSSMANN_DATA_DIR``, so the UI sees the same shop databases, runs and sensor cursor as ``make day``.
 """
@@ -14,9 +15,9 @@ import sys
 from urllib.parse import urlsplit
 
 from rossmann_local.local.instance import WORKSPACE, instance_home
-from rossmann_local.local.processes import die_with_parent
+from rossmann_local.local.processes import die_with_parent, free_port
 from rossmann_local.local.stack import local_stack
-from rossmann_local.settings import DEFAULT_SYNC_API_URL, ConfigError, load_world
+from rossmann_local.settings import DEFAULT_SYNC_API_URL, SYNC_API_URL, ConfigError, load_world
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -37,12 +38,14 @@ def serve() -> int:
     # broker, the stand-in and dagster dev's own processes never outlive this one.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
-    with local_stack(load_world(), sync_api_port=urlsplit(DEFAULT_SYNC_API_URL).port or 8765,
-                     command="make dev") as stack:
+    usual = urlsplit(DEFAULT_SYNC_API_URL).port
+    with local_stack(load_world(), sync_api_port=free_port(preferred=usual), command="make dev") as stack:
         if stack.broker is not None:
             print(f"Kafka (local broker) on {stack.bootstrap_servers}", flush=True)
         if stack.store is not None:
-            print(f"Sync API stand-in on {stack.sync_api.base_url} (change the catalogue: "
+            url = stack.sync_api.base_url
+            moved = "" if urlsplit(url).port == usual else f"{SYNC_API_URL}={url} "  # its usual port was taken
+            print(f"Sync API stand-in on {url} (change the catalogue: {moved}"
                   "python -m rossmann_local.sync_api change price --product 1 --city Berlin --price 7.49)", flush=True)
         # dagster dev stops on SIGINT (and maps SIGTERM to it); a background start would inherit
         # SIGINT ignored, so the child gets the default back. It runs in DAGSTER_HOME, so it does not

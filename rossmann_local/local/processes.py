@@ -8,6 +8,7 @@ import ctypes
 import fcntl
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,15 @@ from rossmann_local.settings import DATA_DIR, ConfigError
 PR_SET_PDEATHSIG = 1
 LOCK_FILE = "in-use.lock"
 T = TypeVar("T")
+
+
+def free_port(preferred: int | None = None) -> int:
+    """A loopback port nothing listens on: ``preferred`` when it is free, else any free one."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return int(s.getsockname()[1])
+    raise OSError("no free loopback port")
 
 
 def die_with_parent() -> None:
