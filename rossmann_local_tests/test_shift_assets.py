@@ -29,6 +29,7 @@ from rossmann_local_tests.helpers import (
     receipts_of,
     shift_of,
 )
+from rossmann_local_tests.in_process import first_failure
 
 
 def run_shift(world: World, shops: ShopDatabases, api: SyncApiClient, shop_id: int = 1, index: int = 0,
@@ -254,3 +255,16 @@ def test_a_run_over_more_partitions_than_the_per_partition_limit_tables_every_pa
     assert {r.data["partition"] for r in table.records} == {m.partition for m in synced}
     assert len({frozenset(r.data) for r in table.records}) == 1, "every row has the same fields"
     assert all("figures_per_partition" not in m.metadata for m in synced)
+
+
+def test_a_shift_before_its_previous_one_is_refused_in_the_worlds_local_time(
+        world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient) -> None:
+    """The refusal names the shifts as the partitions do (local time), labelled with the world's zone."""
+    assert run_shift(world, sqlite_shops, sync_api, index=0).success
+    shift = shift_of(world, world.start_date + timedelta(days=1), 0)
+    result = materialize_shift(world, shift, 1, {"shop_databases": sqlite_shops, "sync_api": sync_api},
+                               raise_on_error=False)
+    assert not result.success
+    message = first_failure(result)
+    assert "shift 2026-06-02 09:00 (Europe/Berlin)" in message and "previous shift, 2026-06-01 15:00," in message
+    assert "UTC" not in message
