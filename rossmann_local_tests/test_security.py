@@ -17,7 +17,7 @@ from dagster._serdes import serialize_value
 
 from rossmann_local.defs import default_resources
 from rossmann_local.domain.world import World
-from rossmann_local.sync_api.app import FAILED_LOGINS_PER_MINUTE
+from rossmann_local.sync_api.app import FAILED_LOGINS_PER_ADDRESS_PER_MINUTE, FAILED_LOGINS_PER_MINUTE
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local_tests.conftest import ADMIN, TEST_PASSWORD, pg_admin_url
 from rossmann_local_tests.helpers import materialize_shift, shift_of
@@ -233,5 +233,22 @@ def test_failed_password_checks_are_bounded_per_client_and_never_lock_the_store(
     logins, syncs = asyncio.run(storm())
     assert set(syncs) == {200}
     assert set(logins) <= {401, 429} and logins.count(401) <= FAILED_LOGINS_PER_MINUTE and 429 in logins
-    blocked = httpx.get(f"{sync_server.url}/employees/authorize", params={"email": "x@y", "password": "z"})
+    blocked = httpx.get(f"{sync_server.url}/employees/authorize", params={"email": world.employees[0].email,
+                                                                           "password": "z"})
     assert blocked.status_code == 429 and blocked.headers["retry-after"] == "60"
+
+
+def test_wrong_passwords_for_one_account_do_not_lock_out_the_others_behind_the_same_address(
+        sync_server: LoopbackServer, world: World) -> None:
+    """Shops behind one shared address (a NAT): another account's failed checks leave a shop's right
+    password working; a spray over many accounts of one address still meets a bound."""
+    for i in range(FAILED_LOGINS_PER_MINUTE + 2):
+        httpx.get(f"{sync_server.url}/shops/authorize", params={"shop_id": 2, "password": f"guess{i}"})
+    assert httpx.get(f"{sync_server.url}/shops/authorize",
+                     params={"shop_id": 2, "password": "guess"}).status_code == 429
+    own = httpx.get(f"{sync_server.url}/shops/authorize", params={"shop_id": 1, "password": TEST_PASSWORD})
+    assert own.status_code == 200 and own.json()["shop_id"] == 1
+    sprayed = [httpx.get(f"{sync_server.url}/employees/authorize",
+                         params={"email": f"nobody{i}@example.org", "password": "x"}).status_code
+               for i in range(FAILED_LOGINS_PER_ADDRESS_PER_MINUTE)]
+    assert sprayed.count(401) <= FAILED_LOGINS_PER_ADDRESS_PER_MINUTE - FAILED_LOGINS_PER_MINUTE and 429 in sprayed

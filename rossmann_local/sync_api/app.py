@@ -52,7 +52,10 @@ from rossmann_local.sync_api.store import (
 log = logging.getLogger("rossmann_local.sync_api")
 
 MAX_BODY_BYTES = 64 * 1024  # an admin edit is a few hundred bytes
-FAILED_LOGINS_PER_MINUTE = 10  # per client address, then 429 until the minute has passed
+# Failed password checks per client address and account (a shop, an e-mail, a terminal), then 429 until
+# the minute has passed; across the accounts of one address (a spray) ten times as many.
+FAILED_LOGINS_PER_MINUTE = 10
+FAILED_LOGINS_PER_ADDRESS_PER_MINUTE = 10 * FAILED_LOGINS_PER_MINUTE
 
 
 def _utc(value: datetime) -> datetime:
@@ -160,7 +163,8 @@ REFUSED = {413: {"model": Refusal, "description": "Request body too large"},
            500: {"model": Refusal, "description": "Internal error (no details)"},
            422: {"model": InvalidRequest, "description": "The request does not validate"}}
 PASSWORD_CHECKED = {401: {"model": Refusal, "description": "Wrong or unknown credentials"},
-                    429: {"model": Refusal, "description": "Too many failed password checks from this client"}}
+                    429: {"model": Refusal, "description": "Too many failed password checks for this account from this "
+                                                          "client, or from this client over all accounts"}}
 SHOP_SCOPED = {404: {"model": Refusal, "description": "No such shop, terminal or product"}}
 ADMIN = {400: {"model": Refusal, "description": "The body is not JSON"},
          401: {"model": Refusal, "description": "Admin token missing or wrong"},
@@ -169,32 +173,40 @@ ADMIN = {400: {"model": Refusal, "description": "The body is not JSON"},
 
 
 class FailedLogins:
-    """Password checks per client address in the last minute that did not succeed: past the bound,
-    429. A check counts from its start (so concurrent guesses cannot slip past the bound together)
-    and is forgotten if the password was right."""
+    """Password checks in the last minute that did not succeed, per client address and account, and per
+    address over all accounts: past either bound, 429. Per account, so shops behind one address (a
+    shared NAT) are not locked out by another's wrong passwords. A check counts from its start (so
+    concurrent guesses cannot slip past the bound together) and is forgotten if the password was right."""
 
-    def __init__(self, limit: int = FAILED_LOGINS_PER_MINUTE, window: float = 60.0) -> None:
-        self.limit, self.window = limit, window
-        self._attempts: dict[str, deque[float]] = {}
+    def __init__(self, limit: int = FAILED_LOGINS_PER_MINUTE,
+                 address_limit: int = FAILED_LOGINS_PER_ADDRESS_PER_MINUTE, window: float = 60.0) -> None:
+        self.limits = {True: limit, False: address_limit}  # by: is the key an account's?
+        self.window = window
+        self._attempts: dict[tuple[str, str | None], deque[float]] = {}
         self._lock = threading.Lock()
 
-    def begin(self, client: str) -> float:
+    def begin(self, client: str, account: str) -> float:
+        keys = [(client, account), (client, None)]
         with self._lock:
             now = time.monotonic()  # bookkeeping, wall clock: a rate of attempts on the real network
-            attempts = self._attempts.setdefault(client, deque())
-            while attempts and attempts[0] < now - self.window:
-                attempts.popleft()
-            if len(attempts) >= self.limit:
-                raise HTTPException(429, "too many failed password checks; try again in a minute",
-                                    headers={"Retry-After": str(int(self.window))})
-            attempts.append(now)
+            for key in keys:
+                attempts = self._attempts.setdefault(key, deque())
+                while attempts and attempts[0] < now - self.window:
+                    attempts.popleft()
+                if len(attempts) >= self.limits[key[1] is not None]:
+                    raise HTTPException(429, "too many failed password checks; try again in a minute",
+                                        headers={"Retry-After": str(int(self.window))})
+            for key in keys:
+                self._attempts[key].append(now)
             if len(self._attempts) > 10_000:  # bounded memory under a spray from many addresses
                 self._attempts = {k: v for k, v in self._attempts.items() if v}
             return now
 
-    def succeeded(self, client: str, started: float) -> None:
-        with self._lock, contextlib.suppress(KeyError, ValueError):
-            self._attempts[client].remove(started)
+    def succeeded(self, client: str, account: str, started: float) -> None:
+        with self._lock:
+            for key in ((client, account), (client, None)):
+                with contextlib.suppress(KeyError, ValueError):
+                    self._attempts[key].remove(started)
 
 
 class BodyLimit:
@@ -244,11 +256,11 @@ def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI
         if not hmac.compare_digest(given.encode(), admin_token.encode()):
             raise HTTPException(401, "admin token missing or wrong", headers={"WWW-Authenticate": "Bearer"})
 
-    def password_checked(request: Request, check: Callable[[], Any]) -> Any:
+    def password_checked(request: Request, account: str, check: Callable[[], Any]) -> Any:
         client = client_of(request)
-        started = logins.begin(client)
+        started = logins.begin(client, account)
         answer = check()
-        logins.succeeded(client, started)
+        logins.succeeded(client, account, started)
         return answer
 
     @app.middleware("http")
@@ -295,12 +307,13 @@ def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI
 
     @app.get("/shops/authorize", responses=PASSWORD_CHECKED | SHOP_SCOPED)
     def authorize_shop(request: Request, shop_id: QueryId, password: Secret) -> ShopIdentity:
-        return password_checked(request, lambda: store.authorize_shop(shop_id, password))
+        return password_checked(request, f"shop {shop_id}", lambda: store.authorize_shop(shop_id, password))
 
     @app.get("/employees/authorize", responses=PASSWORD_CHECKED)
     def authorize_employee(request: Request, email: Secret, password: Secret) -> EmployeeIdentity:
         """An unknown e-mail and a wrong password answer the same 401, after the same work."""
-        return password_checked(request, lambda: store.authorize_employee(email, password))
+        return password_checked(request, f"employee {email.casefold()}",
+                                lambda: store.authorize_employee(email, password))
 
     @app.get("/terminals/get_available", responses=SHOP_SCOPED)
     def available_terminals(shop_id: QueryId) -> list[int]:
@@ -309,7 +322,8 @@ def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI
     @app.get("/terminals/authorize", responses=PASSWORD_CHECKED | SHOP_SCOPED
              | {403: {"model": Refusal, "description": "The terminal is not this shop's"}})
     def authorize_terminal(request: Request, shop_id: QueryId, terminal_id: QueryId, password: Secret) -> bool:
-        return password_checked(request, lambda: store.authorize_terminal(shop_id, terminal_id, password))
+        return password_checked(request, f"terminal {shop_id}/{terminal_id}",
+                                lambda: store.authorize_terminal(shop_id, terminal_id, password))
 
     def refuse_while_down() -> None:
         """A scenario's outage (``CatalogueStore.go_down``): the sync endpoints answer 503."""
