@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import clickhouse_connect
 import dagster as dg
 import pytest
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
+from rossmann_local.shop.expected import expected_shops
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import DeliveryItem, ShiftReport, Transaction, TransactionItem
 from rossmann_local.shop_db.report_rows import delivery_report_rows
@@ -253,6 +255,7 @@ def test_revenue_per_shop_per_day_counts_each_receipt_once(world: World, sqlite_
     with clickhouse.client() as client:
         right = revenue_per_shop_per_day(client, world.timezone, day, day)
         naive = naive_revenue_per_shop_per_day(client, world.timezone, day, day)
+    days_expected = {d.shop_id: d for s in expected_shops(world, [day], sync_api) for d in s.days}
     for row, wrong in zip(right, naive, strict=True):
         with sqlite_shops.transaction(row.shop_id) as conn:
             totals = [ledger.shift_totals(conn, shift_of(world, index=i)) for i in (0, 1)]
@@ -260,6 +263,9 @@ def test_revenue_per_shop_per_day_counts_each_receipt_once(world: World, sqlite_
         assert row.receipts == sum(t["receipts"] for t in totals)
         assert row.revenue == sum(t["revenue"] for t in totals)
         assert wrong.revenue > row.revenue, "summing per line over-counts receipts with several lines"
+        expected = days_expected[row.shop_id]
+        assert (expected.revenue, expected.revenue_summed_per_line) == (row.revenue, wrong.revenue), \
+            "the expected answers carry both the right figure and the one the original dashboards read"
     assert [r.shop_id for r in right] == [1, 4]
 
 
@@ -304,3 +310,22 @@ def test_report_rows_are_bound_to_the_reports_columns_by_name(world: World, sqli
                        for name, v in zip(rows.columns, r, strict=True)) for r in rows.rows]
     assert [tuple(r) for r in stored] == naive_utc and stored
     assert naive_utc[0][rows.columns.index("shift_start")] == shift.start.astimezone(UTC).replace(tzinfo=None)
+
+
+def test_an_expected_shop_day_table_of_the_first_release_is_upgraded_with_the_per_line_sum(
+        clickhouse: ClickHouseReports) -> None:
+    """A ClickHouse that holds expected_shop_day as release 0.1.0 made it (no per-line sum) gets the
+    column when a report client opens it, keeping its rows, instead of stopping on a schema mismatch."""
+    first_release = ("shop_id UInt32, day Date, receipts UInt32, lines UInt32, units_sold UInt32, "
+                     "revenue Decimal(18, 2), units_delivered UInt32, closing_stock UInt32")
+    raw = clickhouse_connect.get_client(dsn=clickhouse.resolved_dsn())
+    try:
+        raw.command("CREATE DATABASE IF NOT EXISTS shop_reports")
+        raw.command(f"CREATE TABLE shop_reports.expected_shop_day ({first_release}) ENGINE = MergeTree "
+                    "PARTITION BY toYYYYMM(day) ORDER BY (shop_id, day)")
+        raw.command("INSERT INTO shop_reports.expected_shop_day VALUES (1, '2026-06-01', 3, 5, 9, 12.5, 40, 31)")
+    finally:
+        raw.close()
+    with clickhouse.client() as client:
+        rows = client.query("SELECT revenue, revenue_summed_per_line FROM shop_reports.expected_shop_day").result_rows
+    assert rows == [(Decimal("12.50"), Decimal("0.00"))]

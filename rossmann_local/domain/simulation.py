@@ -134,6 +134,12 @@ class ShiftSales:
     def revenue(self) -> Decimal:
         return sum((r.total_amount for r in self.receipts), Decimal("0"))
 
+    @property
+    def revenue_summed_per_line(self) -> Decimal:
+        """Each receipt's total once per line: what the original dashboards compute by summing
+        ``transaction_total_amount`` over the report's lines (an over-count; for comparison)."""
+        return sum((r.total_amount * len(r.lines) for r in self.receipts), Decimal("0"))
+
 
 def configured_shelf(world: World, city: str) -> list[ShelfProduct]:
     """The world's catalogue as a shop in ``city`` would have it cached (for tests and benchmarks)."""

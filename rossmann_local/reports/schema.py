@@ -82,6 +82,9 @@ EXPECTED_SHOP_DAY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("revenue", "Decimal(18, 2)"),  # each receipt's total once
     ("units_delivered", "UInt32"),
     ("closing_stock", "UInt32"),  # units of every product in the shop after the day's last shift
+    # What the original dashboards read, summing transaction_total_amount over the report's lines (each
+    # receipt's total once per line): an over-count, here to compare a dashboard's figure with.
+    ("revenue_summed_per_line", "Decimal(18, 2)"),
 )
 
 EXPECTED_CATALOGUE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -116,7 +119,9 @@ def create_table_sql(table: str) -> str:
 # idempotent (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS ...``), so a table an older release made
 # reaches the columns above and a new one is unchanged. Append; never edit or remove one. Reports
 # bind rows to columns by name, so an added column's position does not matter.
-SCHEMA_CHANGES: tuple[str, ...] = ()
+SCHEMA_CHANGES: tuple[str, ...] = (
+    f"ALTER TABLE {DATABASE}.{EXPECTED_SHOP_DAY} ADD COLUMN IF NOT EXISTS revenue_summed_per_line Decimal(18, 2)",
+)
 
 
 def ddl() -> list[str]:

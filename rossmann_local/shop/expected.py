@@ -43,6 +43,7 @@ class ExpectedDay:
     revenue: Decimal
     units_delivered: int
     closing_stock: int
+    revenue_summed_per_line: Decimal  # the original dashboards' over-count (each total once per line)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def expected_shop(world: World, shop: Shop, days: Sequence[date], categories: Se
             found: dict[date, ExpectedDay] = {}
             catalogue: list[ExpectedProduct] = []
             totals = dict.fromkeys(("receipts", "lines", "units", "delivered"), 0)
-            revenue = Decimal(0)
+            revenue = per_line = Decimal(0)
             for simulated in simulate_shifts(world, shop, shifts_through(world, max(days)),
                                              lambda shift: shelf_timeline(conn, shift)):
                 day, sales = simulated.shift.local_date, simulated.sales
@@ -95,14 +96,16 @@ def expected_shop(world: World, shop: Shop, days: Sequence[date], categories: Se
                 totals["units"] += sales.units
                 totals["delivered"] += sum(line.quantity for d in simulated.deliveries for line in d.lines)
                 revenue += sales.revenue
+                per_line += sales.revenue_summed_per_line
                 if simulated.shift == shifts_of_day(world, day)[-1]:
                     found[day] = ExpectedDay(shop.shop_id, day, totals["receipts"], totals["lines"], totals["units"],
-                                             revenue, totals["delivered"], sum(sales.closing_stock.values()))
+                                             revenue, totals["delivered"], sum(sales.closing_stock.values()),
+                                             per_line)
                     catalogue += [ExpectedProduct(shop.shop_id, day, p.product_id, p.name, p.category_id,
                                                   p.category_name, p.price, p.discount)
                                    for p in shelf_at(conn, simulated.shift.end)]
                     totals = dict.fromkeys(totals, 0)
-                    revenue = Decimal(0)
+                    revenue = per_line = Decimal(0)
     finally:
         engine.dispose()
     return ExpectedShop([found[d] for d in sorted(wanted)], catalogue)
