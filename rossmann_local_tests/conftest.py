@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from rossmann_local.contracts import CONTRACTS
 from rossmann_local.domain.messages import TOPIC_MESSAGES
+from rossmann_local.domain.provenance import Provenance
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.broker import LocalBroker
 from rossmann_local.local.chain_admin import MALFORMED_TAG
@@ -37,6 +38,8 @@ time.tzset()
 
 TEST_PASSWORD = "test-only-password"
 TEST_ADMIN_TOKEN = "test-only-admin-token"
+# The headers' common part of what a test produces through the product code (the reference world, no scenario).
+PROVENANCE = Provenance.of(reference_world(), None)
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 PG_URL_SETTING = "ROSSMANN_TEST_PG_URL"
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

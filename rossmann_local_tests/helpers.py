@@ -12,6 +12,7 @@ from rossmann_local.defs import build_definitions
 from rossmann_local.defs.partitions import partition_key, range_tags
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
+from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, Product, Transaction, TransactionItem
@@ -32,6 +33,7 @@ def materialize_shift(world: World, shift: ShiftWindow, shop_id: int, resources:
     ``last_shift``, if given) in one run (a single-run backfill)."""
     if set(assets) & set(ASSET_NAMES):  # the shift's step cannot be split: any of its assets runs all three
         assets = tuple(dict.fromkeys([*ASSET_NAMES, *assets]))
+    resources = {"scenario_ledger": ScenarioLedger(), **resources}  # the stock step names the scenario
     defs = build_definitions(world, resources)
     keys = {dg.AssetKey(name) for name in assets}
     # the definitions that hold a wanted asset (a multi-asset holds several), run for those assets only

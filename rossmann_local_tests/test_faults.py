@@ -36,6 +36,7 @@ from rossmann_local.shop_db.models import Category, Product, Shift, StockMessage
 from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.conftest import PROVENANCE
 from rossmann_local_tests.helpers import materialize_shift, receipts_of, shift_of, step_error
 from rossmann_local_tests.in_process import CatalogueSensorDriver, MemoryCursor, run_shifts
 
@@ -181,7 +182,7 @@ def test_kafka_restarted_ten_times_while_changes_stream_loses_nothing_and_applie
             assert run.success
             applied += run.output_for_node("apply_catalogue_changes")["applied"]
 
-    relay = OutboxRelay(store, kafka).start()
+    relay = OutboxRelay(store, kafka, PROVENANCE).start()
     changer = threading.Thread(target=chain_keeps_changing, daemon=True)
     changer.start()
     outages = 0
@@ -246,14 +247,14 @@ def test_a_catalogue_change_the_broker_loses_after_confirming_is_published_again
         kafka.ensure_topics()
         store.update_category(2, name="Health+")
         store.set_price(3, "Berlin", Decimal("1.11"), Decimal("0"))
-        assert publish_outbox(store, kafka) == 2 and store.unpublished() == []
+        assert publish_outbox(store, kafka, PROVENANCE) == 2 and store.unpublished() == []
         broker.kill()
         shutil.rmtree(broker.data_dir)
         broker.start()
         kafka.ensure_topics()
         assert verify_published(store, kafka, settle_seconds=0) == 2, "both found missing at their offsets"
         assert len(store.unpublished()) == 2, "back in the outbox"
-        assert publish_outbox(store, kafka) == 2
+        assert publish_outbox(store, kafka, PROVENANCE) == 2
         time.sleep(0.1)
         assert verify_published(store, kafka, settle_seconds=0) == 0 and store.unverified_placements() == []
         on_topics = sum(len(topic_messages(kafka, t)) for t in CATALOGUE_TOPICS)

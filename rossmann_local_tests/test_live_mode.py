@@ -45,6 +45,7 @@ from rossmann_local.shop_db.cache import advance_catalogue_offsets
 from rossmann_local.shop_db.models import Transaction, TransactionItem
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.conftest import PROVENANCE
 from rossmann_local_tests.dagster_dev import dev_environment
 from rossmann_local_tests.helpers import receipts_of, shift_of, stock_and_ledger
 from rossmann_local_tests.in_process import run_shifts
@@ -416,11 +417,12 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
         for shop in world.shops:
             with shop_databases.transaction(shop.shop_id) as conn:
                 advance_catalogue_offsets(conn, ends)  # the shops have caught up with the topics
-        inject_malformed_message(kafka)
+        inject_malformed_message(kafka, PROVENANCE)
         assert "upsert of 1 catalogue message" in tick(first_sale + timedelta(seconds=2))
         with kafka.consumer() as consumer:
             high = kafka.watermarks(consumer, PRODUCT_TOPIC, 0)[1]
-        apply_catalogue_ranges(world, shop_databases, kafka, [(PRODUCT_TOPIC, 0, ends[PRODUCT_TOPIC, 0], high)])
+        apply_catalogue_ranges(world, shop_databases, kafka, [(PRODUCT_TOPIC, 0, ends[PRODUCT_TOPIC, 0], high)],
+                               PROVENANCE)
         assert tick(first_sale + timedelta(seconds=2)).tags[LIVE_STEP_TAG] == "sales", "applied (set aside): on"
         closing = tick(shift.end + timedelta(minutes=1))
         assert closing.tags[LIVE_STEP_TAG] == "close"

@@ -25,6 +25,7 @@ from rossmann_local.shop_db.history import shelf_at
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, StockMessage, Transaction, TransactionItem
 from rossmann_local.sync_api.outbox import publish_outbox
 from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.conftest import PROVENANCE
 from rossmann_local_tests.helpers import receipts_of
 from rossmann_local_tests.in_process import CatalogueSensorDriver, MemoryCursor, run_shifts
 from rossmann_local_tests.test_streaming import current_cursor
@@ -50,7 +51,7 @@ class Chain:
 
     def publish(self) -> dict[str, int]:
         """The stand-in's outbox to Kafka, then a sensor tick and its upsert runs; their summed outcome."""
-        publish_outbox(self.store, self.kafka)
+        publish_outbox(self.store, self.kafka, PROVENANCE)
         totals: dict[str, int] = {}
         for _request, run in self.sensor.tick_and_run():
             assert run.success

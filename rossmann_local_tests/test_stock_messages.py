@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from rossmann_local.domain.provenance import world_fingerprint
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.stock_levels import (
     MAX_STOCK_MESSAGE_BYTES,
@@ -24,6 +25,7 @@ from rossmann_local.domain.topics import STOCK_TOPIC
 from rossmann_local.domain.world import World
 from rossmann_local.local.broker import LocalBroker
 from rossmann_local.resources.kafka import KafkaResource, Outgoing
+from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop.stock import (
@@ -35,6 +37,7 @@ from rossmann_local.shop.stock import (
 from rossmann_local.shop_db.ledger import stock_at
 from rossmann_local.shop_db.models import StockMessage
 from rossmann_local.shop_db.stock_outbox import unsent_parts, verified_count
+from rossmann_local_tests.conftest import PROVENANCE
 from rossmann_local_tests.helpers import ASSET_NAMES, materialize_shift, metadata, shift_of
 
 WITH_STOCK = (*ASSET_NAMES, "shift_stock_levels")
@@ -165,7 +168,7 @@ def test_a_broker_killed_right_after_confirming_loses_nothing_and_doubles_nothin
     kafka.ensure_topics()
     second = metadata(materialize_shift(world, shift_of(world, index=1), 2, resources, assets=WITH_STOCK),
                       "shift_stock_levels")
-    settle_and_verify([2], sqlite_shops, kafka, settle_seconds=1.0)
+    settle_and_verify([2], sqlite_shops, kafka, PROVENANCE, settle_seconds=1.0)
     expected = queued_parts(sqlite_shops, 2)
     assert expected and topic_copies(kafka, 2) == expected, "every part on the topic, exactly once"
     if loss == "sigkill-and-data-gone":
@@ -216,3 +219,20 @@ def test_a_run_of_many_shifts_queues_the_messages_each_shift_would_queue_alone(
     alone = [queue_stock_levels(world, world.shop(3), shift, shop_databases) for shift in shifts]
     assert list(counts.values()) == alone and all(alone)
     assert together == queue() and len(together) == sum(alone)
+
+
+def test_every_stock_message_carries_its_provenance_in_headers(
+        world: World, sqlite_shops: ShopDatabases, sync_api: SyncApiClient, own_broker: LocalBroker) -> None:
+    """The world, its seed, the scenario the run is under, the shop and the checkpoint's simulated time."""
+    kafka = KafkaResource(bootstrap_servers=own_broker.bootstrap_servers)
+    before = stock_topic_ends(kafka)
+    resources = {"shop_databases": sqlite_shops, "sync_api": sync_api, "kafka": kafka,
+                 "scenario_ledger": ScenarioLedger(scenario="messy-day")}
+    materialize_shift(world, shift_of(world), 2, resources, assets=WITH_STOCK)
+    messages = new_stock_messages(kafka, before)
+    assert messages
+    for message in messages:
+        headers = {key: value.decode() for key, value in message.headers}
+        assert headers == {"rossmann.world": world_fingerprint(world), "rossmann.seed": "42",
+                           "rossmann.scenario": "messy-day", "rossmann.source": "shop 2",
+                           "rossmann.simulated_time": json.loads(message.value)["checkpoint_utc"]}

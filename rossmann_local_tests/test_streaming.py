@@ -3,6 +3,7 @@ stand-in's outbox. Each test starts reading at the offsets the topics have when 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +15,9 @@ from sqlalchemy import func, select
 
 from rossmann_local.defs import build_definitions
 from rossmann_local.defs.streaming import MAX_RANGE, SensorCursor, batches
+from rossmann_local.domain.catalogue import iso_z
+from rossmann_local.domain.provenance import Provenance, world_fingerprint
+from rossmann_local.domain.scenario import plan_day
 from rossmann_local.domain.topics import (
     CATALOGUE_TOPICS,
     CATEGORY_TOPIC,
@@ -23,17 +27,18 @@ from rossmann_local.domain.topics import (
     PRODUCT_TOPIC,
 )
 from rossmann_local.domain.world import World
+from rossmann_local.local.chain_admin import inject_stream_faults, make_changes
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
-from rossmann_local.settings import ConfigError
+from rossmann_local.settings import ConfigError, load_scenario
 from rossmann_local.shop import catalogue as shop_catalogue
 from rossmann_local.shop.catalogue import catalogue_lag
 from rossmann_local.shop_db.models import Category
 from rossmann_local.sync_api.outbox import publish_outbox
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.conftest import ADMIN
+from rossmann_local_tests.conftest import ADMIN, PROVENANCE
 from rossmann_local_tests.helpers import materialize_shift, products_of, shift_of
 from rossmann_local_tests.in_process import CatalogueSensorDriver, MemoryCursor
 
@@ -320,7 +325,7 @@ def test_the_stand_in_publishes_committed_changes_through_its_outbox(store: Cata
     store.update_product(3, description="softer")
     store.update_category(1, name="Baby")
     assert len(store.unpublished()) == 3
-    assert publish_outbox(store, kafka) == 3
+    assert publish_outbox(store, kafka, PROVENANCE) == 3
     assert store.unpublished() == []
     [price] = kafka.read_range(PRODUCT_TOPIC, 0, ends[PRODUCT_TOPIC], ends[PRODUCT_TOPIC] + 1)
     body = json.loads(price.value)
@@ -335,7 +340,7 @@ def test_the_stand_in_publishes_committed_changes_through_its_outbox(store: Cata
 def test_an_unconfirmed_outbox_message_stays_unpublished(store: CatalogueStore) -> None:
     store.update_category(2, name="Health+")
     down = KafkaResource(bootstrap_servers="127.0.0.1:9", delivery_timeout_seconds=1)
-    assert publish_outbox(store, down, timeout=3) == 0
+    assert publish_outbox(store, down, PROVENANCE, timeout=3) == 0
     assert len(store.unpublished()) == 1
 
 
@@ -397,7 +402,7 @@ def test_a_first_range_that_failed_on_fresh_shops_is_not_passed_by_the_next(
     with monkeypatch.context() as patched:
         patched.setattr(shop_catalogue, "apply_catalogue_messages", shop_database_down)
         with pytest.raises(RuntimeError, match="went away"):
-            shop_catalogue.apply_catalogue_ranges(world, sqlite_shops, kafka, spans)
+            shop_catalogue.apply_catalogue_ranges(world, sqlite_shops, kafka, spans, PROVENANCE)
     assert catalogue_lag(world, world.shop_ids, sqlite_shops, kafka) == 1, \
         "the live sensor must not sell while the failed range is out"
     send(kafka, PRODUCT_TOPIC, product(2, T0 + timedelta(hours=1), price=2.22, city="Berlin",
@@ -408,3 +413,50 @@ def test_a_first_range_that_failed_on_fresh_shops_is_not_passed_by_the_next(
     assert (products_of(sqlite_shops, 1)[1].price, products_of(sqlite_shops, 1)[2].price) == (
         Decimal("1.11"), Decimal("2.22"))
     assert catalogue_lag(world, world.shop_ids, sqlite_shops, kafka) == 0
+
+
+def test_the_chains_messages_faults_and_dead_letters_carry_their_provenance_in_headers(
+        world: World, store: CatalogueStore, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
+    """The outbox's messages carry the time their change takes effect; each fault a scenario injects names
+    its ledger entry; a dead letter carries the simulated time its message spoke of."""
+    scenario = load_scenario("messy-day")
+    assert scenario is not None
+    provenance = Provenance.of(world, scenario.name)
+    plan = plan_day(scenario, world, world.start_date)
+    ends = json.loads(current_cursor(kafka))["next_offsets"]
+
+    def new(topic: str) -> list[dict[str, str]]:
+        with kafka.consumer() as consumer:
+            high = kafka.watermarks(consumer, topic, 0)[1]
+        return [{k: v.decode() for k, v in m.headers} for m in kafka.read_range(topic, 0, ends.get(f"{topic}:0", 0),
+                                                                                   high)]
+
+    make_changes(store, plan.changes)
+    assert publish_outbox(store, kafka, provenance) == len(plan.changes)
+    assert inject_stream_faults(store, kafka, plan.faults, provenance) == len(plan.faults)
+    headers = [h for topic in CATALOGUE_TOPICS for h in new(topic)]
+    assert {h["rossmann.world"] for h in headers} == {world_fingerprint(world)}
+    assert {(h["rossmann.seed"], h["rossmann.scenario"]) for h in headers} == {("42", "messy-day")}
+    published = [h for h in headers if h["rossmann.source"] == "sync-api outbox"]
+    assert sorted(h["rossmann.simulated_time"] for h in published) == sorted(iso_z(c.at) for c in plan.changes)
+    assert not any("rossmann.fault" in h for h in published)
+    faults = [h["rossmann.fault"] for h in headers if h["rossmann.source"] == "scenario"]
+    assert sorted(faults) == sorted(f"{f.entry.kind} ({f.entry.day} #{f.entry.number})" for f in plan.faults)
+    spans = [(t, 0, ends.get(f"{t}:0", 0), ends.get(f"{t}:0", 0) + len(new(t))) for t in CATALOGUE_TOPICS]
+    with kafka.consumer() as consumer:
+        dead_ends = kafka.watermarks(consumer, DEAD_LETTER_TOPIC, 0)[1]
+    outcome = shop_catalogue.apply_catalogue_ranges(world, sqlite_shops, kafka, spans, provenance)
+    assert outcome.dead_letters, "no shop knows these products yet: every message is set aside"
+    with kafka.consumer() as consumer:
+        high = kafka.watermarks(consumer, DEAD_LETTER_TOPIC, 0)[1]
+    letters = kafka.read_range(DEAD_LETTER_TOPIC, 0, dead_ends, high)
+    assert len(letters) == len(outcome.dead_letters)
+    dated = 0
+    for letter in letters:
+        headers = {k: v.decode() for k, v in letter.headers}
+        assert headers["rossmann.source"] == "dead letters" and headers["rossmann.scenario"] == "messy-day"
+        with contextlib.suppress(ValueError, TypeError, KeyError):  # a malformed one may carry no time
+            stamp = json.loads(json.loads(letter.value)["payload"])["updated_at_utc"]
+            assert headers["rossmann.simulated_time"] == iso_z(datetime.fromisoformat(stamp))
+            dated += 1
+    assert dated >= len(plan.changes), "each change's message, set aside, keeps the time it spoke of"

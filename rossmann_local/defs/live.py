@@ -26,6 +26,7 @@ from rossmann_local.domain.stock_levels import checkpoints
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
+from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
@@ -116,7 +117,8 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
                     ) -> tuple[dg.JobDefinition, dg.JobDefinition, dg.SensorDefinition]:
     @dg.op
     def write_terminal_sales(context: dg.OpExecutionContext, config: LiveSalesConfig, shop_databases: ShopDatabases,
-                             sync_api: SyncApiClient, kafka: KafkaResource) -> dg.Output[dict]:
+                             sync_api: SyncApiClient, kafka: KafkaResource,
+                             scenario_ledger: ScenarioLedger) -> dg.Output[dict]:
         """The open shift's receipts of each shop up to the simulated time, as the terminals ring
         them up, and the stock messages whose checkpoint has passed. A shop whose shift has just
         opened first syncs its cache and takes the shift's delivery (the shift's end takes both again,
@@ -146,7 +148,7 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
                 if written.written_from else "",
                 "last": written.written_to.astimezone(until.tzinfo).strftime("%H:%M:%S")
                 if written.written_to else ""}))
-        _, outcome, _ = deliver_queued(config.shop_ids, shop_databases, kafka)
+        _, outcome, _ = deliver_queued(config.shop_ids, shop_databases, kafka, scenario_ledger.provenance(world))
         figures["stock_parts_sent"] = len(outcome.confirmed)
         context.log.info(f"up to {until:%Y-%m-%d %H:%M:%S}: {figures['receipts_written']} receipts written, "
                          f"{figures['receipts_in_shift']} in the open shifts")

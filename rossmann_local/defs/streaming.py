@@ -31,6 +31,7 @@ from rossmann_local.domain.shifts import shift_window
 from rossmann_local.domain.topics import CATALOGUE_TOPICS
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.shop.catalogue import OffsetSpan, apply_catalogue_ranges
 from rossmann_local.shop.shift import last_sold_shift
@@ -139,10 +140,11 @@ def build_streaming_defs(world: World) -> tuple[dg.JobDefinition, dg.SensorDefin
     @dg.op(retry_policy=dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL),
            out={"result": dg.Out(dict), "sold_shifts_touched": dg.Out(list)})
     def apply_catalogue_changes(context: dg.OpExecutionContext, config: CatalogueRanges, kafka: KafkaResource,
-                                shop_databases: ShopDatabases) -> Iterator[dg.Output | dg.AssetObservation]:
+                                shop_databases: ShopDatabases, scenario_ledger: ScenarioLedger
+                                ) -> Iterator[dg.Output | dg.AssetObservation]:
         """Re-read exactly the run's offset ranges and apply them to every shop they concern."""
         spans = [(r.topic, r.partition, r.start_offset, r.end_offset) for r in config.ranges]
-        outcome = apply_catalogue_ranges(world, shop_databases, kafka, spans)
+        outcome = apply_catalogue_ranges(world, shop_databases, kafka, spans, scenario_ledger.provenance(world))
         for letter in outcome.dead_letters:
             context.log.warning(f"dead letter {letter.key}: {letter.reason}")
         summary = outcome.as_metadata()
@@ -277,7 +279,7 @@ def build_sold_again_sensor(world: World, shop_shift_job: "dg.UnresolvedAssetJob
 def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(partitions_def=partitions, group_name="shop", deps=["shift_transactions"], kinds={"kafka"})
     def shift_stock_levels(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,
-                           kafka: KafkaResource) -> dg.MaterializeResult:
+                           kafka: KafkaResource, scenario_ledger: ScenarioLedger) -> dg.MaterializeResult:
         """The shop's stock levels sent to the chain (``oltp_update_product_quantity``, key the shop id):
         every 50 simulated minutes of the shift, the absolute stock of the products that changed.
         Messages are queued in the shop database and leave the queue only once the broker confirmed
@@ -285,7 +287,8 @@ def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> lis
         put it, and sent again if a broker lost it after confirming. A run over many shifts queues
         them all, then sends every shop's queue and waits for the broker once."""
         ordered = partitions_in_order(world, context.partition_keys)
-        sent = send_stock_levels(world, [(p.shop, p.shift) for p in ordered], shop_databases, kafka)
+        sent = send_stock_levels(world, [(p.shop, p.shift) for p in ordered], shop_databases, kafka,
+                                 scenario_ledger.provenance(world))
         own = {p.key: dict(zip(("messages_planned", "messages_sent"), sent.per_shift[p.shop.shop_id, p.shift.start],
                                strict=True)) for p in ordered}
         # The queue is delivered and read back once per run: these figures are the run's.

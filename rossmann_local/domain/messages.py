@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
@@ -123,6 +124,15 @@ class DeadLetter:
     @property
     def key(self) -> str:
         return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @property
+    def simulated_time(self) -> datetime | None:
+        """The ``updated_at_utc`` the message carried, when it reads as a time (else none)."""
+        try:
+            stamp = json.loads(self.payload or b"").get("updated_at_utc")
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
+        except (ValueError, AttributeError, TypeError):
+            return None
 
     def to_json(self) -> bytes:
         text = None if self.payload is None else self.payload[:MAX_MESSAGE_BYTES].decode("utf-8", "replace")

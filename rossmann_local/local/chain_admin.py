@@ -15,6 +15,7 @@ from rossmann_local.domain.catalogue_changes import (
     PriceChange,
     message_key,
 )
+from rossmann_local.domain.provenance import Provenance
 from rossmann_local.domain.scenario import MALFORMED, StreamFault, malformed_payload
 from rossmann_local.domain.topics import PRODUCT_TOPIC
 from rossmann_local.resources.kafka import KafkaResource, Outgoing
@@ -40,17 +41,20 @@ def make_changes(store: CatalogueStore, changes: Iterable[CatalogueChange]) -> i
 MALFORMED_TAG = "malformed"  # what the demo calls its deliberately malformed message
 
 
-def inject_malformed_message(kafka: KafkaResource) -> None:
+def inject_malformed_message(kafka: KafkaResource, provenance: Provenance) -> None:
     """A message no shop can use, as a broken upstream might send: it must be dead-lettered."""
-    sent = kafka.produce_confirmed([Outgoing(PRODUCT_TOPIC, MALFORMED_MESSAGE, tag=MALFORMED_TAG)])
+    sent = kafka.produce_confirmed([Outgoing(PRODUCT_TOPIC, MALFORMED_MESSAGE, tag=MALFORMED_TAG,
+                                             headers=provenance.headers("demo", None, fault=MALFORMED_TAG))])
     if sent.unconfirmed:
         raise RuntimeError(f"the malformed demo message was not confirmed: {sent.errors[:3]}")
 
 
-def inject_stream_faults(store: CatalogueStore, kafka: KafkaResource, faults: Sequence[StreamFault]) -> int:
+def inject_stream_faults(store: CatalogueStore, kafka: KafkaResource, faults: Sequence[StreamFault],
+                         provenance: Provenance) -> int:
     """Deliver the scenario's faults on the stream, after the chain published the day's messages: each
     fault's message (found by topic, key and effective time in the stand-in's outbox) delivered
-    again, or spoiled. Returns how many the broker confirmed; all of them, or it raises."""
+    again, or spoiled, its ``rossmann.fault`` header naming the ledger entry (kind, day and number).
+    Returns how many the broker confirmed; all of them, or it raises."""
     if not faults:
         return 0
     first, last = min(f.change.at for f in faults), max(f.change.at for f in faults)
@@ -63,7 +67,8 @@ def inject_stream_faults(store: CatalogueStore, kafka: KafkaResource, faults: Se
         tag: int | str = entry.number
         if entry.kind == MALFORMED:
             payload, tag = malformed_payload(payload, entry.detail.removeprefix("malformed: ")), MALFORMED_TAG
-        outgoing.append(Outgoing(entry.topic, payload.encode(), tag=tag))
+        outgoing.append(Outgoing(entry.topic, payload.encode(), tag=tag, headers=provenance.headers(
+            "scenario", entry.effective_at, fault=f"{entry.kind} ({entry.day} #{entry.number})")))
     sent = kafka.produce_confirmed(outgoing)
     if sent.unconfirmed:
         raise RuntimeError(f"{sent.unconfirmed} of the scenario's {len(outgoing)} messages were not confirmed: "

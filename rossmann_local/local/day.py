@@ -137,7 +137,7 @@ class DayThroughDagster:
             since = engine_time()
             self.publish()
             if self.scenario is None:  # a scenario brings its own malformed messages, in its ledger
-                chain_admin.inject_malformed_message(self.stack.kafka)
+                chain_admin.inject_malformed_message(self.stack.kafka, self.stack.provenance)
             self.apply_catalogue(since)
         if self.scenario is not None:
             self.begin_outages(index)
@@ -151,7 +151,8 @@ class DayThroughDagster:
         changes = plan.changes if plan is not None else day_changes(None, self.world, self.day)
         self.enter(store, changes)
         if plan is not None:
-            self.streaming.scenario_faults = inject_stream_faults(store, self.stack.kafka, plan.faults)
+            self.streaming.scenario_faults = inject_stream_faults(store, self.stack.kafka, plan.faults,
+                                                                  self.stack.provenance)
 
     def enter(self, store: CatalogueStore, changes: Sequence[CatalogueChange]) -> None:
         """The changes made in the stand-in, then waited for until its relay published them all."""
@@ -251,7 +252,7 @@ class DayThroughDagster:
         back once the broker had time to keep it, and what it lost is sent again."""
         resources = self.stack.resources
         working = [shop_id for shop_id, shop_day in self.days.items() if shop_day.runs_ok]
-        checked = settle_and_verify(working, resources["shop_databases"], resources["kafka"])
+        checked = settle_and_verify(working, resources["shop_databases"], resources["kafka"], self.stack.provenance)
         for shop_id, lost in checked.lost_by_shop.items():
             self.days[shop_id].stock_parts_resent = lost
         read_shop_days(self.world, resources["shop_databases"], resources["clickhouse"], self.day, self.shifts,
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--day {day} is outside the world's days, {world.start_date} to {world.end_date} "
                               f"(start_date and days in {WORLD_FILE})")
         started = time.perf_counter()
-        with GracefulStop() as stop, local_stack(world, command="make day") as stack:
+        with GracefulStop() as stop, local_stack(world, command="make day", scenario=ledger_resource) as stack:
             preflight(world, stack.resources)
             # The code location's scenario is the command's (a file's path absolute: dagster dev runs elsewhere).
             extra = {SCENARIO: str(Path(args.scenario).resolve()) if Path(args.scenario).is_file() else args.scenario} \

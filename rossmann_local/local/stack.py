@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rossmann_local.domain.provenance import Provenance
 from rossmann_local.domain.world import World
 from rossmann_local.local.broker import LocalBroker
 from rossmann_local.local.processes import data_dir_lock
 from rossmann_local.resources.clickhouse import ClickHouseReports, clickhouse_from_env
 from rossmann_local.resources.kafka import KafkaResource, kafka_from_env
+from rossmann_local.resources.scenario_ledger import ScenarioLedger, scenario_ledger_from_env
 from rossmann_local.resources.shop_databases import ShopDatabases, shop_databases_from_env
 from rossmann_local.resources.sync_api_client import SyncApiClient, sync_api_client_from_env
 from rossmann_local.settings import DATA_DIR, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, data_dir
@@ -39,6 +41,7 @@ class LocalStack:
     store: CatalogueStore | None  # the stand-in's catalogue; None when the Sync API is someone else's
     relay: OutboxRelay | None
     broker: LocalBroker | None  # None when the environment names the brokers
+    provenance: Provenance  # the headers' common part of what this command produces
     admin_token: str | None = None  # the stand-in's admin endpoints' bearer token
 
     @property
@@ -64,11 +67,14 @@ class LocalStack:
 
 @contextmanager
 def local_stack(world: World, sync_api_port: int = 0, data: Path | None = None,
-                command: str = "a rossmann_local command") -> Iterator[LocalStack]:
+                command: str = "a rossmann_local command", scenario: ScenarioLedger | None = None
+                ) -> Iterator[LocalStack]:
     """Start the missing parts (the stand-in on ``sync_api_port``, 0 for any free one; the broker's
     data under ``data``, default the data dir) and stop them, in reverse order, on the way out. The
-    data dir is held for ``command`` meanwhile: a second command on it stops, naming this one."""
+    data dir is held for ``command`` meanwhile: a second command on it stops, naming this one. What
+    the stack produces carries the command's ``scenario`` (default ``ROSSMANN_SCENARIO``'s) in its headers."""
     data = data or data_dir()
+    provenance = (scenario or scenario_ledger_from_env()).provenance(world)
     with ExitStack() as stack:
         stack.enter_context(data_dir_lock(data, command))
         broker = None
@@ -86,6 +92,6 @@ def local_stack(world: World, sync_api_port: int = 0, data: Path | None = None,
             admin_token = local_admin_token(data)
             server = stack.enter_context(sync_api_server(store, port=sync_api_port, admin_token=admin_token))
             sync_api = SyncApiClient(base_url=server.url, timeout_seconds=sync_api.timeout_seconds)
-            relay = stack.enter_context(OutboxRelay(store, kafka))
+            relay = stack.enter_context(OutboxRelay(store, kafka, provenance))
         yield LocalStack(world, kafka, sync_api, shop_databases_from_env(), clickhouse_from_env(), store, relay,
-                         broker, admin_token)
+                         broker, provenance, admin_token)

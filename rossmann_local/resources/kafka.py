@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +63,7 @@ class Outgoing(Generic[T]):
     value: bytes
     tag: T
     key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()  # domain.provenance: where the record comes from
 
 
 @dataclass
@@ -86,6 +87,7 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -211,6 +213,7 @@ class KafkaResource(dg.ConfigurableResource):
                 while True:
                     try:
                         producer.produce(message.topic, key=message.key, value=message.value,
+                                         headers=list(message.headers) or None,
                                          on_delivery=lambda err, msg, tag=message.tag: on_delivery(err, msg, tag))
                         break
                     except BufferError:  # the client's queue is full: let it deliver, then go on
@@ -286,7 +289,8 @@ def _fatal_error(exc: BaseException) -> KafkaError | None:
 
 
 def _raw(message: Message) -> RawMessage:
-    return RawMessage(message.topic(), message.partition(), message.offset(), message.key(), message.value())
+    return RawMessage(message.topic(), message.partition(), message.offset(), message.key(), message.value(),
+                      tuple(message.headers() or ()))
 
 
 DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"

@@ -12,7 +12,9 @@ import dagster as dg
 from sqlalchemy import Engine, String, create_engine, delete, insert, make_url, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from rossmann_local.domain.provenance import Provenance
 from rossmann_local.domain.scenario import FAULT_KINDS, LedgerEntry, Scenario
+from rossmann_local.domain.world import World
 from rossmann_local.resources import resolved
 from rossmann_local.settings import SCENARIO, data_dir, load_scenario
 
@@ -46,6 +48,11 @@ class ScenarioLedger(dg.ConfigurableResource):
 
     def loaded(self) -> Scenario | None:
         return load_scenario(resolved(self.scenario))
+
+    def provenance(self, world: World) -> Provenance:
+        """The headers' common part for what a run under this scenario produces (``domain.provenance``)."""
+        scenario = self.loaded()
+        return Provenance.of(world, scenario.name if scenario is not None else None)
 
     def resolved_url(self) -> str:
         return resolved(self.url) or f"sqlite:///{data_dir() / 'scenario_ledger.sqlite'}"

@@ -38,6 +38,7 @@ from rossmann_local.domain.messages import (
     ProductMessage,
     parse_catalogue_message,
 )
+from rossmann_local.domain.provenance import Provenance
 from rossmann_local.domain.topics import CATALOGUE_TOPICS, DEAD_LETTER_TOPIC
 from rossmann_local.domain.world import Shop, World
 from rossmann_local.resources.kafka import KafkaResource, Outgoing, RawMessage
@@ -55,6 +56,9 @@ from rossmann_local.shop_db.models import Category, Product
 # What a shop's database may refuse in a message that parsed: a constraint (a barcode another product
 # holds) or a value (kept out by the domain's validation; here in case a database is stricter).
 REFUSALS = (IntegrityError, DataError)
+
+
+DEAD_LETTER_SOURCE = "dead letters"
 
 
 class DeadLettersNotDelivered(RuntimeError):
@@ -210,12 +214,15 @@ def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[R
     return outcome
 
 
-def send_dead_letters(kafka: KafkaResource, dead_letters: Sequence[DeadLetter]) -> None:
-    """Set bad messages aside on the dead-letter topic, confirmed before the run succeeds."""
+def send_dead_letters(kafka: KafkaResource, dead_letters: Sequence[DeadLetter], provenance: Provenance) -> None:
+    """Set bad messages aside on the dead-letter topic, confirmed before the run succeeds (each with the
+    simulated time its message carried, when that parsed)."""
     if not dead_letters:
         return
     sent = kafka.produce_confirmed(Outgoing(DEAD_LETTER_TOPIC, letter.to_json(), tag=letter.key,
-                                            key=letter.key.encode()) for letter in dead_letters)
+                                            key=letter.key.encode(),
+                                            headers=provenance.headers(DEAD_LETTER_SOURCE, letter.simulated_time))
+                                   for letter in dead_letters)
     if sent.unconfirmed:
         raise DeadLettersNotDelivered(f"{sent.unconfirmed} dead letters were not confirmed by the broker: "
                                       f"{sent.errors[:3]}")
@@ -225,7 +232,7 @@ OffsetSpan = tuple[str, int, int, int]  # topic, partition, first offset, offset
 
 
 def apply_catalogue_ranges(world: World, shop_databases: ShopDatabases, kafka: KafkaResource,
-                           spans: Sequence[OffsetSpan]) -> ApplyOutcome:
+                           spans: Sequence[OffsetSpan], provenance: Provenance) -> ApplyOutcome:
     """Re-read exactly the messages at offsets [start, end) of each topic partition, apply them all
     to every shop they concern in one pass (the versions decide, not the order of the topics), and
     set the bad ones aside. Then each shop's position moves past the ranges (once the dead letters
@@ -240,7 +247,7 @@ def apply_catalogue_ranges(world: World, shop_databases: ShopDatabases, kafka: K
            for message in kafka.read_range(topic, partition, start, end)]
     outcome = apply_catalogue_messages(world, shop_databases, raw)
     outcome.read_from_behind = sum(s - r for (_, _, s, _), (_, _, r, _) in zip(spans, reading, strict=True))
-    send_dead_letters(kafka, outcome.dead_letters)
+    send_dead_letters(kafka, outcome.dead_letters, provenance)
     ends: dict[tuple[str, int], int] = {}
     for topic, partition, _start, end in spans:
         ends[topic, partition] = max(end, ends.get((topic, partition), 0))

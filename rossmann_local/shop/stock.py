@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from rossmann_local.domain.provenance import Provenance
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.stock_levels import plan_stock_messages, stock_sequence
 from rossmann_local.domain.topics import STOCK_TOPIC
@@ -177,11 +178,12 @@ def reconcile(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka: Kaf
 
 
 def deliver_queued(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka: KafkaResource,
-                   settle_seconds: float = SETTLE_SECONDS) -> tuple[Reconciled, Confirmations[tuple[int, PartKey]],
-                                                                   dict[int, int]]:
+                   provenance: Provenance, settle_seconds: float = SETTLE_SECONDS
+                   ) -> tuple[Reconciled, Confirmations[tuple[int, PartKey]], dict[int, int]]:
     """Reconcile with the topic, then send every queued part of these shops in order and wait for the
     broker once; record where it put what it confirmed. Returns the reconciliation, the broker's
-    confirmations and how many parts each shop had queued."""
+    confirmations and how many parts each shop had queued. Each part's headers name its shop and
+    its checkpoint's simulated time."""
     shop_ids = list(dict.fromkeys(shop_ids))
     checked = reconcile(shop_ids, shop_databases, kafka, settle_seconds)
     queued: dict[int, list[tuple[PartKey, str]]] = {}
@@ -189,7 +191,8 @@ def deliver_queued(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka
         with shop_databases.transaction(shop_id) as conn:
             queued[shop_id] = unsent_parts(conn)
     outcome = kafka.produce_confirmed(Outgoing(STOCK_TOPIC, text.encode(), tag=(shop_id, part_key),
-                                               key=str(shop_id).encode())
+                                               key=str(shop_id).encode(),
+                                               headers=provenance.headers(f"shop {shop_id}", part_key[1]))
                                       for shop_id, parts in queued.items() for part_key, text in parts)
     placed: dict[int, dict[PartKey, tuple[int, int]]] = {shop_id: {} for shop_id in queued}
     for shop_id, part_key in outcome.confirmed:
@@ -201,7 +204,7 @@ def deliver_queued(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka
 
 
 def send_stock_levels(world: World, shifts: Sequence[tuple[Shop, ShiftWindow]], shop_databases: ShopDatabases,
-                      kafka: KafkaResource) -> StockLevelsSent:
+                      kafka: KafkaResource, provenance: Provenance) -> StockLevelsSent:
     """Queue the shifts' stock messages, then deliver every queue of their shops (``deliver_queued``).
     Raises ``StockNotDelivered`` for what the broker did not confirm."""
     per_shop: dict[int, tuple[Shop, list[ShiftWindow]]] = {}
@@ -210,7 +213,8 @@ def send_stock_levels(world: World, shifts: Sequence[tuple[Shop, ShiftWindow]], 
     planned_per_shift = {(shop_id, start): count for shop_id, (shop, its_shifts) in per_shop.items()
                          for start, count in queue_shifts_stock_levels(world, shop, its_shifts,
                                                                        shop_databases).items()}
-    checked, outcome, queued = deliver_queued([shop.shop_id for shop, _ in shifts], shop_databases, kafka)
+    checked, outcome, queued = deliver_queued([shop.shop_id for shop, _ in shifts], shop_databases, kafka,
+                                              provenance)
     confirmed = Counter(shop_id for shop_id, _ in outcome.confirmed)
     missing = {shop_id: count - confirmed[shop_id] for shop_id, count in queued.items() if confirmed[shop_id] < count}
     if missing:
@@ -226,7 +230,7 @@ def send_stock_levels(world: World, shifts: Sequence[tuple[Shop, ShiftWindow]], 
 
 
 def settle_and_verify(shop_ids: Iterable[int], shop_databases: ShopDatabases, kafka: KafkaResource,
-                      settle_seconds: float = SETTLE_SECONDS) -> Reconciled:
+                      provenance: Provenance, settle_seconds: float = SETTLE_SECONDS) -> Reconciled:
     """Wait until the last confirmation is ``settle_seconds`` old, then reconcile and re-send what was
     lost (the main command's last step, so its summary counts what the topic holds)."""
     shop_ids = list(shop_ids)
@@ -235,7 +239,7 @@ def settle_and_verify(shop_ids: Iterable[int], shop_databases: ShopDatabases, ka
         with shop_databases.transaction(shop_id) as conn:
             newest.append(newest_unverified_confirmation(conn))
     wait_until_settled(max(filter(None, newest), default=None), settle_seconds)
-    checked, outcome, _ = deliver_queued(shop_ids, shop_databases, kafka, settle_seconds)
+    checked, outcome, _ = deliver_queued(shop_ids, shop_databases, kafka, provenance, settle_seconds)
     if outcome.sent:
         time.sleep(settle_seconds)
         again = reconcile(shop_ids, shop_databases, kafka, settle_seconds)

@@ -23,6 +23,7 @@ import httpx
 import uvicorn
 
 from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.scenario_ledger import scenario_ledger_from_env
 from rossmann_local.settings import (
     ADMIN_TOKEN_FILE,
     DEFAULT_SYNC_API_URL,
@@ -43,12 +44,13 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    store = open_seeded_store(load_world())
+    world = load_world()
+    store = open_seeded_store(world)
     with ExitStack() as stack:
         if servers := os.environ.get(KAFKA_BOOTSTRAP_SERVERS):
             kafka = KafkaResource(bootstrap_servers=servers)
             kafka.ensure_topics()
-            stack.enter_context(OutboxRelay(store, kafka))
+            stack.enter_context(OutboxRelay(store, kafka, scenario_ledger_from_env().provenance(world)))
         # The admin endpoints open only to ROSSMANN_SYNC_API_ADMIN_TOKEN; unset, they stay closed.
         app = create_app(store, os.environ.get(SYNC_API_ADMIN_TOKEN) or None)
         uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()

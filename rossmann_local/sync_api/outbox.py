@@ -9,6 +9,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 
+from rossmann_local.domain.provenance import Provenance
 from rossmann_local.resources.kafka import SETTLE_SECONDS, KafkaResource, Outgoing, wait_until_settled
 from rossmann_local.settings import ConfigError
 from rossmann_local.sync_api.store import CatalogueStore
@@ -16,13 +17,16 @@ from rossmann_local.sync_api.store import CatalogueStore
 log = logging.getLogger("rossmann_local.sync_api.outbox")
 # The stand-in is a service of its own: its producer is not the shops' (see KafkaResource.shared_producer).
 OUTBOX_CLIENT = "rossmann-local-sync-api-outbox"
+OUTBOX_SOURCE = "sync-api outbox"
 
 
-def publish_outbox(store: CatalogueStore, kafka: KafkaResource, timeout: float = 30.0) -> int:
-    """Send every unpublished change; returns how many the broker confirmed."""
+def publish_outbox(store: CatalogueStore, kafka: KafkaResource, provenance: Provenance, timeout: float = 30.0) -> int:
+    """Send every unpublished change (its headers: the time it takes effect); returns how many the
+    broker confirmed."""
     outcome = kafka.produce_confirmed(
-        (Outgoing(row.topic, row.payload.encode(), tag=row.message_id) for row in store.unpublished()), timeout,
-        client=OUTBOX_CLIENT)
+        (Outgoing(row.topic, row.payload.encode(), tag=row.message_id,
+                  headers=provenance.headers(OUTBOX_SOURCE, row.created_at_utc.replace(tzinfo=UTC)))
+         for row in store.unpublished()), timeout, client=OUTBOX_CLIENT)
     # A broker error while nothing was waiting (e.g. the broker stopping first on Ctrl-C) loses nothing.
     for error in outcome.errors[:3] if outcome.unconfirmed else ():
         log.warning("%s outbox messages not delivered: %s", outcome.unconfirmed, error)
@@ -62,8 +66,9 @@ def verify_published(store: CatalogueStore, kafka: KafkaResource, settle_seconds
 class OutboxRelay:
     """Publishes the outbox every ``interval`` seconds in a daemon thread until stopped."""
 
-    def __init__(self, store: CatalogueStore, kafka: KafkaResource, interval: float = 0.5) -> None:
-        self._store, self._kafka, self._interval = store, kafka, interval
+    def __init__(self, store: CatalogueStore, kafka: KafkaResource, provenance: Provenance,
+                 interval: float = 0.5) -> None:
+        self._store, self._kafka, self._provenance, self._interval = store, kafka, provenance, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         self.published = 0
@@ -72,7 +77,7 @@ class OutboxRelay:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.published += publish_outbox(self._store, self._kafka)
+                self.published += publish_outbox(self._store, self._kafka, self._provenance)
                 self.lost += verify_published(self._store, self._kafka)
             except Exception:  # the relay must outlive a broker outage; it retries next round
                 log.exception("publishing the outbox failed; retrying")
@@ -87,14 +92,14 @@ class OutboxRelay:
         again what it lost), so nothing committed is lost when the stand-in stops."""
         self._stop.set()
         self._thread.join(timeout=60)
-        self.published += publish_outbox(self._store, self._kafka)
+        self.published += publish_outbox(self._store, self._kafka, self._provenance)
         newest = max((p[5] for p in self._store.unverified_placements()), default=None)
         if newest is not None:
             wait_until_settled(newest)
             lost = verify_published(self._store, self._kafka)
             self.lost += lost
             if lost:
-                self.published += publish_outbox(self._store, self._kafka)
+                self.published += publish_outbox(self._store, self._kafka, self._provenance)
 
     def __enter__(self) -> OutboxRelay:
         return self.start()
