@@ -142,4 +142,9 @@ def test_make_dev_moves_the_stand_in_to_a_free_port_when_its_usual_one_is_taken(
             assert f"ROSSMANN_SYNC_API_URL={url} python -m rossmann_local.sync_api change" in line
         finally:
             dev.send_signal(signal.SIGTERM)
-            dev.wait(timeout=90)
+            try:
+                dev.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                dev.kill()  # never left behind holding a port
+                dev.wait()
+                raise

