@@ -120,7 +120,7 @@ def create_table_sql(table: str) -> str:
 # reaches the columns above and a new one is unchanged. Append; never edit or remove one. Reports
 # bind rows to columns by name, so an added column's position does not matter.
 SCHEMA_CHANGES: tuple[str, ...] = (
-    f"ALTER TABLE {DATABASE}.{EXPECTED_SHOP_DAY} ADD COLUMN IF NOT EXISTS revenue_summed_per_line Decimal(18, 2)",
+    f"ALTER TABLE {DATABASE}.expected_shop_day ADD COLUMN IF NOT EXISTS revenue_summed_per_line Decimal(18, 2)",
 )
 
 

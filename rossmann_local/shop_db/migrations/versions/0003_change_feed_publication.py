@@ -16,16 +16,16 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# Frozen here as this revision made it; shop_db.models.CHANGE_FEED_PUBLICATION names it for the code.
-PUBLICATION = "rossmann_shop_changes"
-TABLES = ("categories", "products", "transactions", "transaction_items", "deliveries", "delivery_items")
+# Frozen here as this revision made it (literal SQL, no interpolation); shop_db.models.CHANGE_FEED_PUBLICATION
+# names the publication for the code.
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"CREATE PUBLICATION {PUBLICATION} FOR TABLE {', '.join(TABLES)}")
+        op.execute("CREATE PUBLICATION rossmann_shop_changes FOR TABLE categories, products, transactions, "
+                   "transaction_items, deliveries, delivery_items")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"DROP PUBLICATION IF EXISTS {PUBLICATION}")
+        op.execute("DROP PUBLICATION IF EXISTS rossmann_shop_changes")
