@@ -127,7 +127,7 @@ def test_live_sales_written_in_pieces_are_the_shifts_receipts_row_for_row(
     shift, shop = shift_of(world), world.shops[0]
     reference = ShopDatabases(sqlite_dir=str(tmp_path / "reference"))
     for databases in (shop_databases, reference):
-        sync_cache(shop, databases, sync_api)
+        sync_cache(shop, databases, sync_api, shift.start)
         take_deliveries(world, shop, shift, databases)
     whole = sell_shift(world, shop, shift, reference)
 
@@ -160,13 +160,13 @@ def test_a_change_that_reaches_the_shop_after_its_live_receipts_rewrites_them_at
     shift, shop = shift_of(world), world.shops[0]
     reference = ShopDatabases(sqlite_dir=str(tmp_path / "reference"))
     for databases in (shop_databases, reference):
-        sync_cache(shop, databases, sync_api)
+        sync_cache(shop, databases, sync_api, shift.start)
         take_deliveries(world, shop, shift, databases)
     live = write_live_sales(world, shop, shift, shift.start + timedelta(hours=4), shop_databases)
     regular = next(p for p in world.products if p.product_id == PRODUCT).prices[shop.city]
     store.set_price(PRODUCT, shop.city, Decimal(NEW_PRICE), regular.discount, at=shift.start + timedelta(hours=1))
     for databases in (shop_databases, reference):
-        sync_cache(shop, databases, sync_api)
+        sync_cache(shop, databases, sync_api, shift.start)
     closed = sell_shift(world, shop, shift, shop_databases)
     assert 0 < closed.stored.replaced <= live.receipts_so_far, "the receipts from the first one it concerns"
     assert closed.stored.kept == live.receipts_so_far - closed.stored.replaced
@@ -399,7 +399,7 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
         assert opening.tags[LIVE_STEP_TAG] == "open" and opening.job_name == LIVE_SALES_JOB
         assert opening.run_config["ops"]["write_terminal_sales"]["config"]["shop_ids"] == list(world.shop_ids)
         for shop in world.shops:
-            sync_cache(shop, shop_databases, sync_api)
+            sync_cache(shop, shop_databases, sync_api, shift.start)
             take_deliveries(world, shop, shift, shop_databases)
         first_sale = min(next_live_sale(world, shop, shift, shop_databases) for shop in world.shops)
         checkpoint = shift.start + timedelta(minutes=world.sales.stock_report_interval_minutes)

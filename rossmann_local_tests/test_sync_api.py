@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -53,11 +54,38 @@ def test_incremental_sync_sends_only_what_changed_after_the_time(sync_server: Lo
     watermark = max(p["updated_at_utc"] for p in first)
     assert get(sync_server, "/products/sync", shop_id=2, sync_utc_time=watermark).json() == []
     changed_at = store.set_price(7, "Nurnberg", Decimal("5.55"), Decimal("0.05"))
-    [changed] = get(sync_server, "/products/sync", shop_id=2, sync_utc_time=watermark).json()
+    [changed] = get(sync_server, "/products/sync", shop_id=2, sync_utc_time=watermark, as_of="history").json()
     assert (changed["product_id"], changed["price"], changed["discount"]) == (7, 5.55, 0.05)
     assert changed["updated_at_utc"] == iso_z(changed_at) and changed["updated_at_utc"] > watermark
-    assert get(sync_server, "/products/sync", shop_id=1, sync_utc_time=watermark).json() == [], \
+    assert get(sync_server, "/products/sync", shop_id=1, sync_utc_time=watermark, as_of="history").json() == [], \
         "a Nurnberg price change is not a Berlin change"
+
+
+def test_a_client_that_keeps_the_last_row_takes_the_catalogue_in_effect_now_not_tomorrows(
+        sync_server: LoopbackServer, store: CatalogueStore, sync_api: SyncApiClient, world: World) -> None:
+    """The original shop keeps the last row it receives per product. With a promotion on sale in the
+    afternoon and tomorrow's price already entered, its afternoon sync (no ``as_of``: now on the world's
+    clock, where the shops' syncs have brought it) takes the promotion, and a watermark of the
+    afternoon, not tomorrow's price and tomorrow's watermark."""
+    berlin = ZoneInfo(world.timezone)
+    day = world.start_date
+    noon, afternoon = (datetime.combine(day, time(h), tzinfo=berlin) for h in (12, 15))
+    tomorrow = datetime.combine(day + timedelta(days=1), time(9), tzinfo=berlin)
+    store.set_price(1, "Berlin", Decimal("7.96"), Decimal("0"), at=noon)
+    store.set_price(1, "Berlin", Decimal("9.95"), Decimal("0"), at=tomorrow)
+    sync_api.products_since(1, BEGINNING_OF_TIME, at=afternoon)  # our shop's afternoon sync moves the clock
+
+    def kept(**params: object) -> dict[int, dict[str, object]]:
+        rows = get(sync_server, "/products/sync", shop_id=1, sync_utc_time="2026-05-31T22:00:00Z", **params).json()
+        return {row["product_id"]: row for row in rows}  # the last row per product wins, as in the original
+
+    now = kept()
+    assert (now[1]["price"], now[1]["updated_at_utc"]) == (7.96, iso_z(noon))
+    assert max(row["updated_at_utc"] for row in now.values()) <= iso_z(afternoon), "a watermark of today"
+    assert kept(as_of="history")[1]["price"] == 9.95, "the whole history on request, tomorrow's included"
+    assert 1 not in kept(as_of=iso_z(noon - timedelta(minutes=1))), "as of a time: nothing changed by then"
+    assert [c["category_id"] for c in get(sync_server, "/categories/sync", **FIRST_SYNC).json()] == [1, 2, 3, 4, 5]
+    assert get(sync_server, "/products/sync", shop_id=1, as_of="yesterday", **FIRST_SYNC).status_code == 422
 
 
 def test_every_change_gets_a_strictly_newer_server_time(store: CatalogueStore) -> None:

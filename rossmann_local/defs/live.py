@@ -132,7 +132,7 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
                 if progress.shift is None or not progress.shift.contains(until):
                     continue
                 if not progress.delivered:
-                    sync_cache(shop, shop_databases, sync_api)
+                    sync_cache(shop, shop_databases, sync_api, progress.shift.start)
                     take_deliveries(world, shop, progress.shift, shop_databases)
                     figures["shops_opened"] += 1
                 written = write_live_sales(world, shop, progress.shift, until, shop_databases)

@@ -119,7 +119,7 @@ def build_shop_assets(world: World, partitions: dg.PartitionsDefinition) -> list
         for key, shop, shift in partitions_in_order(world, context.partition_keys):
             try:
                 if shop.shop_id not in first_of_shop:
-                    first_of_shop[shop.shop_id] = (key, sync_cache(shop, shop_databases, sync_api))
+                    first_of_shop[shop.shop_id] = (key, sync_cache(shop, shop_databases, sync_api, shift.start))
                     synced_figures[key] = cache_figures(first_of_shop[shop.shop_id][1])
                 else:
                     first_key, synced = first_of_shop[shop.shop_id]

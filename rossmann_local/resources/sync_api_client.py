@@ -74,11 +74,21 @@ class SyncApiClient(dg.ConfigurableResource):
             raise SyncApiError(f"Sync API sent an invalid answer to GET {path} ({exc.error_count()} errors, "
                                f"first: {first})") from None
 
-    def categories_since(self, since: datetime) -> list[CategoryRecord]:
-        return self._get("/categories/sync", {"sync_utc_time": iso_z(since)}, _CATEGORIES)
+    def categories_since(self, since: datetime, at: datetime | None = None) -> list[CategoryRecord]:
+        """Every category version after ``since``, those taking effect later included (the shops keep
+        the catalogue's history); ``at``: this sync's moment on the world's clock (a shift start)."""
+        return self._get("/categories/sync", _sync_params(since, at), _CATEGORIES)
 
-    def products_since(self, shop_id: int, since: datetime) -> list[ProductRecord]:
-        return self._get("/products/sync", {"shop_id": shop_id, "sync_utc_time": iso_z(since)}, _PRODUCTS)
+    def products_since(self, shop_id: int, since: datetime, at: datetime | None = None) -> list[ProductRecord]:
+        """Every product version after ``since`` with the shop's city prices, as ``categories_since``."""
+        return self._get("/products/sync", {"shop_id": shop_id, **_sync_params(since, at)}, _PRODUCTS)
+
+
+def _sync_params(since: datetime, at: datetime | None) -> dict[str, str | int]:
+    params: dict[str, str | int] = {"sync_utc_time": iso_z(since), "as_of": "history"}
+    if at is not None:
+        params["at"] = iso_z(at)
+    return params
 
 
 _CATEGORIES = TypeAdapter(list[CategoryRecord])

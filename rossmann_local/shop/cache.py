@@ -29,15 +29,16 @@ class CacheSynced:
     synced_since: datetime
 
 
-def sync_cache(shop: Shop, shop_databases: ShopDatabases, sync_api: SyncApiClient) -> CacheSynced:
-    """Categories, and products with the shop's city prices, changed since the shop's last sync.
-    Both answers are fetched and validated before anything is written, so a failing Sync API
-    leaves the cache as it was."""
+def sync_cache(shop: Shop, shop_databases: ShopDatabases, sync_api: SyncApiClient, at: datetime) -> CacheSynced:
+    """Categories, and products with the shop's city prices, changed since the shop's last sync (every
+    version, those taking effect later in the shift included: the history sells each at its time),
+    at ``at`` on the world's clock (the shift's start). Both answers are fetched and validated before
+    anything is written, so a failing Sync API leaves the cache as it was."""
     with shop_databases.transaction(shop.shop_id) as conn:
         categories_since = sync_watermark(conn, "categories") or BEGINNING_OF_TIME
         products_since = sync_watermark(conn, "products") or BEGINNING_OF_TIME
-    categories = sync_api.categories_since(categories_since)
-    products = sync_api.products_since(shop.shop_id, products_since)
+    categories = sync_api.categories_since(categories_since, at)
+    products = sync_api.products_since(shop.shop_id, products_since, at)
     now = datetime.now(UTC)  # bookkeeping only: when the sync ran, on the wall clock
     with shop_databases.transaction(shop.shop_id) as conn:
         category_counts = upsert_categories(conn, categories)

@@ -78,6 +78,30 @@ def _written_time(value: object) -> object:
 
 SyncTime = Annotated[datetime, BeforeValidator(_written_time), AfterValidator(_utc),
                      Query(description="ISO-8601 UTC, e.g. 0001-01-01T00:00:00Z for a first sync")]
+HISTORY = "history"
+
+
+def _as_of(value: str) -> datetime | str:
+    """``history``, or an ISO-8601 time (in UTC)."""
+    if value == HISTORY:
+        return value
+    written = _written_time(value)
+    try:
+        moment = datetime.fromisoformat(str(written).replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError("expected 'history' or an ISO-8601 time, e.g. 2026-06-01T13:00:00Z") from None
+    return _utc(moment)
+
+
+AsOf = Annotated[str | None, AfterValidator(lambda v: v if v is None else _as_of(v)), Query(
+    description="Which versions: those in effect at this ISO-8601 time or before it; `history` for every "
+                "version, those taking effect later included (a shop that keeps the catalogue's history). "
+                "Without it: as of now on the world's clock (live mode's clock, else the latest shift start a "
+                "shop synced at), so a client that keeps the last row it receives per key has the catalogue "
+                "in effect now.")]
+SyncedAt = Annotated[datetime | None, BeforeValidator(_written_time), AfterValidator(lambda v: v and _utc(v)), Query(
+    description="The moment of this sync on the world's clock (a shop's shift start, ISO-8601): the stand-in's "
+                "clock moves there (never back).")]
 DbId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 QueryId = Annotated[int, Query(ge=1, le=2**31 - 1)]
 Secret = Annotated[str, Query(max_length=256, json_schema_extra=STORABLE_TEXT), AfterValidator(storable_text)]
@@ -330,14 +354,25 @@ def create_app(store: CatalogueStore, admin_token: str | None = None) -> FastAPI
         if store.down():
             raise HTTPException(503, "the Sync API is down (a scenario's outage); try again later")
 
+    def versions_up_to(as_of: datetime | str | None, at: datetime | None) -> datetime | None:
+        """The latest effective time to answer with (None: every version), the clock moved to ``at``."""
+        if at is not None:
+            store.reached(at)
+        if as_of == HISTORY:
+            return None
+        return as_of if isinstance(as_of, datetime) else store.world_now()
+
     @app.get("/categories/sync", dependencies=[Depends(refuse_while_down)])
-    def categories_sync(sync_utc_time: SyncTime) -> list[CategoryRecord]:
-        return store.categories_changed_since(sync_utc_time)
+    def categories_sync(sync_utc_time: SyncTime, as_of: AsOf = None, at: SyncedAt = None) -> list[CategoryRecord]:
+        """Category versions taking effect after the time, oldest first (as of ``as_of``)."""
+        return store.categories_changed_since(sync_utc_time, versions_up_to(as_of, at))
 
     @app.get("/products/sync", responses=SHOP_SCOPED, dependencies=[Depends(refuse_while_down)])
-    def products_sync(shop_id: QueryId, sync_utc_time: SyncTime) -> list[ProductRecord]:
-        """Products changed after the time, with the price and discount of the shop's city."""
-        return store.products_changed_since(shop_id, sync_utc_time)
+    def products_sync(shop_id: QueryId, sync_utc_time: SyncTime, as_of: AsOf = None,
+                      at: SyncedAt = None) -> list[ProductRecord]:
+        """Product versions taking effect after the time, with the price and discount of the shop's city,
+        oldest first (as of ``as_of``)."""
+        return store.products_changed_since(shop_id, sync_utc_time, versions_up_to(as_of, at))
     # The web/admin side of the chain, for demos and tests: each change is committed with its Kafka
     # message in the outbox (published by the relay when Kafka is configured).
     admin = [Depends(require_admin)]

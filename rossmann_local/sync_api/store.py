@@ -171,6 +171,15 @@ class OutboxPlacement(StoreBase):
     verified_at_utc: Mapped[datetime | None] = mapped_column(index=True)
 
 
+class WorldClockRow(StoreBase):
+    """The latest moment of the world a shop synced at (one row): the stand-in's "now" on the world's
+    clock, for a client that asks for the catalogue without saying as of when."""
+
+    __tablename__ = "world_clock"
+    clock_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    now_utc: Mapped[datetime]
+
+
 class UnknownEntity(LookupError):
     """A shop, terminal, employee, product, category or city the store does not have (HTTP 404)."""
 
@@ -370,16 +379,45 @@ class CatalogueStore:
             raise WrongPassword("wrong terminal password")
         return True
 
-    def categories_changed_since(self, since: datetime) -> list[CategoryRecord]:
-        """Every category version that takes effect after ``since``, oldest first."""
+    # --- the world's clock, as the stand-in knows it -----------------------------------------------
+
+    def world_now(self) -> datetime | None:
+        """Now on the world's clock: live mode's clock when it runs, else the latest moment a shop
+        synced at (``reached``), else the seeded catalogue's epoch (nothing else is in effect yet)."""
+        if self.clock is not None:
+            return self.clock().astimezone(UTC)
         with self._session() as s:
-            rows = s.scalars(select(CategoryHistoryRow).where(CategoryHistoryRow.updated_at_utc > since)
-                             .order_by(CategoryHistoryRow.updated_at_utc, CategoryHistoryRow.category_id))
+            row = s.get(WorldClockRow, 1)
+            if row is not None:
+                return row.now_utc
+        return catalogue_epoch(self.world) if self.world is not None else None
+
+    def reached(self, at: datetime) -> None:
+        """A shop synced at ``at`` (its shift's start): the world's clock is there, or later."""
+        with self._session() as s:
+            row = s.get(WorldClockRow, 1)
+            if row is None:
+                s.add(WorldClockRow(clock_id=1, now_utc=at))
+            elif row.now_utc < at:
+                row.now_utc = at
+
+    # --- the sync --------------------------------------------------------------------------------
+
+    def categories_changed_since(self, since: datetime, as_of: datetime | None = None) -> list[CategoryRecord]:
+        """Every category version that takes effect after ``since`` (and at ``as_of`` or before, when
+        given), oldest first."""
+        with self._session() as s:
+            query = select(CategoryHistoryRow).where(CategoryHistoryRow.updated_at_utc > since)
+            if as_of is not None:
+                query = query.where(CategoryHistoryRow.updated_at_utc <= as_of)
+            rows = s.scalars(query.order_by(CategoryHistoryRow.updated_at_utc, CategoryHistoryRow.category_id))
             return [CategoryRecord.model_validate(r, from_attributes=True) for r in rows]
 
-    def products_changed_since(self, shop_id: int, since: datetime) -> list[ProductRecord]:
+    def products_changed_since(self, shop_id: int, since: datetime,
+                               as_of: datetime | None = None) -> list[ProductRecord]:
         """Every version of a product, with the price of the shop's city, that takes effect after
-        ``since`` (its own fields or its price changed then), oldest first: the shop's history."""
+        ``since`` (its own fields or its price changed then) and at ``as_of`` or before (when given),
+        oldest first: the shop's history, or what was in effect up to ``as_of``."""
         with self._session() as s:
             city_id = self._shop(s, shop_id).city_id
             products = _by_key(s.scalars(select(ProductHistoryRow).order_by(ProductHistoryRow.updated_at_utc)))
@@ -388,7 +426,7 @@ class CatalogueStore:
         records = []
         for product_id, versions in products.items():
             moments = sorted({v.updated_at_utc for v in (*versions, *prices.get(product_id, ()))
-                              if v.updated_at_utc > since})
+                              if since < v.updated_at_utc and (as_of is None or v.updated_at_utc <= as_of)})
             for moment in moments:
                 product, price = _in_effect(versions, moment), _in_effect(prices.get(product_id, []), moment)
                 if product is None or price is None:
