@@ -248,8 +248,21 @@ def test_a_message_dated_after_the_worlds_end_is_dead_lettered_and_cannot_freeze
     send(kafka, PRODUCT_TOPIC, product(4, T0, price=3.21, barcode=barcode, city="Berlin"))
     assert chain.apply_all()["applied"] == 1, "the later legitimate change is not skipped as stale"
     assert products_of(sqlite_shops, 1)[4].price == Decimal("3.21")
-    assert world.dated_too_late(world.latest_effective_time) is None
-    assert "after the world's end" in world.dated_too_late(world.latest_effective_time + timedelta(seconds=1))
+    assert world.dated_outside(world.latest_effective_time) is None
+    assert "after the world's end" in world.dated_outside(world.latest_effective_time + timedelta(seconds=1))
+
+
+def test_a_message_dated_before_the_worlds_start_is_dead_lettered_like_one_after_its_end(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases, world: World) -> None:
+    """The two ends of the world are treated alike: a version from before it began is refused."""
+    barcode = products_of(sqlite_shops, 1)[4].barcode
+    send(kafka, PRODUCT_TOPIC, product(4, datetime(2020, 1, 1, tzinfo=UTC), price=0.02, barcode=barcode,
+                                       city="Berlin"))
+    outcome = chain.apply_all()
+    assert (outcome["dead_lettered"], outcome["versions_added"]) == (1, 0)
+    assert world.dated_outside(world.earliest_effective_time) is None
+    assert "before the world's first day" in world.dated_outside(world.earliest_effective_time
+                                                                 - timedelta(seconds=1))
 
 
 HOSTILE = {

@@ -138,7 +138,7 @@ def _parse(world: World, raw: Sequence[RawMessage], outcome: ApplyOutcome) -> It
     for message in raw:
         result = parse_catalogue_message(message.topic, message.value)
         if not isinstance(result, str):
-            result = world.dated_too_late(result.updated_at_utc) or result
+            result = world.dated_outside(result.updated_at_utc) or result
         if isinstance(result, str):
             outcome.dead_letters.append(DeadLetter(message.topic, message.partition, message.offset, result,
                                                    message.value))

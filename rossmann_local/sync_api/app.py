@@ -139,7 +139,8 @@ class Edit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # When the change takes effect, in simulated time (e.g. 2026-06-01T13:00:00Z for an afternoon
-    # promotion of that day); unset, now on the wall clock. Not after the world's end (plus skew).
+    # promotion of that day); unset, now on the wall clock. Not before the world's start nor after its
+    # end (beyond the clock skew).
     effective_at_utc: Annotated[AwareDatetime, BeforeValidator(_written_time), AfterValidator(_utc)] | None = None
 
 
@@ -193,7 +194,7 @@ SHOP_SCOPED = {404: {"model": Refusal, "description": "No such shop, terminal or
 ADMIN = {400: {"model": Refusal, "description": "The body is not JSON"},
          401: {"model": Refusal, "description": "Admin token missing or wrong"},
          404: {"model": Refusal, "description": "No such category, product or city"},
-         409: {"model": Refusal, "description": "The change is dated after the world's end"}}
+         409: {"model": Refusal, "description": "The change is dated before the world's start or after its end"}}
 
 
 class FailedLogins:

@@ -15,11 +15,10 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar, TypeVar
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Boolean, Engine, ForeignKey, String, Text, create_engine, delete, event, func, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -104,7 +103,7 @@ _Versioned = TypeVar("_Versioned", CategoryRow, ProductRow, ProductPriceRow)
 
 def catalogue_epoch(world: World) -> datetime:
     """When the seeded catalogue takes effect: midnight of the world's first day, in its zone."""
-    return datetime.combine(world.start_date, time(0), tzinfo=ZoneInfo(world.timezone)).astimezone(UTC)
+    return world.first_moment
 
 
 class CategoryHistoryRow(StoreBase):
@@ -499,7 +498,7 @@ class CatalogueStore:
         if row is None:
             raise UnknownEntity(f"{model.__tablename__.removesuffix('s')} {key} not found")
         effective = self._next_change_time(s) if at is None else at.astimezone(UTC)
-        if self.world is not None and (reason := self.world.dated_too_late(effective)):
+        if self.world is not None and (reason := self.world.dated_outside(effective)):
             raise InvalidChange(f"effective_at_utc: {reason}")
         changed = row if effective >= row.updated_at_utc else model(**{
             c.key: getattr(row, c.key) for c in model.__table__.columns})  # type: ignore[arg-type]
