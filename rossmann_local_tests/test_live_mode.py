@@ -23,8 +23,21 @@ import pytest
 from sqlalchemy import select
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
-from rossmann_local.defs.live import LIVE_CLOCK_JOB, LIVE_SALES_JOB, LIVE_SENSOR, LIVE_STEP_TAG, LIVE_UNTIL_TAG
-from rossmann_local.domain.clock import LiveClock, next_shift, shift_at_or_after
+from rossmann_local.defs.live import (
+    LIVE_CLOCK_JOB,
+    LIVE_SALES_JOB,
+    LIVE_SENSOR,
+    LIVE_STEP_TAG,
+    LIVE_UNTIL_TAG,
+    session_start,
+)
+from rossmann_local.domain.clock import (
+    DEFAULT_MAX_EVENTS_PER_SECOND,
+    LiveClock,
+    events_per_simulated_second,
+    next_shift,
+    shift_at_or_after,
+)
 from rossmann_local.domain.topics import CATALOGUE_TOPICS, PRODUCT_TOPIC
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.chain_admin import inject_malformed_message
@@ -37,7 +50,7 @@ from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
-from rossmann_local.settings import load_world
+from rossmann_local.settings import ConfigError, load_world
 from rossmann_local.shop.cache import sync_cache
 from rossmann_local.shop.catalogue import apply_catalogue_ranges
 from rossmann_local.shop.shift import next_live_sale, sell_shift, take_deliveries, write_live_sales
@@ -118,6 +131,23 @@ def test_the_live_clock_maps_wall_time_onto_simulated_time() -> None:
     assert next_shift(world, shift_of(world)) == shift_of(world, index=1)
     with pytest.raises(ValueError, match="speed"):
         LiveClock(opening, wall, speed=0)
+
+
+def test_live_mode_keeps_under_its_ceiling_of_events_per_second(tmp_path: Path, sqlite_shops: ShopDatabases) -> None:
+    """A speed that would send more receipts and stock messages per wall second than the ceiling is
+    lowered to the fastest that stays within it; a slow one is kept; a ceiling of 0 names the option."""
+    world = reference_world(shop_count=100)
+    clock_file = LiveClockFile(path=str(tmp_path / "clock.json"))
+    rate = events_per_simulated_second(world)
+    assert rate == pytest.approx(300 / 300 + 100 / 3000), "300 terminals, a customer each 5 min; 100 shops' stock"
+    fast = session_start(world, clock_file, sqlite_shops, None, 3600.0, None, max_events_per_second=50)
+    assert fast.speed * rate == pytest.approx(50) and fast.speed < 3600
+    slow = session_start(world, clock_file, sqlite_shops, None, 10.0, None, max_events_per_second=50)
+    assert slow.speed == 10.0
+    assert session_start(world, clock_file, sqlite_shops, None, None, None).speed * rate <= \
+        DEFAULT_MAX_EVENTS_PER_SECOND, "the default ceiling holds the default speed too"
+    with pytest.raises(ConfigError, match="--max-events-per-second must be above 0"):
+        session_start(world, clock_file, sqlite_shops, None, 60.0, None, max_events_per_second=0)
 
 
 def test_live_sales_written_in_pieces_are_the_shifts_receipts_row_for_row(

@@ -20,7 +20,7 @@ import dagster as dg
 
 from rossmann_local.defs.partitions import UNFINISHED, partition_key, range_tags
 from rossmann_local.defs.streaming import RUN_KIND_TAG, SENSOR_INTERVAL_S
-from rossmann_local.domain.clock import shift_at_or_after
+from rossmann_local.domain.clock import DEFAULT_MAX_EVENTS_PER_SECOND, capped_speed, shift_at_or_after
 from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.stock_levels import checkpoints
 from rossmann_local.domain.world import World
@@ -58,6 +58,8 @@ class LiveClockConfig(dg.Config):
 
     running: bool = True
     speed: float | None = None  # simulated seconds per wall second (default 60, or the stopped session's)
+    # Receipts and stock messages per wall second at most: a higher speed is lowered to stay within it.
+    max_events_per_second: float = DEFAULT_MAX_EVENTS_PER_SECOND
     start: str | None = None  # a simulated time, e.g. 2026-06-01T09:00 (default: resume)
     stop_at: str | None = None  # stop once the shifts ending by this simulated time are closed
 
@@ -76,9 +78,19 @@ def moment(text: str, world: World, option: str) -> datetime:
 
 
 def session_start(world: World, clock_file: LiveClockFile, shop_databases: ShopDatabases, start: datetime | None,
-                  speed: float | None, stop_at: datetime | None) -> LiveClockState:
+                  speed: float | None, stop_at: datetime | None,
+                  max_events_per_second: float = DEFAULT_MAX_EVENTS_PER_SECOND) -> LiveClockState:
     """The clock of a live session: from ``start``, or where the previous session stopped, or (neither)
-    just after the last shift the shop databases hold, else the world's first opening."""
+    just after the last shift the shop databases hold, else the world's first opening; at ``speed``,
+    lowered so the world's receipts and stock messages stay within ``max_events_per_second``."""
+    if not max_events_per_second > 0:
+        raise ConfigError(f"--max-events-per-second must be above 0, got {max_events_per_second:g}")
+    state = _session_start(world, clock_file, shop_databases, start, speed, stop_at)
+    return state.model_copy(update={"speed": capped_speed(world, state.speed, max_events_per_second)})
+
+
+def _session_start(world: World, clock_file: LiveClockFile, shop_databases: ShopDatabases, start: datetime | None,
+                   speed: float | None, stop_at: datetime | None) -> LiveClockState:
     if speed is not None and not speed > 0:
         raise ConfigError(f"--speed must be above 0, got {speed:g}")
     previous = clock_file.read()
@@ -169,7 +181,8 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
             if config.running:
                 state = session_start(world, live_clock, shop_databases,
                                       moment(config.start, world, "start") if config.start else None, config.speed,
-                                      moment(config.stop_at, world, "stop_at") if config.stop_at else None)
+                                      moment(config.stop_at, world, "stop_at") if config.stop_at else None,
+                                      config.max_events_per_second)
             else:
                 state = live_clock.read()
                 if state is None:

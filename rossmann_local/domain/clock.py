@@ -37,6 +37,28 @@ class LiveClock:
         return self.wall_at + (sim - self.sim_at) / self.speed
 
 
+# Live mode's ceiling on what it writes and sends, in events (receipts and stock messages) per wall
+# second, unless told otherwise: low, so a high --speed on a large world cannot flood a laptop's broker.
+DEFAULT_MAX_EVENTS_PER_SECOND = 100.0
+
+
+def events_per_simulated_second(world: World) -> float:
+    """Receipts and stock messages per simulated second while the shops are open: every terminal serves
+    a customer every ``customer_interval_minutes``, every shop reports its stock every
+    ``stock_report_interval_minutes``."""
+    terminals = sum(len(shop.terminal_ids) for shop in world.shops)
+    sales = world.sales
+    return (terminals / (sales.customer_interval_minutes * 60)
+            + len(world.shops) / (sales.stock_report_interval_minutes * 60))
+
+
+def capped_speed(world: World, speed: float, max_events_per_second: float) -> float:
+    """``speed``, or the highest speed at which the world's events stay within the ceiling."""
+    if not max_events_per_second > 0:
+        raise ValueError(f"the ceiling must be above 0 events/s, got {max_events_per_second:g}")
+    return min(speed, max_events_per_second / events_per_simulated_second(world))
+
+
 def shift_at_or_after(world: World, moment: datetime) -> ShiftWindow | None:
     """The shift open at ``moment``, or the next one to open (None after the world's last day)."""
     local = moment.astimezone(ZoneInfo(world.timezone))

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from rossmann_local.defs.live import LIVE_CLOCK_JOB, LIVE_SENSOR, LIVE_STEP_TAG, moment, session_start
 from rossmann_local.defs.partitions import RANGE_START_TAG, shop_and_shift
-from rossmann_local.domain.clock import shift_at_or_after
+from rossmann_local.domain.clock import DEFAULT_MAX_EVENTS_PER_SECOND, shift_at_or_after
 from rossmann_local.domain.world import World
 from rossmann_local.local.dagster_ui import UNFINISHED, DagsterUI, RunOutcome, dagster_on, engine_time
 from rossmann_local.local.day import preflight
@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", help="'now' or a simulated time, e.g. 2026-06-01T09:00 (default: resume, "
                                         "or the world's first opening)")
     parser.add_argument("--stop-at", help="stop once the shifts ending by this simulated time are closed")
+    parser.add_argument("--max-events-per-second", type=float, default=DEFAULT_MAX_EVENTS_PER_SECOND,
+                        help="receipts and stock messages per wall second at most; a higher --speed is lowered to "
+                             f"stay within it (default {DEFAULT_MAX_EVENTS_PER_SECOND:g})")
     parser.add_argument("--port", type=int, default=3000, help="the Dagster UI's port (default 3000)")
     parser.add_argument("--sync-api-port", type=int, default=urlsplit(DEFAULT_SYNC_API_URL).port,
                         help="the stand-in Sync API's port, where `python -m rossmann_local.sync_api change` finds it "
@@ -212,16 +215,21 @@ def main(argv: list[str] | None = None) -> int:
         start = parse_moment(args.start, world, "--start") if args.start else None
         stop_at = parse_moment(args.stop_at, world, "--stop-at") if args.stop_at else None
         config = {k: v for k, v in {"speed": args.speed, "start": start.isoformat() if start else None,
-                                    "stop_at": stop_at.isoformat() if stop_at else None}.items() if v is not None}
+                                    "stop_at": stop_at.isoformat() if stop_at else None,
+                                    "max_events_per_second": args.max_events_per_second}.items() if v is not None}
         with GracefulStop() as stop, local_stack(world, sync_api_port=args.sync_api_port,
                                                   command="make live") as stack:
             preflight(world, stack.resources)
             clock_file = LiveClockFile()
             # A bad --start stops here, before the engine starts.
-            session_start(world, clock_file, stack.shop_databases, start, args.speed, stop_at)
+            session_start(world, clock_file, stack.shop_databases, start, args.speed, stop_at,
+                          args.max_events_per_second)
             with dagster_on(stack, "make-live", port=args.port) as ui:
                 live = LiveThroughDagster(stack, ui, clock_file, say)
                 state = live.switch_on(config)
+                if args.speed is not None and state.speed < args.speed:
+                    say(f"--speed {args.speed:g} lowered to {state.speed:g}: at most {args.max_events_per_second:g} "
+                        f"receipts and stock messages per second (--max-events-per-second)")
                 say(f"live mode at x{state.speed:g} from {live.local(state.sim_at)} (simulated; {state.speed:g} s of "
                     f"it per wall second), run by Dagster's daemon: UI on {ui.url} (Runs, tag "
                     f"{LIVE_STEP_TAG}). Ctrl-C stops; make live resumes.")
