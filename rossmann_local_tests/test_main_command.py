@@ -23,8 +23,18 @@ from rossmann_local_tests.helpers import receipts_of
 
 def test_a_simulated_day_of_every_shop_runs_and_reruns_without_doubling(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dry-run"]) == 0
+    preview = capsys.readouterr().out
+    assert not (tmp_path / "data").exists(), "a dry run starts and writes nothing"
+    for section in ("catalogue changes", "transactions: 3 of", "transaction_items: 3 of", "delivery_items: 3 of",
+                    "oltp_update_product_quantity", "headers of the first"):
+        assert section in preview, section
+    previewed = [int(re.search(rf"{table}: 3 of (\d+)", preview)[1]) for table in ("transactions", "transaction_items")]
+
     assert main([]) == 0
     first = capsys.readouterr().out
+    assert [int(n) for n in re.search(r"^1\s+Berlin\s+2/2\s+(\d+)\s+(\d+)", first, re.MULTILINE).groups()] == \
+        previewed, "the dry run previews shop 1's day as it is sold: its receipts and lines"
     assert re.search(r"^all\s+10/10\s", first, re.MULTILINE), first
     assert re.search(r"^all\s+(\d+)\s+\1\s+([\d,.]+)\s+\2\s+(\d+)\s+\3\s+yes\s", first, re.MULTILINE), \
         "ClickHouse's receipts, revenue and deliveries equal the shop databases'"

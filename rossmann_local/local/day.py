@@ -40,6 +40,7 @@ from rossmann_local.domain.world import World
 from rossmann_local.local import chain_admin
 from rossmann_local.local.chain_admin import inject_stream_faults
 from rossmann_local.local.dagster_ui import DagsterUI, RunOutcome, dagster_on, engine_time
+from rossmann_local.local.dry_run import dry_run
 from rossmann_local.local.processes import GracefulStop, StopRequested
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.local.summary import ShopDay, Streaming, format_summary, read_shop_days
@@ -318,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--day", type=date.fromisoformat, help="YYYY-MM-DD (default: the world's first day)")
     parser.add_argument("--scenario", help=f"a shipped scenario ({', '.join(shipped_scenarios())}) or a TOML file "
                         f"(default: {SCENARIO}, else none)")
+    parser.add_argument("--dry-run", action="store_true", help="print a sample of each stream and table the day "
+                        "writes, simulated in memory, and start or write nothing")
     args = parser.parse_args(argv)
     try:
         world = load_world()
@@ -327,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         if not world.start_date <= day <= world.end_date:
             raise ConfigError(f"--day {day} is outside the world's days, {world.start_date} to {world.end_date} "
                               f"(start_date and days in {WORLD_FILE})")
+        if args.dry_run:
+            print(dry_run(world, day, scenario))
+            return 0
         started = time.perf_counter()
         with GracefulStop() as stop, local_stack(world, command="make day", scenario=ledger_resource) as stack:
             preflight(world, stack.resources)
