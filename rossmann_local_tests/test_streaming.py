@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from confluent_kafka.admin import ConfigResource
 from sqlalchemy import func, select
 
 from rossmann_local.defs import build_definitions
@@ -35,7 +36,7 @@ from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError, load_scenario
 from rossmann_local.shop import catalogue as shop_catalogue
 from rossmann_local.shop.catalogue import catalogue_lag
-from rossmann_local.shop_db.models import Category
+from rossmann_local.shop_db.models import Category, ProductVersion, Transaction, TransactionItem
 from rossmann_local.sync_api.outbox import publish_outbox
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.conftest import ADMIN, PROVENANCE
@@ -473,3 +474,45 @@ def test_the_chains_messages_faults_and_dead_letters_carry_their_provenance_in_h
             assert headers["rossmann.simulated_time"] == iso_z(datetime.fromisoformat(stamp))
             dated += 1
     assert dated >= len(plan.changes), "each change's message, set aside, keeps the time it spoke of"
+
+
+def test_a_deleted_product_reaches_the_shops_then_its_tombstones_and_is_sold_until_its_time(
+        chain: Chain, kafka: KafkaResource, store: CatalogueStore, sqlite_shops: ShopDatabases,
+        sync_api: SyncApiClient, world: World) -> None:
+    """Deleted in the Sync API at noon: its message (``is_deleted``, the time) then a tombstone for each of
+    its keys on the compacted topics; the shops take the deletion (the tombstones change nothing and
+    are not dead letters), keep its history, and sell it in the morning shift until noon only."""
+    morning = shift_of(world)
+    noon = morning.start + timedelta(hours=3)
+    ends = json.loads(chain.cursor)["next_offsets"]
+    store.update_product(7, is_deleted=True, at=noon)
+    assert publish_outbox(store, kafka, PROVENANCE) == 1 + 1 + len(world.cities)
+
+    def records(topic: str) -> list[tuple[bytes | None, bytes | None]]:
+        with kafka.consumer() as consumer:
+            high = kafka.watermarks(consumer, topic, 0)[1]
+        return [(m.key, m.value) for m in kafka.read_range(topic, 0, ends[f"{topic}:0"], high)]
+
+    [(key, deleted), (tombstone_key, nothing)] = records(PRODUCT_DESCRIPTION_TOPIC)
+    assert key == tombstone_key == b"product 7" and json.loads(deleted)["is_deleted"] is True and nothing is None
+    assert sorted(records(PRODUCT_TOPIC)) == sorted((f"product 7 {c.name}".encode(), None) for c in world.cities)
+    outcome = chain.apply_all()
+    assert (outcome["tombstones"], outcome["dead_lettered"]) == (1 + len(world.cities), 0)
+    assert all(products_of(sqlite_shops, shop)[7].is_deleted for shop in world.shop_ids)
+    with sqlite_shops.transaction(1) as conn:
+        assert len(conn.execute(select(ProductVersion).where(ProductVersion.product_id == 7)).all()) >= 2, \
+            "the history keeps the versions before the deletion"
+    materialize_shift(world, morning, 1, {"shop_databases": sqlite_shops, "sync_api": sync_api})
+    with sqlite_shops.transaction(1) as conn:
+        sold_at = list(conn.scalars(select(Transaction.transaction_time).join(
+            TransactionItem, TransactionItem.transaction_id == Transaction.transaction_id)
+            .where(TransactionItem.product_id == 7)))
+    assert sold_at and max(sold_at) < noon, "sold in the morning, never after its deletion took effect"
+
+
+def test_the_catalogue_topics_are_compacted_and_the_others_not(kafka: KafkaResource) -> None:
+    admin = kafka.admin()  # kept while its answers come: a client dropped early cancels them
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in PARTITIONS]
+    policies = {resource.name: future.result()["cleanup.policy"].value
+                for resource, future in admin.describe_configs(resources).items()}
+    assert policies == {topic: "compact" if topic in CATALOGUE_TOPICS else "delete" for topic in PARTITIONS}

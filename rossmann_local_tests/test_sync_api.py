@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -159,3 +161,16 @@ def test_client_reads_both_endpoints_into_typed_records(sync_api: SyncApiClient)
     assert isinstance(products[0].price, Decimal)
     assert products[0].updated_at_utc.utcoffset() == timedelta(0)
     assert sync_api.products_since(5, datetime.now(UTC)) == []
+
+
+def test_a_store_made_before_the_outbox_kept_keys_gets_the_column_and_keys_new_messages(
+        tmp_path: Path, world: World) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # the outbox as an earlier stand-in made it
+        conn.execute("CREATE TABLE outbox (message_id INTEGER PRIMARY KEY, topic VARCHAR(255) NOT NULL, "
+                     "payload TEXT NOT NULL, created_at_utc DATETIME NOT NULL, published_at_utc DATETIME)")
+    store = CatalogueStore(f"sqlite:///{path}")
+    store.seed(world)
+    store.update_category(4, name="Home", at=datetime.combine(world.start_date, time(12), tzinfo=UTC))
+    assert [(row.topic, row.message_key) for row in store.unpublished()] == [("local_db_upsert_category",
+                                                                              "category 4")]

@@ -17,7 +17,7 @@ import dagster as dg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from rossmann_local.domain.topics import PARTITIONS
+from rossmann_local.domain.topics import CATALOGUE_TOPICS, PARTITIONS
 from rossmann_local.resources import resolved
 from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS, ConfigError
 
@@ -60,7 +60,7 @@ class Outgoing(Generic[T]):
     """A message to send, and what the sender calls it (``tag``) when the broker confirms it."""
 
     topic: str
-    value: bytes
+    value: bytes | None  # None: a tombstone
     tag: T
     key: bytes | None = None
     headers: Sequence[tuple[str, bytes]] = ()  # domain.provenance: where the record comes from
@@ -88,6 +88,9 @@ class RawMessage:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+COMPACTED = {"cleanup.policy": "compact"}
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -118,7 +121,10 @@ class KafkaResource(dg.ConfigurableResource):
         """Create the project's topics with the reference partition counts; returns those it created."""
         admin = self.admin()
         existing = self._topics(admin)
-        missing = [NewTopic(name, partitions) for name, partitions in PARTITIONS.items() if name not in existing]
+        # The catalogue topics are compacted: each key's newest record is kept, a deleted key's tombstone
+        # drops it (a topic that exists already keeps its own settings).
+        missing = [NewTopic(name, partitions, config=COMPACTED if name in CATALOGUE_TOPICS else {})
+                   for name, partitions in PARTITIONS.items() if name not in existing]
         created = []
         for name, future in (admin.create_topics(missing) if missing else {}).items():
             try:

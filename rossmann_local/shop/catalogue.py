@@ -75,6 +75,7 @@ class ApplyOutcome:
     placeholder_categories: int = 0
     versions_added: int = 0  # catalogue versions new to a shop's history, summed over the shops
     read_from_behind: int = 0  # messages before the run's ranges, re-read because a shop had not applied them
+    tombstones: int = 0  # keyed records with no value: a deletion's compaction marker, after its message
     shifts_touched: set[tuple[int, datetime]] = field(default_factory=set)  # (shop, shift start) sold already
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
@@ -83,7 +84,7 @@ class ApplyOutcome:
                 "rows_changed": self.rows_changed, "price_without_city": self.price_without_city,
                 "dead_lettered": len(self.dead_letters), "placeholder_categories": self.placeholder_categories,
                 "versions_added": self.versions_added, "late_for_sold_shifts": len(self.shifts_touched),
-                "read_from_behind": self.read_from_behind}
+                "read_from_behind": self.read_from_behind, "tombstones": self.tombstones}
 
 
 def _versions(messages: Iterable[CatalogueMessage]) -> VersionBatch:
@@ -136,6 +137,9 @@ def _parse(world: World, raw: Sequence[RawMessage], outcome: ApplyOutcome) -> It
     """The messages that parse and are not dated after the world's end; the others become dead
     letters in ``outcome``."""
     for message in raw:
+        if message.value is None and message.key:
+            outcome.tombstones += 1  # the deletion came before it, with its time: nothing to apply
+            continue
         result = parse_catalogue_message(message.topic, message.value)
         if not isinstance(result, str):
             result = world.dated_outside(result.updated_at_utc) or result

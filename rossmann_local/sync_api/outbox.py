@@ -1,4 +1,5 @@
-"""Publishes the stand-in's outbox to Kafka: in order, and marked published only after the broker
+"""Publishes the stand-in's outbox to Kafka (each record keyed, a deletion followed by its keys'
+tombstones, for the compacted catalogue topics): in order, and marked published only after the broker
 confirmed delivery, so a committed catalogue change is never lost (at worst sent twice, which the
 shops' versioned upserts absorb). Each published message is read back where the broker put it once
 the broker had time to keep it; one the broker lost after confirming is published again."""
@@ -24,7 +25,7 @@ def publish_outbox(store: CatalogueStore, kafka: KafkaResource, provenance: Prov
     """Send every unpublished change (its headers: the time it takes effect); returns how many the
     broker confirmed."""
     outcome = kafka.produce_confirmed(
-        (Outgoing(row.topic, row.payload.encode(), tag=row.message_id,
+        (Outgoing(row.topic, row.value, tag=row.message_id, key=row.message_key.encode() if row.message_key else None,
                   headers=provenance.headers(OUTBOX_SOURCE, row.created_at_utc.replace(tzinfo=UTC)))
          for row in store.unpublished()), timeout, client=OUTBOX_CLIENT)
     # A broker error while nothing was waiting (e.g. the broker stopping first on Ctrl-C) loses nothing.
@@ -54,8 +55,8 @@ def verify_published(store: CatalogueStore, kafka: KafkaResource, settle_seconds
         first = min(offset for _, _, offset in wanted)
         high = ends[(topic, partition)]
         found = {m.offset: m.value for m in kafka.read_range(topic, partition, first, high)} if first < high else {}
-        for message_id, payload, offset in wanted:
-            (kept if found.get(offset) == payload.encode() else lost).append(message_id)
+        for message_id, payload, offset in wanted:  # a tombstone ("" in the outbox) is a record with no value
+            (kept if offset in found and found[offset] == (payload.encode() or None) else lost).append(message_id)
     store.settle_placements(kept, lost)
     if lost:
         log.warning("%d published outbox messages were lost by the broker after it confirmed them; "

@@ -20,10 +20,24 @@ from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from sqlalchemy import Boolean, Engine, ForeignKey, String, Text, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    Boolean,
+    Engine,
+    ForeignKey,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from rossmann_local.domain.catalogue import CategoryRecord, EmployeeIdentity, ProductRecord, ShopIdentity
+from rossmann_local.domain.catalogue_changes import category_key, message_key, product_key
 from rossmann_local.domain.messages import ProductDescriptionMessage, ProductMessage
 from rossmann_local.domain.topics import CATEGORY_TOPIC, PRODUCT_DESCRIPTION_TOPIC, PRODUCT_TOPIC
 from rossmann_local.domain.world import World
@@ -153,9 +167,17 @@ class OutboxRow(StoreBase):
     __tablename__ = "outbox"
     message_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(255))
-    payload: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)  # "" for a tombstone (a Kafka record with a key and no value)
     created_at_utc: Mapped[datetime]
     published_at_utc: Mapped[datetime | None] = mapped_column(index=True)
+    # The record's Kafka key (``domain.catalogue_changes.message_key``): the compacted topics keep the
+    # newest record per key. None in rows a stand-in wrote before keys were sent.
+    message_key: Mapped[str | None] = mapped_column(String(255))
+
+    @property
+    def value(self) -> bytes | None:
+        """What goes to Kafka: the JSON, or nothing for a tombstone."""
+        return self.payload.encode() if self.payload else None
 
 
 class OutboxPlacement(StoreBase):
@@ -245,6 +267,9 @@ class CatalogueStore:
         else:
             self.engine = create_engine(url)
         StoreBase.metadata.create_all(self.engine)
+        with self.engine.begin() as conn:  # a store made before the outbox kept keys gets the column
+            if "message_key" not in {c["name"] for c in inspect(conn).get_columns("outbox")}:
+                conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN message_key VARCHAR(255)")
         self.world: World | None = None  # set by ``seed``: its end bounds the changes' times
         # Live mode's simulated clock: a change made without ``at`` takes effect at its time.
         self.clock: Callable[[], datetime] | None = None
@@ -440,7 +465,13 @@ class CatalogueStore:
 
     @staticmethod
     def _publish(s: Session, topic: str, payload: str, at: datetime) -> None:
-        s.add(OutboxRow(topic=topic, payload=payload, created_at_utc=at))
+        s.add(OutboxRow(topic=topic, payload=payload, created_at_utc=at, message_key=message_key(topic, payload)))
+
+    @staticmethod
+    def _tombstone(s: Session, topic: str, key: str, at: datetime) -> None:
+        """After a deletion's message (which carries ``is_deleted`` and its effective time), the key's
+        tombstone: compaction then drops the key's records from the topic."""
+        s.add(OutboxRow(topic=topic, payload="", created_at_utc=at, message_key=key))
 
     def unpublished(self, limit: int = 10_000) -> list[OutboxRow]:
         with self._session() as s:
@@ -452,7 +483,8 @@ class CatalogueStore:
         to ``last``: what a scenario delivers again or spoils."""
         with self._session() as s:
             rows = s.execute(select(OutboxRow.topic, OutboxRow.payload, OutboxRow.created_at_utc)
-                             .where(OutboxRow.created_at_utc.between(first.astimezone(UTC), last.astimezone(UTC)))
+                             .where(OutboxRow.created_at_utc.between(first.astimezone(UTC), last.astimezone(UTC)),
+                                    OutboxRow.payload != "")  # tombstones carry no change to deliver again
                              .order_by(OutboxRow.message_id))
             return [(topic, payload, at.replace(tzinfo=UTC) if at.tzinfo is None else at)
                     for topic, payload, at in rows]
@@ -517,6 +549,8 @@ class CatalogueStore:
                                            is_deleted=is_deleted)
             record = CategoryRecord.model_validate(row, from_attributes=True)
             self._publish(s, CATEGORY_TOPIC, record.model_dump_json(), effective)
+            if is_deleted:
+                self._tombstone(s, CATEGORY_TOPIC, category_key(category_id), effective)
             return record
 
     def update_product(self, product_id: int, *, name: str | None = None, description: str | None = None,
@@ -527,6 +561,13 @@ class CatalogueStore:
                                            is_deleted=is_deleted)
             message = ProductDescriptionMessage.model_validate(row, from_attributes=True)
             self._publish(s, PRODUCT_DESCRIPTION_TOPIC, message.model_dump_json(), effective)
+            if is_deleted:
+                self._tombstone(s, PRODUCT_DESCRIPTION_TOPIC, product_key(product_id), effective)
+                cities = s.scalars(select(CityRow.name)
+                                   .join(ProductPriceRow, ProductPriceRow.city_id == CityRow.city_id)
+                                   .where(ProductPriceRow.product_id == product_id).order_by(CityRow.name))
+                for city in cities:
+                    self._tombstone(s, PRODUCT_TOPIC, product_key(product_id, city), effective)
             return effective
 
     def set_price(self, product_id: int, city: str, price: Decimal, discount: Decimal,
