@@ -34,6 +34,7 @@ from bench.simulation import SIMULATION_BEFORE
 from bench.simulation import run as simulate
 from rossmann_local.defs import build_definitions
 from rossmann_local.domain.catalogue import ProductRecord
+from rossmann_local.domain.catalogue_changes import product_key
 from rossmann_local.domain.catalogue_fold import CatalogueFold
 from rossmann_local.domain.messages import ProductMessage
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
@@ -192,7 +193,8 @@ def bench_streaming(message_count: int, reference_sample: int) -> tuple[int, flo
                 product_id=p.product_id, name=p.name, description=p.description, barcode=p.barcode,
                 category_id=p.category_id, price=p.prices[city].price + Decimal(n % 100) / 100,
                 discount=p.prices[city].discount, city=city,
-                updated_at_utc=started_at + timedelta(microseconds=n)).model_dump_json().encode(), tag=n)
+                updated_at_utc=started_at + timedelta(microseconds=n)).model_dump_json().encode(), tag=n,
+                key=product_key(p.product_id, city).encode())
 
         assert kafka.produce_confirmed(map(price_update, range(message_count)), timeout=120).unconfirmed == 0
 

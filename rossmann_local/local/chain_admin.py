@@ -44,6 +44,7 @@ MALFORMED_TAG = "malformed"  # what the demo calls its deliberately malformed me
 def inject_malformed_message(kafka: KafkaResource, provenance: Provenance) -> None:
     """A message no shop can use, as a broken upstream might send: it must be dead-lettered."""
     sent = kafka.produce_confirmed([Outgoing(PRODUCT_TOPIC, MALFORMED_MESSAGE, tag=MALFORMED_TAG,
+                                             key=MALFORMED_TAG.encode(),  # the compacted topic takes keyed records
                                              headers=provenance.headers("demo", None, fault=MALFORMED_TAG))])
     if sent.unconfirmed:
         raise RuntimeError(f"the malformed demo message was not confirmed: {sent.errors[:3]}")
@@ -67,8 +68,9 @@ def inject_stream_faults(store: CatalogueStore, kafka: KafkaResource, faults: Se
         tag: int | str = entry.number
         if entry.kind == MALFORMED:
             payload, tag = malformed_payload(payload, entry.detail.removeprefix("malformed: ")), MALFORMED_TAG
-        outgoing.append(Outgoing(entry.topic, payload.encode(), tag=tag, headers=provenance.headers(
-            "scenario", entry.effective_at, fault=f"{entry.kind} ({entry.day} #{entry.number})")))
+        label = f"{entry.kind} ({entry.day} #{entry.number})"
+        headers = provenance.headers("scenario", entry.effective_at, fault=label)
+        outgoing.append(Outgoing(entry.topic, payload.encode(), tag=tag, key=entry.key.encode(), headers=headers))
     sent = kafka.produce_confirmed(outgoing)
     if sent.unconfirmed:
         raise RuntimeError(f"{sent.unconfirmed} of the scenario's {len(outgoing)} messages were not confirmed: "
