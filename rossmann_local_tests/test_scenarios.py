@@ -30,20 +30,23 @@ from rossmann_local.domain.scenario import (
     plan_day,
 )
 from rossmann_local.domain.shifts import shifts_of_day
+from rossmann_local.domain.topics import CATALOGUE_TOPICS
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.chain_admin import make_changes
 from rossmann_local.local.day import DayThroughDagster, main
 from rossmann_local.local.stack import local_stack
 from rossmann_local.reports.schema import DATABASE, TRANSACTIONS
 from rossmann_local.resources.catalogue_admin import CatalogueAdmin
+from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import ConfigError, load_scenario, shipped_scenarios
 from rossmann_local.shop.expected import expected_shop, shops_without_their_earlier_days
 from rossmann_local.shop_db.history import record_synced, record_versions, shelf_at
+from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.conftest import TEST_ADMIN_TOKEN
+from rossmann_local_tests.conftest import PROVENANCE, TEST_ADMIN_TOKEN
 
 EXPECTED_LINE = re.compile(r"^Expected answers \(.*\): 5 shops: the reports equal the expected answers$", re.MULTILINE)
 
@@ -292,3 +295,37 @@ def test_the_chain_day_job_enters_the_days_changes_through_the_sync_apis_admin_e
                  for topic, payload, at in store.messages_effective_between(min(c.at for c in changes),
                                                                             max(c.at for c in changes))}
     assert expected <= published
+
+
+def test_the_chain_day_job_delivers_a_scenarios_stream_faults_from_what_the_sync_api_published(
+        world: World, store: CatalogueStore, sync_server: LoopbackServer, kafka: KafkaResource) -> None:
+    """Under a scenario the job also delivers its faults, made of the messages the Sync API published
+    for the day's changes (found on Kafka, so any Sync API with an outbox will do): each duplicate and
+    older version is its original again, byte for byte; each malformed one is spoiled; all are keyed
+    like the original and name their ledger entry."""
+    day = world.start_date
+    scenario = load_scenario("messy-day")
+    assert scenario is not None
+    plan = plan_day(scenario, world, day)
+    marks = {key: high for key, (_low, high) in kafka.topic_watermarks(CATALOGUE_TOPICS).items()}
+    resources = {**default_resources(), "kafka": kafka, "scenario_ledger": ScenarioLedger(scenario="messy-day"),
+                 "catalogue_admin": CatalogueAdmin(base_url=sync_server.url, admin_token=TEST_ADMIN_TOKEN)}
+    with OutboxRelay(store, kafka, PROVENANCE):  # the stand-in publishing its outbox, as a Sync API does
+        result = build_definitions(world, resources).resolve_job_def(CHAIN_DAY_JOB).execute_in_process(
+            partition_key=day.isoformat())
+    assert result.success
+    records = [m for (topic, partition), (_low, high) in kafka.topic_watermarks(CATALOGUE_TOPICS).items()
+               for m in kafka.read_range(topic, partition, marks[topic, partition], high)]
+    faults = {dict(m.headers)[b"rossmann.fault".decode()].decode(): m for m in records
+              if "rossmann.fault" in dict(m.headers)}
+    assert sorted(faults) == sorted(f"{f.entry.kind} ({f.entry.day} #{f.entry.number})" for f in plan.faults)
+    published = {(m.topic, m.key): m.value for m in records if "rossmann.fault" not in dict(m.headers)}
+    for fault in plan.faults:
+        record = faults[f"{fault.entry.kind} ({fault.entry.day} #{fault.entry.number})"]
+        assert record.key == fault.entry.key.encode()
+        original = published[(record.topic, record.key)] if fault.entry.kind != "out_of_order" else None
+        if fault.entry.kind == "duplicate":
+            assert record.value == original, "a duplicate is its original, byte for byte"
+        elif fault.entry.kind == "malformed":
+            assert record.value != original
+    assert result.output_for_node("enter_the_days_catalogue_changes") == len(day_changes(scenario, world, day))

@@ -6,7 +6,6 @@ Sync API stand-in, so each travels through its outbox to Kafka (and to the next 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC
 
 from rossmann_local.domain.catalogue_changes import (
     CatalogueChange,
@@ -16,8 +15,9 @@ from rossmann_local.domain.catalogue_changes import (
     message_key,
 )
 from rossmann_local.domain.provenance import Provenance
-from rossmann_local.domain.scenario import MALFORMED, StreamFault, malformed_payload
+from rossmann_local.domain.scenario import StreamFault
 from rossmann_local.domain.topics import PRODUCT_TOPIC
+from rossmann_local.resources.catalogue_admin import MALFORMED_FAULT_TAG, fault_messages
 from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.sync_api.store import CatalogueStore
 
@@ -38,7 +38,7 @@ def make_changes(store: CatalogueStore, changes: Iterable[CatalogueChange]) -> i
     return count
 
 
-MALFORMED_TAG = "malformed"  # what the demo calls its deliberately malformed message
+MALFORMED_TAG = MALFORMED_FAULT_TAG  # what the demo calls its deliberately malformed message
 
 
 def inject_malformed_message(kafka: KafkaResource, provenance: Provenance) -> None:
@@ -54,23 +54,14 @@ def inject_stream_faults(store: CatalogueStore, kafka: KafkaResource, faults: Se
                          provenance: Provenance) -> int:
     """Deliver the scenario's faults on the stream, after the chain published the day's messages: each
     fault's message (found by topic, key and effective time in the stand-in's outbox) delivered
-    again, or spoiled, its ``rossmann.fault`` header naming the ledger entry (kind, day and number).
-    Returns how many the broker confirmed; all of them, or it raises."""
+    again, or spoiled (``catalogue_admin.fault_messages``). Returns how many the broker confirmed;
+    all of them, or it raises."""
     if not faults:
         return 0
     first, last = min(f.change.at for f in faults), max(f.change.at for f in faults)
-    payloads = {(topic, message_key(topic, payload), at): payload
-                for topic, payload, at in store.messages_effective_between(first, last)}
-    outgoing = []
-    for fault in faults:
-        entry = fault.entry
-        payload = payloads[(entry.topic, entry.key, entry.effective_at.astimezone(UTC))]
-        tag: int | str = entry.number
-        if entry.kind == MALFORMED:
-            payload, tag = malformed_payload(payload, entry.detail.removeprefix("malformed: ")), MALFORMED_TAG
-        label = f"{entry.kind} ({entry.day} #{entry.number})"
-        headers = provenance.headers("scenario", entry.effective_at, fault=label)
-        outgoing.append(Outgoing(entry.topic, payload.encode(), tag=tag, key=entry.key.encode(), headers=headers))
+    originals = {(topic, message_key(topic, payload), at): payload
+                 for topic, payload, at in store.messages_effective_between(first, last)}
+    outgoing = fault_messages(faults, originals, provenance)
     sent = kafka.produce_confirmed(outgoing)
     if sent.unconfirmed:
         raise RuntimeError(f"{sent.unconfirmed} of the scenario's {len(outgoing)} messages were not confirmed: "

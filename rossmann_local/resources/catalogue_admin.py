@@ -4,14 +4,27 @@ publishes each on Kafka (the stand-in's outbox) and serves it to the next sync."
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 
 import dagster as dg
 import httpx
 
-from rossmann_local.domain.catalogue_changes import CatalogueChange, CategoryNameChange, DescriptionChange, PriceChange
+from rossmann_local.domain.catalogue_changes import (
+    CatalogueChange,
+    CategoryNameChange,
+    DescriptionChange,
+    PriceChange,
+    message_key,
+)
+from rossmann_local.domain.provenance import Provenance
+from rossmann_local.domain.scenario import MALFORMED, StreamFault, malformed_payload
 from rossmann_local.resources import resolved
+from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.settings import ADMIN_TOKEN_FILE, DEFAULT_SYNC_API_URL, SYNC_API_ADMIN_TOKEN, SYNC_API_URL, data_dir
 
 
@@ -69,3 +82,59 @@ def _admin_token() -> str | None:
 def catalogue_admin_from_env() -> CatalogueAdmin:
     url = dg.EnvVar(SYNC_API_URL) if os.environ.get(SYNC_API_URL) else DEFAULT_SYNC_API_URL
     return CatalogueAdmin(base_url=url)
+
+
+MALFORMED_FAULT_TAG = "malformed"  # a spoiled message's tag: the tests' contract check lets it through
+
+
+class FaultOriginalsMissing(dg.Failure):
+    """A scenario's fault concerns a change whose message never appeared on its topic."""
+
+
+def fault_messages(faults: Sequence[StreamFault], originals: Mapping[tuple[str, str, datetime], str],
+                   provenance: Provenance) -> list[Outgoing[int | str]]:
+    """Each fault's message: the original of its change (by topic, key and effective time in UTC)
+    delivered again, or spoiled for a malformed one; keyed like it, its ``rossmann.fault`` header
+    naming the ledger entry (kind, day and number)."""
+    outgoing: list[Outgoing[int | str]] = []
+    for fault in faults:
+        entry = fault.entry
+        payload = originals[(entry.topic, entry.key, entry.effective_at.astimezone(UTC))]
+        tag: int | str = entry.number
+        if entry.kind == MALFORMED:
+            payload, tag = malformed_payload(payload, entry.detail.removeprefix("malformed: ")), MALFORMED_FAULT_TAG
+        label = f"{entry.kind} ({entry.day} #{entry.number})"
+        headers = provenance.headers("scenario", entry.effective_at, fault=label)
+        outgoing.append(Outgoing(entry.topic, payload.encode(), tag=tag, key=entry.key.encode(), headers=headers))
+    return outgoing
+
+
+def deliver_stream_faults(kafka: KafkaResource, faults: Sequence[StreamFault], marks: Mapping[tuple[str, int], int],
+                          provenance: Provenance, timeout: float = 30.0) -> int:
+    """The scenario's faults on the stream of any Sync API that publishes the contract's messages: each
+    fault's original found on its topic after ``marks`` (the topics' ends before the day's changes were
+    entered; waited for while the Sync API publishes them), then delivered again or spoiled. Returns
+    how many the broker confirmed; all of them, or it raises."""
+    if not faults:
+        return 0
+    wanted = {(f.entry.topic, f.entry.key, f.entry.effective_at.astimezone(UTC)) for f in faults}
+    originals: dict[tuple[str, str, datetime], str] = {}
+    deadline = time.monotonic() + timeout  # bookkeeping: how long to wait for the Sync API's publishing
+    while not wanted <= originals.keys():
+        if time.monotonic() > deadline:
+            missing = sorted(f"{t} {k} at {at.isoformat()}" for t, k, at in wanted - originals.keys())
+            raise FaultOriginalsMissing(f"the messages of {len(missing)} changes a fault concerns did not appear on "
+                                        f"Kafka within {timeout:g} s: {missing[:3]}")
+        for (topic, partition), (_low, high) in kafka.topic_watermarks(sorted({t for t, *_ in wanted})).items():
+            for message in kafka.read_range(topic, partition, marks.get((topic, partition), 0), high):
+                with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                    payload = (message.value or b"").decode()
+                    at = datetime.fromisoformat(json.loads(payload)["updated_at_utc"].replace("Z", "+00:00"))
+                    originals.setdefault((topic, message_key(topic, payload), at.astimezone(UTC)), payload)
+        time.sleep(0.2)
+    outgoing = fault_messages(faults, originals, provenance)
+    sent = kafka.produce_confirmed(outgoing)
+    if sent.unconfirmed:
+        raise RuntimeError(f"{sent.unconfirmed} of the scenario's {len(outgoing)} messages were not confirmed: "
+                           f"{sent.errors[:3]}")
+    return len(outgoing)
