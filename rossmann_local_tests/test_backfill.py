@@ -13,10 +13,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from rossmann_local.domain.scenario import day_changes, plan_day
 from rossmann_local.domain.world import reference_world
 from rossmann_local.local.backfill import ShopGroup, main, shop_groups
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.settings import load_scenario
 from rossmann_local_tests.helpers import receipts_of
 
 
@@ -53,6 +55,21 @@ def test_a_parallel_backfill_writes_exactly_what_one_worker_writes(
     assert "1 shop group(s), 1 runs" in capsys.readouterr().out
     one_worker = {shop: receipts_of(ShopDatabases(), shop) for shop in range(1, 5)}
     assert all(parallel[shop] for shop in parallel) and parallel == one_worker
+
+
+def test_a_backfill_under_a_scenario_enters_each_days_changes_and_stream_faults_first(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The chain's day job runs for each day before its shifts: the scenario's changes and its faults on
+    the stream reach the shops as in a deployment, and the reports still equal the shop databases."""
+    world, scenario = reference_world(), load_scenario("messy-day")
+    assert scenario is not None
+    assert main(["--days", "1", "--workers", "1", "--scenario", "messy-day"]) == 0
+    out = capsys.readouterr().out
+    day = world.start_date
+    assert (f"{len(day_changes(scenario, world, day))} catalogue changes entered and "
+            f"{len(plan_day(scenario, world, day).faults)} stream faults delivered by chain_catalogue_day_job") in out
+    assert re.search(r"receipts: ([\d,]+) in the shop databases, \1 reported", out), out
+    assert main(["--days", "1", "--scenario", "no-such-scenario"]) == 2
 
 
 def test_a_bad_backfill_setting_is_named(capsys: pytest.CaptureFixture[str]) -> None:

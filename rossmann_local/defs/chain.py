@@ -19,10 +19,11 @@ from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
 
 CHAIN_DAY_JOB = "chain_catalogue_day_job"
+CHAIN_DAY_STEP = "enter_the_days_catalogue_changes"
 
 
 def build_chain_day_job(world: World) -> dg.JobDefinition:
-    @dg.op
+    @dg.op(name=CHAIN_DAY_STEP)
     def enter_the_days_catalogue_changes(context: dg.OpExecutionContext, catalogue_admin: CatalogueAdmin,
                                          scenario_ledger: ScenarioLedger, kafka: KafkaResource) -> dg.Output[int]:
         """The day's changes (with ``ROSSMANN_SCENARIO``, its burst too) entered in the Sync API; then the

@@ -10,8 +10,11 @@ the ClickHouse client holds it only while a report is written, so the groups rea
 databases side by side and take turns for the inserts. The same split is how the chain scales out
 beyond one machine (docs/design.md#scaling-out).
 
-The catalogue stays as the Sync API has it (no streamed changes, unlike ``make day``); re-running a
-range replaces it, never doubles it. Starts the local stack unless the environment names services.
+The catalogue stays as the Sync API has it (no streamed changes, unlike ``make day``), unless
+``--scenario`` names one: then each day's run of ``chain_catalogue_day_job`` first enters the chain's
+changes of the day and delivers the scenario's faults on the stream, as a deployment's would, before
+the shifts are sold. Re-running a range replaces it, never doubles it. Starts the local stack unless
+the environment names services.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from rossmann_local.defs import SHOP_SHIFT_JOB
+from rossmann_local.defs.chain import CHAIN_DAY_JOB, CHAIN_DAY_STEP
 from rossmann_local.defs.partitions import partition_key, range_tags
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
@@ -35,7 +39,8 @@ from rossmann_local.local.dagster_ui import RUN_FINISHED, DagsterUI, dagster_on
 from rossmann_local.local.day import preflight
 from rossmann_local.local.stack import LocalStack, local_stack
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
-from rossmann_local.settings import WORLD_FILE, ConfigError, load_world
+from rossmann_local.resources.scenario_ledger import ScenarioLedger
+from rossmann_local.settings import SCENARIO, WORLD_FILE, ConfigError, load_world, shipped_scenarios
 from rossmann_local.shop_db.models import Transaction
 
 
@@ -100,6 +105,23 @@ def peak_rss_mib(pid: int | str = "self") -> float:
 def resident_mib() -> float:
     """This process's resident memory now (VmRSS), in MiB."""
     return _status_mib("VmRSS")
+
+
+def enter_chain_days(ui: DagsterUI, first_day: date, days: int) -> tuple[int, int]:
+    """``chain_catalogue_day_job`` for each day, one after another (the catalogue's changes in the order the
+    chain makes them); (changes entered, stream faults delivered). A failed day stops the backfill."""
+    entered = delivered = 0
+    for offset in range(days):
+        day = first_day + timedelta(days=offset)
+        run_id = ui.launch_run(CHAIN_DAY_JOB, {"dagster/partition": day.isoformat()})
+        ui.wait_for_run(run_id, timeout=600)
+        outcome = ui.run(run_id)
+        if not outcome.success:
+            raise ConfigError(f"{CHAIN_DAY_JOB} of {day} failed: {outcome.failure()}")
+        figures = outcome.output(CHAIN_DAY_STEP) or {}
+        entered += int(figures.get("changes", 0))
+        delivered += int(figures.get("stream_faults", 0))
+    return entered, delivered
 
 
 def backfill(world: World, ui: DagsterUI, first_day: date, days: int, groups_count: int, days_per_run: int,
@@ -175,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="shop groups side by side, a run of each in flight (default: the machine's cores; "
                              "the run queue's max_concurrent_runs caps them)")
     parser.add_argument("--days-per-run", type=int, default=7, help="days per run of a shop group (default 7)")
+    parser.add_argument("--scenario", help=f"a shipped scenario ({', '.join(shipped_scenarios())}) or a TOML file: "
+                                           "each day's changes and stream faults are entered first")
     args = parser.parse_args(argv)
     try:
         world = load_world()
@@ -186,10 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         if not world.start_date <= first_day <= last_day <= world.end_date:
             raise ConfigError(f"--from {first_day} --days {args.days} is outside the world's days, {world.start_date} "
                               f"to {world.end_date} (start_date and days in {WORLD_FILE})")
+        ledger_resource = ScenarioLedger(scenario=args.scenario) if args.scenario else None
+        scenario = ledger_resource.loaded() if ledger_resource is not None else None  # a bad one stops here
         started = time.perf_counter()  # bookkeeping: the command's wall time for its summary
-        with local_stack(world, command="make backfill") as stack:
+        with local_stack(world, command="make backfill", scenario=ledger_resource) as stack:
             preflight(world, stack.resources)
-            with dagster_on(stack, "make-backfill") as ui:
+            # The code location's scenario is the command's (a file's path absolute: dagster dev runs elsewhere).
+            extra = {SCENARIO: str(Path(args.scenario).resolve()) if Path(args.scenario).is_file() else args.scenario} \
+                if args.scenario else {}
+            with dagster_on(stack, "make-backfill", **extra) as ui:
+                chain = enter_chain_days(ui, first_day, args.days) if scenario is not None else None
                 groups = backfill(world, ui, first_day, args.days, args.workers, args.days_per_run)
             seconds = time.perf_counter() - started
             found = totals(world, stack, first_day, last_day)
@@ -206,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nBackfilled {first_day} .. {last_day}: {len(world.shops)} shops, {partitions:,} shop x shift partitions, "
           f"{len(groups)} shop group(s), {sum(len(g.runs) for g in groups)} runs, {seconds:.1f} s "
           f"({partitions / seconds:.1f} partitions/s)")
+    if chain is not None and scenario is not None:
+        print(f"  scenario {scenario.name} (seed {scenario.seed}): {chain[0]} catalogue changes entered and "
+              f"{chain[1]} stream faults delivered by {CHAIN_DAY_JOB}, a run per day")
     print(f"  receipts: {found.receipts:,} in the shop databases, {found.reported_receipts:,} reported to ClickHouse")
     print(f"  revenue: {found.revenue:,.2f} EUR in the shop databases, {found.reported_revenue:,.2f} EUR reported")
     for group, (run_id, _, _, cause) in failed:
