@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -81,19 +81,12 @@ SyncTime = Annotated[datetime, BeforeValidator(_written_time), AfterValidator(_u
 HISTORY = "history"
 
 
-def _as_of(value: str) -> datetime | str:
-    """``history``, or an ISO-8601 time (in UTC)."""
-    if value == HISTORY:
-        return value
-    written = _written_time(value)
-    try:
-        moment = datetime.fromisoformat(str(written).replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError("expected 'history' or an ISO-8601 time, e.g. 2026-06-01T13:00:00Z") from None
-    return _utc(moment)
+def _written_time_or_history(value: object) -> object:
+    return value if value == HISTORY else _written_time(value)
 
 
-AsOf = Annotated[str | None, AfterValidator(lambda v: v if v is None else _as_of(v)), Query(
+AsOf = Annotated[datetime | Literal["history"] | None, BeforeValidator(_written_time_or_history),
+                 AfterValidator(lambda v: _utc(v) if isinstance(v, datetime) else v), Query(
     description="Which versions: those in effect at this ISO-8601 time or before it; `history` for every "
                 "version, those taking effect later included (a shop that keeps the catalogue's history). "
                 "Without it: as of now on the world's clock (live mode's clock, else the latest shift start a "
