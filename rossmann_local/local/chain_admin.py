@@ -17,7 +17,7 @@ from rossmann_local.domain.catalogue_changes import (
 from rossmann_local.domain.provenance import Provenance
 from rossmann_local.domain.scenario import StreamFault
 from rossmann_local.domain.topics import PRODUCT_TOPIC
-from rossmann_local.resources.catalogue_admin import MALFORMED_FAULT_TAG, fault_messages
+from rossmann_local.resources.catalogue_admin import MALFORMED_FAULT_TAG, send_fault_messages
 from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.sync_api.store import CatalogueStore
 
@@ -61,9 +61,4 @@ def inject_stream_faults(store: CatalogueStore, kafka: KafkaResource, faults: Se
     first, last = min(f.change.at for f in faults), max(f.change.at for f in faults)
     originals = {(topic, message_key(topic, payload), at): payload
                  for topic, payload, at in store.messages_effective_between(first, last)}
-    outgoing = fault_messages(faults, originals, provenance)
-    sent = kafka.produce_confirmed(outgoing)
-    if sent.unconfirmed:
-        raise RuntimeError(f"{sent.unconfirmed} of the scenario's {len(outgoing)} messages were not confirmed: "
-                           f"{sent.errors[:3]}")
-    return len(outgoing)
+    return send_fault_messages(kafka, faults, originals, provenance)

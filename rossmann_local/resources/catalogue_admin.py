@@ -132,6 +132,12 @@ def deliver_stream_faults(kafka: KafkaResource, faults: Sequence[StreamFault], m
                     at = datetime.fromisoformat(json.loads(payload)["updated_at_utc"].replace("Z", "+00:00"))
                     originals.setdefault((topic, message_key(topic, payload), at.astimezone(UTC)), payload)
         time.sleep(0.2)
+    return send_fault_messages(kafka, faults, originals, provenance)
+
+
+def send_fault_messages(kafka: KafkaResource, faults: Sequence[StreamFault],
+                        originals: Mapping[tuple[str, str, datetime], str], provenance: Provenance) -> int:
+    """``fault_messages`` sent; how many the broker confirmed: all of them, or it raises."""
     outgoing = fault_messages(faults, originals, provenance)
     sent = kafka.produce_confirmed(outgoing)
     if sent.unconfirmed:
