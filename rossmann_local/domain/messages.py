@@ -128,16 +128,22 @@ class DeadLetter:
     @property
     def simulated_time(self) -> datetime | None:
         """The ``updated_at_utc`` the message carried, when it reads as a time (else none)."""
-        try:
-            stamp = json.loads(self.payload or b"").get("updated_at_utc")
-            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
-        except (ValueError, AttributeError, TypeError):
-            return None
+        return stated_time(self.payload)
 
     def to_json(self) -> bytes:
         text = None if self.payload is None else self.payload[:MAX_MESSAGE_BYTES].decode("utf-8", "replace")
         return json.dumps({"source_topic": self.topic, "source_partition": self.partition,
                            "source_offset": self.offset, "reason": self.reason, "payload": text}).encode()
+
+
+def stated_time(payload: bytes | str | None) -> datetime | None:
+    """The ``updated_at_utc`` a catalogue message's JSON states, in UTC, or None when it states none
+    that reads as a time (not JSON, no such field, not a time)."""
+    try:
+        stamp = json.loads(payload or b"").get("updated_at_utc")
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 def parse_catalogue_message(topic: str, payload: bytes | None) -> CatalogueMessage | str:

@@ -37,10 +37,10 @@ from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
 from rossmann_local.local.dagster_ui import RUN_FINISHED, DagsterUI, dagster_on
 from rossmann_local.local.day import preflight
-from rossmann_local.local.stack import LocalStack, local_stack
+from rossmann_local.local.stack import LocalStack, local_stack, scenario_env
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
-from rossmann_local.settings import SCENARIO, WORLD_FILE, ConfigError, load_world, shipped_scenarios
+from rossmann_local.settings import WORLD_FILE, ConfigError, load_world, shipped_scenarios
 from rossmann_local.shop_db.models import Transaction
 
 
@@ -215,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()  # bookkeeping: the command's wall time for its summary
         with local_stack(world, command="make backfill", scenario=ledger_resource) as stack:
             preflight(world, stack.resources)
-            # The code location's scenario is the command's (a file's path absolute: dagster dev runs elsewhere).
-            extra = {SCENARIO: str(Path(args.scenario).resolve()) if Path(args.scenario).is_file() else args.scenario} \
-                if args.scenario else {}
-            with dagster_on(stack, "make-backfill", **extra) as ui:
+            with dagster_on(stack, "make-backfill", **scenario_env(args.scenario)) as ui:
                 chain = enter_chain_days(ui, first_day, args.days) if scenario is not None else None
                 groups = backfill(world, ui, first_day, args.days, args.workers, args.days_per_run)
             seconds = time.perf_counter() - started

@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 from rossmann_local.defs import SHOP_SHIFT_JOB
@@ -42,7 +41,7 @@ from rossmann_local.local.chain_admin import inject_stream_faults
 from rossmann_local.local.dagster_ui import DagsterUI, RunOutcome, dagster_on, engine_time
 from rossmann_local.local.dry_run import dry_run
 from rossmann_local.local.processes import GracefulStop, StopRequested
-from rossmann_local.local.stack import LocalStack, local_stack
+from rossmann_local.local.stack import LocalStack, local_stack, scenario_env
 from rossmann_local.local.summary import ShopDay, Streaming, format_summary, read_shop_days
 from rossmann_local.resources.clickhouse import redacted
 from rossmann_local.resources.scenario_ledger import ScenarioLedger, scenario_ledger_from_env
@@ -336,10 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         with GracefulStop() as stop, local_stack(world, command="make day", scenario=ledger_resource) as stack:
             preflight(world, stack.resources)
-            # The code location's scenario is the command's (a file's path absolute: dagster dev runs elsewhere).
-            extra = {SCENARIO: str(Path(args.scenario).resolve()) if Path(args.scenario).is_file() else args.scenario} \
-                if args.scenario else {}
-            with dagster_on(stack, "make-day", **extra) as ui:
+            with dagster_on(stack, "make-day", **scenario_env(args.scenario)) as ui:
                 chain = DayThroughDagster(stack, ui, day, scenario, stop)
                 shop_days = chain.run_day()
                 chain.write_ledger_summary(ledger_resource)

@@ -25,7 +25,7 @@ from rossmann_local.resources.kafka import KafkaResource, kafka_from_env
 from rossmann_local.resources.scenario_ledger import ScenarioLedger, scenario_ledger_from_env
 from rossmann_local.resources.shop_databases import ShopDatabases, shop_databases_from_env
 from rossmann_local.resources.sync_api_client import SyncApiClient, sync_api_client_from_env
-from rossmann_local.settings import DATA_DIR, KAFKA_BOOTSTRAP_SERVERS, SYNC_API_URL, data_dir
+from rossmann_local.settings import DATA_DIR, KAFKA_BOOTSTRAP_SERVERS, SCENARIO, SYNC_API_URL, data_dir
 from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import local_admin_token, open_seeded_store, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
@@ -63,6 +63,14 @@ class LocalStack:
         if self.store is not None:
             env[SYNC_API_URL] = self.sync_api.base_url
         return env
+
+
+def scenario_env(scenario: str | None) -> dict[str, str]:
+    """The code location's ``ROSSMANN_SCENARIO`` for a command's ``--scenario`` (a file's path made
+    absolute: dagster dev runs elsewhere); nothing when the command names none."""
+    if not scenario:
+        return {}
+    return {SCENARIO: str(Path(scenario).resolve()) if Path(scenario).is_file() else scenario}
 
 
 @contextmanager

@@ -5,7 +5,6 @@ publishes each on Kafka (the stand-in's outbox) and serves it to the next sync."
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +20,7 @@ from rossmann_local.domain.catalogue_changes import (
     PriceChange,
     message_key,
 )
+from rossmann_local.domain.messages import stated_time
 from rossmann_local.domain.provenance import Provenance
 from rossmann_local.domain.scenario import MALFORMED, StreamFault, malformed_payload
 from rossmann_local.resources import resolved
@@ -127,10 +127,10 @@ def deliver_stream_faults(kafka: KafkaResource, faults: Sequence[StreamFault], m
                                         f"Kafka within {timeout:g} s: {missing[:3]}")
         for (topic, partition), (_low, high) in kafka.topic_watermarks(sorted({t for t, *_ in wanted})).items():
             for message in kafka.read_range(topic, partition, marks.get((topic, partition), 0), high):
-                with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
-                    payload = (message.value or b"").decode()
-                    at = datetime.fromisoformat(json.loads(payload)["updated_at_utc"].replace("Z", "+00:00"))
-                    originals.setdefault((topic, message_key(topic, payload), at.astimezone(UTC)), payload)
+                if (at := stated_time(message.value)) is not None:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):  # a message with no key in its JSON
+                        payload = (message.value or b"").decode()
+                        originals.setdefault((topic, message_key(topic, payload), at), payload)
         time.sleep(0.2)
     return send_fault_messages(kafka, faults, originals, provenance)
 
