@@ -13,13 +13,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from rossmann_local.domain.scenario import day_changes, plan_day
+from rossmann_local.domain.scenario import plan_day
 from rossmann_local.domain.world import reference_world
 from rossmann_local.local.backfill import ShopGroup, main, shop_groups
+from rossmann_local.local.day import main as day_main
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import load_scenario
 from rossmann_local_tests.helpers import receipts_of
+
+pytestmark = pytest.mark.services  # a command's local stack, dagster dev or a broker
 
 
 def test_shops_split_into_contiguous_groups_of_nearly_equal_size() -> None:
@@ -57,18 +60,28 @@ def test_a_parallel_backfill_writes_exactly_what_one_worker_writes(
     assert all(parallel[shop] for shop in parallel) and parallel == one_worker
 
 
-def test_a_backfill_under_a_scenario_enters_each_days_changes_and_stream_faults_first(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """The chain's day job runs for each day before its shifts: the scenario's changes and its faults on
-    the stream reach the shops as in a deployment, and the reports still equal the shop databases."""
+def test_a_backfill_under_a_scenario_writes_make_days_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The chain's day job runs for each day before its shifts (the scenario's changes and its faults on
+    the stream), its late-changes job after them (the shifts they fall into sold again): the shop
+    databases end row for row as make day leaves them, and the reports equal the shop databases."""
     world, scenario = reference_world(), load_scenario("messy-day")
     assert scenario is not None
     assert main(["--days", "1", "--workers", "1", "--scenario", "messy-day"]) == 0
     out = capsys.readouterr().out
     day = world.start_date
-    assert (f"{len(day_changes(scenario, world, day))} catalogue changes entered and "
-            f"{len(plan_day(scenario, world, day).faults)} stream faults delivered by chain_catalogue_day_job") in out
+    plan = plan_day(scenario, world, day)
+    assert (f"{len(plan.changes)} catalogue changes entered and "
+            f"{len(plan.faults)} stream faults delivered by chain_catalogue_day_job") in out, out
+    assert re.search(rf"{len(plan.late)} late catalogue changes entered by chain_late_changes_job after the "
+                     r"shifts; [1-9]\d* shop run\(s\) sold their shifts again", out), out
     assert re.search(r"receipts: ([\d,]+) in the shop databases, \1 reported", out), out
+    backfilled = {shop.shop_id: receipts_of(ShopDatabases(), shop.shop_id) for shop in world.shops}
+
+    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "make_day"))
+    assert day_main(["--scenario", "messy-day"]) == 0
+    made = {shop.shop_id: receipts_of(ShopDatabases(), shop.shop_id) for shop in world.shops}
+    assert all(made.values()) and backfilled == made, "one clock: the backfill's rows are make day's"
     assert main(["--days", "1", "--scenario", "no-such-scenario"]) == 2
 
 

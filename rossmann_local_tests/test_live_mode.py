@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from rossmann_local.defs import SHOP_SHIFT_JOB, build_definitions
+from rossmann_local.defs.chain import CHAIN_DAY_JOB
 from rossmann_local.defs.live import (
     LIVE_CLOCK_JOB,
     LIVE_SALES_JOB,
@@ -45,9 +46,11 @@ from rossmann_local.local.dagster_ui import running_dev
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.local.processes import free_port
 from rossmann_local.local.stack import local_stack
+from rossmann_local.resources.catalogue_admin import CatalogueAdmin
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
+from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError, load_world
@@ -58,10 +61,12 @@ from rossmann_local.shop_db.cache import advance_catalogue_offsets
 from rossmann_local.shop_db.models import Transaction, TransactionItem
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.conftest import PROVENANCE
+from rossmann_local_tests.conftest import PROVENANCE, TEST_ADMIN_TOKEN
 from rossmann_local_tests.dagster_dev import dev_environment
 from rossmann_local_tests.helpers import receipts_of, shift_of, stock_and_ledger
 from rossmann_local_tests.in_process import run_shifts
+
+pytestmark = pytest.mark.services  # a command's local stack, dagster dev or a broker
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOPS = 2
@@ -403,8 +408,10 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
     open, the shift's start, sales only once a receipt is due, the shift's end once it is over."""
     shift = shift_of(world)
     clock_file = LiveClockFile(path=str(tmp_path / "clock.json"))
+    admin = CatalogueAdmin(base_url=sync_api.base_url, admin_token=TEST_ADMIN_TOKEN)
     definitions = build_definitions(world, {"shop_databases": shop_databases, "sync_api": sync_api,
-                                            "kafka": kafka, "clickhouse": clickhouse, "live_clock": clock_file})
+                                            "kafka": kafka, "clickhouse": clickhouse, "live_clock": clock_file,
+                                            "catalogue_admin": admin})
     sensor = definitions.resolve_sensor_def(LIVE_SENSOR)
     cursor: list[str | None] = [None]
 
@@ -412,7 +419,7 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
         pinned = LiveClockFile(path=clock_file.path, pinned_sim_utc=at.isoformat())
         with dg.build_sensor_context(instance=instance, cursor=cursor[0],
                                      resources={"live_clock": pinned, "shop_databases": shop_databases,
-                                                "kafka": kafka}) as context:
+                                                "kafka": kafka, "scenario_ledger": ScenarioLedger()}) as context:
             result = sensor(context)
         if isinstance(result, dg.SkipReason):
             return result.skip_message or ""
@@ -422,8 +429,17 @@ def test_the_live_sensor_opens_sells_and_closes_the_shift_as_the_clock_passes(
 
     with dg.instance_for_test() as instance:
         assert "not running" in tick(shift.start)
-        clock_file.write(LiveClockState(speed=60, sim_at=shift.start, wall_at=datetime.now(UTC),
-                                        first_shift=shift.start, sim_reached=shift.start, running=True))
+        state = LiveClockState(speed=60, sim_at=shift.start, wall_at=datetime.now(UTC), first_shift=shift.start,
+                               sim_reached=shift.start, running=True, chain_changes=False)
+        clock_file.write(state)
+        assert "open at" in tick(shift.start - timedelta(minutes=5)), "a Sync API with its own admin side"
+        clock_file.write(state.model_copy(update={"chain_changes": True}))
+        chain_day = tick(shift.start - timedelta(minutes=5))
+        assert (chain_day.job_name, chain_day.partition_key, chain_day.tags[LIVE_STEP_TAG]) == (
+            CHAIN_DAY_JOB, world.start_date.isoformat(), "chain_day"), "the chain's changes of the day come first"
+        entered = definitions.resolve_job_def(CHAIN_DAY_JOB).execute_in_process(
+            instance=instance, partition_key=chain_day.partition_key)
+        assert entered.success
         assert "open at" in tick(shift.start - timedelta(minutes=5))
         opening = tick(shift.start + timedelta(minutes=1))
         assert opening.tags[LIVE_STEP_TAG] == "open" and opening.job_name == LIVE_SALES_JOB
@@ -464,7 +480,8 @@ def test_live_mode_switched_on_from_the_ui_is_run_by_the_daemon(tmp_path: Path, 
     sensor's switch turns it on, and the daemon opens the shift, writes its receipts as the clock
     passes and closes it; a second run of the job (running: false) switches live mode off."""
     data = tmp_path / "data"
-    env = {**dev_environment(data, sync_server.url), "ROSSMANN_SHOP_COUNT": str(SHOPS)}
+    env = {**dev_environment(data, sync_server.url), "ROSSMANN_SHOP_COUNT": str(SHOPS),
+           "ROSSMANN_SYNC_API_ADMIN_TOKEN": TEST_ADMIN_TOKEN}  # the chain's day of changes goes in through it
     clock = {"speed": 1800, "start": "2026-06-01T09:00", "stop_at": "2026-06-01T15:00"}
     with running_dev(env, tmp_path / "dev.log") as ui:
         on = ui.launch_run(LIVE_CLOCK_JOB, {}, run_config={"ops": {"set_live_clock": {"config": clock}}})
@@ -489,3 +506,31 @@ def test_live_mode_switched_on_from_the_ui_is_run_by_the_daemon(tmp_path: Path, 
     assert all(receipts for receipts, _ in (shift_state(data, shop) for shop in range(1, SHOPS + 1)))
     state = LiveClockFile(path=str(data / "live" / "clock.json")).read()
     assert state is not None and not state.running and state.speed == 1800
+
+
+def test_live_mode_with_a_scenario_ends_with_make_days_rows(tmp_path: Path) -> None:
+    """One clock: a day of the messy-day scenario in live mode (the chain's changes and stream faults
+    entered by its job before the shifts open, the late changes by theirs after the day's shifts, the
+    shifts they fall into sold again) leaves the shop databases row for row as make day leaves them."""
+    day_data, log = tmp_path / "day", tmp_path / "day.log"
+    made = subprocess.run([sys.executable, "-m", "rossmann_local.local.day", "--scenario", "messy-day"],
+                          env=live_env(day_data), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    data, log = tmp_path / "live", tmp_path / "live.log"
+    args = ("--scenario", "messy-day", "--speed", "1800", "--start", "2026-06-01T09:00",
+            "--stop-at", "2026-06-01T21:00")
+    with stopped_at_the_end(start_live(data, log, *args)) as live:
+        assert live.wait(timeout=600) == 0, log.read_text()[-3000:]
+    out = log.read_text()
+    assert "the chain entered the day's" in out and "late catalogue changes" in out, out[-3000:]
+    assert "--stop-at reached" in out, out[-3000:]
+    live_shops, day_shops = (ShopDatabases(sqlite_dir=str(d / "shops")) for d in (data, day_data))
+    try:
+        for shop_id in range(1, SHOPS + 1):
+            rows = receipts_of(day_shops, shop_id)
+            assert rows, "make day sold the day"
+            assert receipts_of(live_shops, shop_id) == rows, f"shop {shop_id}: live rows == make day's rows"
+            assert stock_and_ledger(live_shops, shop_id) == stock_and_ledger(day_shops, shop_id)
+    finally:
+        live_shops.dispose()
+        day_shops.dispose()

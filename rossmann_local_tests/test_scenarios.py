@@ -13,11 +13,12 @@ import dagster as dg
 import pytest
 
 from rossmann_local.defs import build_definitions, default_resources
-from rossmann_local.defs.chain import CHAIN_DAY_JOB
+from rossmann_local.defs.chain import CHAIN_DAY_JOB, CHAIN_LATE_JOB, CHAIN_LATE_STEP
 from rossmann_local.defs.scenario_assets import DAY_SENSOR, day_asset
 from rossmann_local.defs.streaming import SOLD_AGAIN_SENSOR
 from rossmann_local.domain.catalogue import BEGINNING_OF_TIME
 from rossmann_local.domain.catalogue_changes import message_key
+from rossmann_local.domain.messages import stated_time
 from rossmann_local.domain.scenario import (
     BROKER_PAUSE,
     DUPLICATE,
@@ -119,6 +120,7 @@ def test_a_bad_scenario_stops_with_a_message_naming_each_bad_field(tmp_path: Pat
     assert load_scenario(None) is None, "no scenario: the world as it is"
 
 
+@pytest.mark.services  # make day: its local stack and dagster dev
 def test_a_messy_day_dead_letters_exactly_its_malformed_messages_and_the_reports_still_reconcile(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--scenario", "messy-day"]) == 0
@@ -161,6 +163,7 @@ def test_a_messy_day_dead_letters_exactly_its_malformed_messages_and_the_reports
         assert set(failed.metadata["differing"].value) == {"shop 2"}, failed.metadata
 
 
+@pytest.mark.services  # make day: its local stack and dagster dev
 def test_an_outage_is_ridden_out_and_the_reports_still_equal_the_expected_answers(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--scenario", "outage"]) == 0
@@ -175,6 +178,7 @@ def test_an_outage_is_ridden_out_and_the_reports_still_equal_the_expected_answer
     assert kinds == [SYNC_API_OUTAGE, BROKER_PAUSE]
 
 
+@pytest.mark.services  # make day: its local stack and dagster dev
 def test_a_chain_that_does_not_sell_again_the_shifts_a_late_change_fell_into_fails_the_expected_answers(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """What the expected answers are for: the late changes arrive and are applied, but the shifts
@@ -237,15 +241,16 @@ def test_a_price_entered_late_for_the_moment_a_description_changed_takes_its_pla
         shops.dispose()
 
 
-def test_the_day_sensor_asks_for_a_days_answers_once_every_report_of_the_day_is_in(world: World) -> None:
+def test_the_day_sensor_asks_for_a_days_answers_once_every_report_of_the_day_is_in(
+        world: World, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
     """Under the daemon the expected answers and the ledger follow the shifts: once both reports of
     every shop x shift of a day are materialized, one run for that day; never before, never twice."""
-    defs = build_definitions(world, resources={})
+    defs = build_definitions(world, resources={**default_resources(), "kafka": kafka, "shop_databases": sqlite_shops})
     sensor = defs.resolve_sensor_def(DAY_SENSOR)
     keys = [f"2026-06-01-{start}|{shop}" for start in ("09:00", "15:00") for shop in "12345"]
     with dg.instance_for_test() as instance:
         def tick(cursor: str | None) -> Any:  # a SensorResult, or a SkipReason while the day is not reported
-            with dg.build_sensor_context(instance=instance, cursor=cursor,
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=dict(defs.resources),
                                          repository_def=defs.get_repository_def()) as context:
                 return sensor(context)
 
@@ -328,4 +333,46 @@ def test_the_chain_day_job_delivers_a_scenarios_stream_faults_from_what_the_sync
             assert record.value == original, "a duplicate is its original, byte for byte"
         elif fault.entry.kind == "malformed":
             assert record.value != original
-    assert result.output_for_node("enter_the_days_catalogue_changes") == len(day_changes(scenario, world, day))
+    assert result.output_for_node("enter_the_days_catalogue_changes") == len(plan.changes), "all but the late ones"
+    assert len(plan.changes) + len(plan.late) == len(day_changes(scenario, world, day)) and plan.late
+
+
+def test_a_days_late_changes_are_a_job_and_its_answers_wait_for_them(
+        world: World, store: CatalogueStore, sync_server: LoopbackServer, kafka: KafkaResource,
+        sqlite_shops: ShopDatabases) -> None:
+    """A scenario's late changes are entered by their own job once the day's shifts are sold, dated
+    when they took effect, and are on Kafka when it ends; until that job has run, the day sensor
+    does not check the day (its answers would lack them)."""
+    day = world.start_date
+    scenario = load_scenario("messy-day")
+    assert scenario is not None
+    late = plan_day(scenario, world, day).late
+    resources = {**default_resources(), "kafka": kafka, "shop_databases": sqlite_shops,
+                 "scenario_ledger": ScenarioLedger(scenario="messy-day"),
+                 "catalogue_admin": CatalogueAdmin(base_url=sync_server.url, admin_token=TEST_ADMIN_TOKEN)}
+    defs = build_definitions(world, resources)
+    sensor = defs.resolve_sensor_def(DAY_SENSOR)
+    keys = [f"2026-06-01-{start}|{shop}" for start in ("09:00", "15:00") for shop in "12345"]
+    marks = {key: high for key, (_low, high) in kafka.topic_watermarks(CATALOGUE_TOPICS).items()}
+    with dg.instance_for_test() as instance:
+        def tick(cursor: str | None) -> Any:
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=dict(defs.resources),
+                                         repository_def=defs.get_repository_def()) as context:
+                return sensor(context)
+
+        switched_on = tick(None)
+        for asset in ("transactions_report", "delivery_report"):
+            for key in keys:
+                instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=key))
+        held = tick(switched_on.cursor)
+        assert isinstance(held, dg.SkipReason) and CHAIN_LATE_JOB in (held.skip_message or "")
+        with OutboxRelay(store, kafka, PROVENANCE):
+            result = defs.resolve_job_def(CHAIN_LATE_JOB).execute_in_process(partition_key=day.isoformat(),
+                                                                              instance=instance)
+        assert result.success and result.output_for_node(CHAIN_LATE_STEP) == len(late) > 0
+        records = [m for (topic, partition), (_low, high) in kafka.topic_watermarks(CATALOGUE_TOPICS).items()
+                   for m in kafka.read_range(topic, partition, marks[topic, partition], high)]
+        on_kafka = {(m.topic, m.key.decode(), stated_time(m.value)) for m in records if m.key}
+        assert {(c.topic, c.key, c.at.astimezone(UTC)) for c in late} <= on_kafka, "published when the job ends"
+        [request] = tick(switched_on.cursor).run_requests
+        assert request.partition_key == day.isoformat()

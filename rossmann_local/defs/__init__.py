@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from rossmann_local.defs import _quiet  # noqa: F401 - before the assets are defined
-from rossmann_local.defs.chain import build_chain_day_job
+from rossmann_local.defs.chain import build_chain_day_job, build_chain_late_job
 from rossmann_local.defs.live import build_live_defs
 from rossmann_local.defs.partitions import SHOP_SHIFT_JOB, shop_shift_partitions
 from rossmann_local.defs.report_assets import build_report_assets
@@ -52,7 +52,9 @@ def build_definitions(world: World | None = None, resources: Mapping[str, Any] |
                     "send the stock levels and the transactions and delivery reports.",
         tags={RUN_KIND_TAG: "shop_shift"},
     )
-    live_sales_job, live_clock_job, live_clock_sensor = build_live_defs(world, shop_shift_job)
+    chain_day_job, chain_late_job = build_chain_day_job(world), build_chain_late_job(world)
+    live_sales_job, live_clock_job, live_clock_sensor = build_live_defs(world, shop_shift_job, chain_day_job,
+                                                                        chain_late_job)
     sold_again_sensor = build_sold_again_sensor(world, shop_shift_job)
     # Off by default: switched on, it sells every shop's next shift of the world at each shift's end.
     # The catalogue sensor is on by default (defs.streaming): changes on Kafka should reach the shops.
@@ -61,7 +63,7 @@ def build_definitions(world: World | None = None, resources: Mapping[str, Any] |
     day_sensor = build_day_sensor(world, day_assets, partitions)
     return dg.Definitions(assets=[*assets, *day_assets],
                           jobs=[shop_shift_job, catalogue_upsert_job, live_sales_job, live_clock_job,
-                                build_chain_day_job(world)],
+                                chain_day_job, chain_late_job],
                           schedules=[shift_schedule],
                           sensors=[catalogue_changes_sensor, sold_again_sensor, day_sensor, live_clock_sensor],
                           # A run is one process: its steps run in it, one after another (the shift's

@@ -11,17 +11,24 @@ the same through the GraphQL API). The sensor waits while a run it requested, or
 run, is unfinished, and while the shops have not applied every catalogue change on Kafka: a change
 takes effect on receipts at its own time, never after receipts were written past it. Nothing is
 sold past ``stop_at``.
+
+The chain's side runs on the same clock, as in ``make day``: before a day's shifts open, the sensor
+requests that day's ``chain_catalogue_day_job`` (the afternoon promotion; with ``ROSSMANN_SCENARIO``
+its burst and its faults on the stream); once the day's shifts are closed, its
+``chain_late_changes_job`` (a scenario's late changes), and the next day opens only after
+``sold_again_sensor`` has sold again the shifts they fell into.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from rossmann_local.defs.chain import chain_runs, late_changes_of
 from rossmann_local.defs.partitions import UNFINISHED, partition_key, range_tags
-from rossmann_local.defs.streaming import RUN_KIND_TAG, SENSOR_INTERVAL_S
+from rossmann_local.defs.streaming import RUN_KIND_TAG, SENSOR_INTERVAL_S, shifts_awaiting_sale_again
 from rossmann_local.domain.clock import DEFAULT_MAX_EVENTS_PER_SECOND, capped_speed, shift_at_or_after
-from rossmann_local.domain.shifts import ShiftWindow
+from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.stock_levels import checkpoints
 from rossmann_local.domain.world import World
 from rossmann_local.resources.kafka import KafkaResource
@@ -45,11 +52,16 @@ from rossmann_local.shop.stock import deliver_queued, queue_stock_levels
 LIVE_SALES_JOB = "live_sales_job"
 LIVE_CLOCK_JOB = "live_clock_job"
 LIVE_SENSOR = "live_clock_sensor"
-LIVE_STEP_TAG = "rossmann_local/live_step"  # open, sales or close
+LIVE_STEP_TAG = "rossmann_local/live_step"  # chain_day, open, sales, close or late_changes
 LIVE_UNTIL_TAG = "rossmann_local/live_until"
 # A change made by hand is dated on the live clock, then published by the Sync API's outbox within a
 # moment: the sensor sells up to a wall second behind the clock, so a change is on Kafka before then.
 PUBLISH_LAG = timedelta(seconds=1)
+# How a tick says live mode has nothing left to do (make live then switches it off).
+LIVE_DONE = "live mode is done:"
+CHAIN_ATTEMPTS = 3  # failed runs of a chain job for a day before the sensor stops asking
+# The runs a live step waits for: its own, the chain's, and those applying or re-selling catalogue changes.
+WAITED_FOR_KINDS = ("catalogue_upsert", "chain_day", "chain_late", "sold_again")
 
 
 class LiveClockConfig(dg.Config):
@@ -62,6 +74,9 @@ class LiveClockConfig(dg.Config):
     max_events_per_second: float = DEFAULT_MAX_EVENTS_PER_SECOND
     start: str | None = None  # a simulated time, e.g. 2026-06-01T09:00 (default: resume)
     stop_at: str | None = None  # stop once the shifts ending by this simulated time are closed
+    # Enter the chain's day of catalogue changes (and a scenario's) through the Sync API's admin endpoints;
+    # false when the Sync API's own admin side changes its catalogue.
+    chain_changes: bool = True
 
 
 def world_start(world: World) -> datetime:
@@ -79,14 +94,16 @@ def moment(text: str, world: World, option: str) -> datetime:
 
 def session_start(world: World, clock_file: LiveClockFile, shop_databases: ShopDatabases, start: datetime | None,
                   speed: float | None, stop_at: datetime | None,
-                  max_events_per_second: float = DEFAULT_MAX_EVENTS_PER_SECOND) -> LiveClockState:
+                  max_events_per_second: float = DEFAULT_MAX_EVENTS_PER_SECOND,
+                  chain_changes: bool = True) -> LiveClockState:
     """The clock of a live session: from ``start``, or where the previous session stopped, or (neither)
     just after the last shift the shop databases hold, else the world's first opening; at ``speed``,
     lowered so the world's receipts and stock messages stay within ``max_events_per_second``."""
     if not max_events_per_second > 0:
         raise ConfigError(f"--max-events-per-second must be above 0, got {max_events_per_second:g}")
     state = _session_start(world, clock_file, shop_databases, start, speed, stop_at)
-    return state.model_copy(update={"speed": capped_speed(world, state.speed, max_events_per_second)})
+    return state.model_copy(update={"speed": capped_speed(world, state.speed, max_events_per_second),
+                                    "chain_changes": chain_changes})
 
 
 def _session_start(world: World, clock_file: LiveClockFile, shop_databases: ShopDatabases, start: datetime | None,
@@ -125,8 +142,8 @@ def shift_runs_tags(shift: ShiftWindow, shop_ids: list[int], step: str) -> dict[
             LIVE_STEP_TAG: step}
 
 
-def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefinition",
-                    ) -> tuple[dg.JobDefinition, dg.JobDefinition, dg.SensorDefinition]:
+def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefinition", chain_day_job: dg.JobDefinition,
+                    chain_late_job: dg.JobDefinition) -> tuple[dg.JobDefinition, dg.JobDefinition, dg.SensorDefinition]:
     @dg.op
     def write_terminal_sales(context: dg.OpExecutionContext, config: LiveSalesConfig, shop_databases: ShopDatabases,
                              sync_api: SyncApiClient, kafka: KafkaResource,
@@ -182,7 +199,7 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
                 state = session_start(world, live_clock, shop_databases,
                                       moment(config.start, world, "start") if config.start else None, config.speed,
                                       moment(config.stop_at, world, "stop_at") if config.stop_at else None,
-                                      config.max_events_per_second)
+                                      config.max_events_per_second, config.chain_changes)
             else:
                 state = live_clock.read()
                 if state is None:
@@ -212,17 +229,33 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
     def live_sales_job() -> None:
         write_terminal_sales()
 
-    @dg.sensor(jobs=[live_sales_job, shop_shift_job], minimum_interval_seconds=SENSOR_INTERVAL_S,
+    def chain_step(instance: dg.DagsterInstance, job_name: str, day: date,
+                   step: str) -> dg.RunRequest | dg.SkipReason | None:
+        """A run of the chain's job for the day, unless one succeeded (one under way is waited for);
+        after ``CHAIN_ATTEMPTS`` failed runs, a skip that names the last (the sensor asks no more)."""
+        runs = chain_runs(instance, job_name, day)
+        if any(run.status == dg.DagsterRunStatus.SUCCESS for run in runs):
+            return None
+        failed = [run for run in runs if run.status == dg.DagsterRunStatus.FAILURE]
+        if len(failed) >= CHAIN_ATTEMPTS:
+            return dg.SkipReason(f"{job_name} of {day} failed {len(failed)} times (last: run {failed[0].run_id}); "
+                                 "launch it for that day once fixed, or switch live mode on with "
+                                 "chain_changes: false when the Sync API's own admin side changes the catalogue")
+        return dg.RunRequest(job_name=job_name, partition_key=day.isoformat(), tags={LIVE_STEP_TAG: step})
+
+    @dg.sensor(jobs=[live_sales_job, shop_shift_job, chain_day_job, chain_late_job],
+               minimum_interval_seconds=SENSOR_INTERVAL_S,
                default_status=dg.DefaultSensorStatus.STOPPED,
                description="Live mode's clock (make live): opens and closes the shifts as simulated time "
                            "passes, and requests the live sales in between.")
     def live_clock_sensor(context: dg.SensorEvaluationContext, live_clock: LiveClockFile,
-                          shop_databases: ShopDatabases, kafka: KafkaResource) -> dg.SensorResult | dg.SkipReason:
+                          shop_databases: ShopDatabases, kafka: KafkaResource,
+                          scenario_ledger: ScenarioLedger) -> dg.SensorResult | dg.SkipReason:
         state = live_clock.read()
         if state is None or not state.running:
             return dg.SkipReason("live mode is not running (make live, or live_clock_job)")
         waiting = [r for r in context.instance.get_runs(dg.RunsFilter(statuses=UNFINISHED), limit=50)
-                   if LIVE_STEP_TAG in r.tags or r.tags.get(RUN_KIND_TAG) == "catalogue_upsert"]
+                   if LIVE_STEP_TAG in r.tags or r.tags.get(RUN_KIND_TAG) in WAITED_FOR_KINDS]
         if waiting:
             return dg.SkipReason(f"waiting for run {waiting[0].run_id} ({waiting[0].job_name})")
         now = live_clock.now(state, behind=PUBLISH_LAG)
@@ -230,21 +263,38 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
             now = state.stop_at  # nothing is sold past stop_at: the shifts ending by then close, and live mode ends
         progress = {s.shop_id: shop_progress(world, s, state.first_shift, shop_databases) for s in world.shops}
         pending = [p.shift for p in progress.values() if p.shift is not None]
-        if not pending:
-            return dg.SkipReason("every shift of the world is sold")
-        shift = min(pending, key=lambda s: s.start)
-        shops = [shop_id for shop_id, p in progress.items() if p.shift == shift]
-        if now < shift.start:
-            return dg.SkipReason(f"the shops open at {shift.start:%Y-%m-%d %H:%M}; it is {now:%H:%M}")
-        if state.stop_at is not None and shift.start >= state.stop_at:
-            return dg.SkipReason(f"stopped at {state.stop_at:%Y-%m-%d %H:%M} (stop_at): the shifts ending by then "
-                                 "are closed")
-        # Sell only once every catalogue change published so far is in the shops: the catalogue sensor's
+        shift = min(pending, key=lambda s: s.start) if pending else None
+        zone = ZoneInfo(world.timezone)
+        # The day whose shifts have all closed just now: its late changes come in before the next day opens.
+        closed_day = world.end_date if shift is None else \
+            shift.start.astimezone(zone).date() - timedelta(days=1) \
+            if shift.start == shifts_of_day(world, shift.start.astimezone(zone).date())[0].start else None
+        if state.chain_changes and closed_day is not None and closed_day >= state.first_shift.astimezone(zone).date() \
+                and late_changes_of(scenario_ledger.loaded(), world, closed_day):
+            late = chain_step(context.instance, chain_late_job.name, closed_day, "late_changes")
+            if late is not None:
+                return late if isinstance(late, dg.SkipReason) else dg.SensorResult(run_requests=[late])
+        # Nothing more until every catalogue change published so far is in the shops: the catalogue sensor's
         # upsert run comes first, so a change takes effect at its time on receipts and none is rewritten.
-        lag = catalogue_lag(world, shops, shop_databases, kafka)
+        lag = catalogue_lag(world, world.shop_ids, shop_databases, kafka)
         if lag:
             return dg.SkipReason(f"waiting for the catalogue sensor's upsert of {lag} catalogue message(s) "
                                  "the shops have not applied yet")
+        if awaiting := shifts_awaiting_sale_again(context.instance, since=state.wall_at.timestamp()):
+            return dg.SkipReason(f"waiting for sold_again_sensor to sell again {', '.join(awaiting)}: a late "
+                                 "catalogue version fell into them")
+        if shift is None:
+            return dg.SkipReason(f"{LIVE_DONE} every shift of the world is sold")
+        shops = [shop_id for shop_id, p in progress.items() if p.shift == shift]
+        if state.stop_at is not None and shift.start >= state.stop_at:
+            return dg.SkipReason(f"{LIVE_DONE} stopped at {state.stop_at:%Y-%m-%d %H:%M} (stop_at): the shifts "
+                                 "ending by then are closed")
+        # The chain's changes of the day are entered before its shifts open (dated at their own times).
+        if state.chain_changes and (chain_day := chain_step(
+                context.instance, chain_day_job.name, shift.start.astimezone(zone).date(), "chain_day")) is not None:
+            return chain_day if isinstance(chain_day, dg.SkipReason) else dg.SensorResult(run_requests=[chain_day])
+        if now < shift.start:
+            return dg.SkipReason(f"the shops open at {shift.start:%Y-%m-%d %H:%M}; it is {now:%H:%M}")
         if shift.end <= now:
             return dg.SensorResult(run_requests=[dg.RunRequest(
                 job_name=shop_shift_job.name, tags=shift_runs_tags(shift, shops, "close"))])

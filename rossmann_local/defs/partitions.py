@@ -21,6 +21,12 @@ UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
 PARTITION_TAG = "dagster/partition"  # the partition key of a single-partition run, as Dagster tags it
 
 
+def day_partitions(world: World) -> dg.DailyPartitionsDefinition:
+    """One partition per day of the world: the chain's jobs and the per-day assets."""
+    return dg.DailyPartitionsDefinition(start_date=world.start_date.isoformat(),
+                                        end_date=(world.end_date + timedelta(days=1)).isoformat())
+
+
 def shift_partitions(world: World) -> dg.TimeWindowPartitionsDefinition:
     """One window per shift of every day of the world, in the chain's time zone.
 

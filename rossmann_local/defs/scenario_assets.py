@@ -8,23 +8,21 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from rossmann_local.defs.partitions import partition_key, shops_being_sold
-from rossmann_local.defs.streaming import SENSOR_INTERVAL_S
+from rossmann_local.defs.chain import CHAIN_LATE_JOB, chain_runs, late_changes_of
+from rossmann_local.defs.partitions import UNFINISHED, day_partitions, partition_key, shops_being_sold
+from rossmann_local.defs.streaming import RUN_KIND_TAG, SENSOR_INTERVAL_S, shifts_awaiting_sale_again
 from rossmann_local.domain.scenario import FAULT_KINDS, plan_day
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.world import World
 from rossmann_local.resources.clickhouse import CLICKHOUSE_POOL, ClickHouseReports
+from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
+from rossmann_local.shop.catalogue import catalogue_lag
 from rossmann_local.shop.expected import expected_shops, send_expected, shops_without_their_earlier_days
 
 SCENARIO_GROUP = "scenario"
-
-
-def day_partitions(world: World) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(start_date=world.start_date.isoformat(),
-                                        end_date=(world.end_date + timedelta(days=1)).isoformat())
 
 
 def build_scenario_assets(world: World) -> list[dg.AssetsDefinition]:
@@ -95,9 +93,11 @@ def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
                description="Once every shop x shift of a day has both its reports, materializes that day's "
                            "scenario ledger and expected answers (whose check compares the reports with them), "
                            "day after day in the world's order, from the first day not yet reported when it is "
-                           "switched on, while no shift run is under way (a late version may be selling a shift "
-                           "again); the cursor is the last day done.")
-    def day_answers_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+                           "switched on, while no shift run is under way and every catalogue change is applied "
+                           "and sold again where late, and once a scenario's late changes of the day are entered "
+                           "(chain_late_changes_job); the cursor is the last day done.")
+    def day_answers_sensor(context: dg.SensorEvaluationContext, scenario_ledger: ScenarioLedger,
+                           shop_databases: ShopDatabases, kafka: KafkaResource) -> dg.SensorResult | dg.SkipReason:
         def reported(day: date) -> bool:
             keys = [str(partition_key(shift, shop.shop_id)) for shift in shifts_of_day(world, day)
                     for shop in world.shops]
@@ -113,14 +113,32 @@ def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
                 day += timedelta(days=1)
             return dg.SensorResult(cursor=(day - timedelta(days=1)).isoformat(),
                                    skip_reason=f"checking each day from {day} on, once its reports are in")
+        if not reported(day):  # the cheap question first: the gates below read every shop and the broker
+            return dg.SkipReason(f"the reports of {day} are not all in yet")
         if shops_being_sold(context.instance, world):
             return dg.SkipReason("shifts are being sold; the day is checked once they are done")
+        # A late catalogue version on its way may fall into the day's sold shifts: applied, then sold again, first.
+        upserting = context.instance.get_runs(
+            dg.RunsFilter(statuses=UNFINISHED, tags={RUN_KIND_TAG: "catalogue_upsert"}), limit=1)
+        if upserting or (lag := catalogue_lag(world, world.shop_ids, shop_databases, kafka)):
+            return dg.SkipReason("catalogue changes are being applied; the day is checked once they are in"
+                                 if upserting else f"{lag} catalogue message(s) not applied yet; the day waits")
+        if awaiting := shifts_awaiting_sale_again(context.instance):
+            return dg.SkipReason(f"{', '.join(awaiting)} await selling again (a late catalogue version fell into "
+                                 "them); the day is checked once they are sold")
+        scenario = scenario_ledger.loaded()
+
+        def late_entered(day: date) -> bool:
+            """A scenario's late changes of the day are in (the day is not complete before them)."""
+            return not late_changes_of(scenario, world, day) or any(
+                run.status == dg.DagsterRunStatus.SUCCESS for run in chain_runs(context.instance, CHAIN_LATE_JOB, day))
+
         requests = []
-        while day <= world.end_date and len(requests) < 10 and reported(day):
+        while day <= world.end_date and len(requests) < 10 and reported(day) and late_entered(day):
             requests.append(dg.RunRequest(run_key=f"day {day}", partition_key=day.isoformat()))
             day += timedelta(days=1)
         if not requests:
-            return dg.SkipReason(f"the reports of {day} are not all in yet")
+            return dg.SkipReason(f"{day}'s late catalogue changes are not entered yet ({CHAIN_LATE_JOB})")
         return dg.SensorResult(run_requests=requests, cursor=(day - timedelta(days=1)).isoformat())
 
     return day_answers_sensor

@@ -276,6 +276,25 @@ def build_sold_again_sensor(world: World, shop_shift_job: "dg.UnresolvedAssetJob
     return sold_again_sensor
 
 
+def shifts_awaiting_sale_again(instance: dg.DagsterInstance, since: float = 0.0, newest: int = 50) -> list[str]:
+    """The shop x shift partitions a late catalogue version fell into (observed by an upsert run at or
+    after ``since``, a POSIX time, among the ``newest`` observations) that have not been sold since:
+    what ``sold_again_sensor`` still has to sell again. A step that builds on those shifts waits."""
+    records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(SHIFT_TRANSACTIONS)),
+                                          limit=newest, ascending=False).records
+    awaiting: list[str] = []
+    for record in records:
+        if (not record.partition_key or record.partition_key in awaiting or record.asset_observation is None
+                or LATE_VERSION not in record.asset_observation.metadata or record.event_log_entry.timestamp < since):
+            continue
+        sold_since = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(SHIFT_TRANSACTIONS), asset_partitions=[record.partition_key],
+                                  after_storage_id=record.storage_id), limit=1).records
+        if not sold_since:
+            awaiting.append(record.partition_key)
+    return sorted(awaiting)
+
+
 def build_stock_assets(world: World, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(partitions_def=partitions, group_name="shop", deps=["shift_transactions"], kinds={"kafka"})
     def shift_stock_levels(context: dg.AssetExecutionContext, shop_databases: ShopDatabases,

@@ -13,13 +13,14 @@ beyond one machine (docs/design.md#scaling-out).
 The catalogue stays as the Sync API has it (no streamed changes, unlike ``make day``), unless
 ``--scenario`` names one: then each day's run of ``chain_catalogue_day_job`` first enters the chain's
 changes of the day and delivers the scenario's faults on the stream, as a deployment's would, before
-the shifts are sold. Re-running a range replaces it, never doubles it. Starts the local stack unless
-the environment names services.
+the shifts are sold; after them, each day's ``chain_late_changes_job`` enters its late changes and
+``sold_again_sensor`` sells again the shifts they fall into, so the rows equal ``make day``'s.
+Re-running a range replaces it, never doubles it. Starts the local stack unless the environment
+names services.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -27,15 +28,21 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import click
 from sqlalchemy import func, select
 
+from rossmann_local import commandline
+from rossmann_local.commandline import ISO_DATE
 from rossmann_local.defs import SHOP_SHIFT_JOB
-from rossmann_local.defs.chain import CHAIN_DAY_JOB, CHAIN_DAY_STEP
-from rossmann_local.defs.partitions import partition_key, range_tags
+from rossmann_local.defs.chain import CHAIN_DAY_JOB, CHAIN_DAY_STEP, CHAIN_LATE_JOB, CHAIN_LATE_STEP, late_changes_of
+from rossmann_local.defs.partitions import PARTITION_TAG, partition_key, range_tags
+from rossmann_local.defs.streaming import CATALOGUE_SENSOR, CATALOGUE_UPSERT_JOB, RUN_KIND_TAG, SOLD_AGAIN_SENSOR
+from rossmann_local.domain.scenario import Scenario
 from rossmann_local.domain.shifts import ShiftWindow, shifts_of_day
 from rossmann_local.domain.world import World
-from rossmann_local.local.dagster_ui import RUN_FINISHED, DagsterUI, dagster_on
+from rossmann_local.local.dagster_ui import RUN_FINISHED, DagsterUI, RunOutcome, dagster_on, engine_time
 from rossmann_local.local.day import preflight
 from rossmann_local.local.stack import LocalStack, local_stack, scenario_env
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
@@ -124,6 +131,42 @@ def enter_chain_days(ui: DagsterUI, first_day: date, days: int) -> tuple[int, in
     return entered, delivered
 
 
+def enter_late_days(ui: DagsterUI, world: World, scenario: Scenario, first_day: date, days: int) -> tuple[int, int]:
+    """Once the days' shifts are sold, each day's ``chain_late_changes_job`` (a scenario's late changes,
+    dated when they took effect), then the catalogue sensor's upsert runs and ``sold_again_sensor``'s
+    runs selling again the shifts they fall into, all waited for; (late changes entered, shops' runs
+    sold again). A failed run stops the backfill, naming it."""
+    late_days = [d for d in (first_day + timedelta(days=n) for n in range(days)) if late_changes_of(scenario, world, d)]
+    if not late_days:
+        return 0, 0
+    deadline = time.monotonic() + 120
+    while ui.sensor_cursor(SOLD_AGAIN_SENSOR) is None:  # its first tick only starts watching
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the daemon did not tick {SOLD_AGAIN_SENSOR} within 120 s (is it switched off?)")
+        time.sleep(0.25)
+    since, entered = engine_time(), 0
+    for day in late_days:
+        outcome = finished(ui, ui.launch_run(CHAIN_LATE_JOB, {PARTITION_TAG: day.isoformat()}))
+        entered += int((outcome.output(CHAIN_LATE_STEP) or {}).get("late_changes", 0))
+    ui.wait_for_tick(CATALOGUE_SENSOR, after=engine_time())  # their messages are on Kafka: it sees them
+    for run in ui.runs(job=CATALOGUE_UPSERT_JOB, created_after=since):
+        finished(ui, run["runId"])
+    ui.wait_for_tick(SOLD_AGAIN_SENSOR, after=engine_time())  # every late version observed: it sees them
+    sold_again = ui.runs(tags={RUN_KIND_TAG: "sold_again"}, created_after=since)
+    for run in sold_again:
+        finished(ui, run["runId"])
+    return entered, len(sold_again)
+
+
+def finished(ui: DagsterUI, run_id: str) -> RunOutcome:
+    """The run once it ended; a failed one stops the backfill."""
+    ui.wait_for_run(run_id, timeout=600)
+    outcome = ui.run(run_id)
+    if not outcome.success:
+        raise ConfigError(f"{outcome.job} run {run_id} failed: {outcome.failure()}")
+    return outcome
+
+
 def backfill(world: World, ui: DagsterUI, first_day: date, days: int, groups_count: int, days_per_run: int,
              quiet: bool = False) -> list[GroupRuns]:
     """Every shop's shifts of the days as runs launched through Dagster's run queue: each shop group
@@ -187,19 +230,36 @@ def totals(world: World, stack: LocalStack, first_day: date, last_day: date) -> 
                   sum((r.revenue for r in reported), Decimal("0")))
 
 
+@dataclass(frozen=True)
+class BackfillOptions:
+    """``make backfill``'s command line."""
+
+    first_day: date | None = None
+    days: int = 7
+    workers: int = os.cpu_count() or 1
+    days_per_run: int = 7
+    scenario: str | None = None
+
+
+@click.command(name="backfill", help="Backfill many days of every shop through Dagster, shop groups in parallel.")
+@click.option("--from", "first_day", type=ISO_DATE, help="the first day (default: the world's first day)")
+@click.option("--days", type=int, default=7, show_default=True, help="how many days")
+@click.option("--workers", type=int, default=os.cpu_count() or 1,
+              help="shop groups side by side, a run of each in flight (default: the machine's cores; the run "
+                   "queue's max_concurrent_runs caps them)")
+@click.option("--days-per-run", type=int, default=7, show_default=True, help="days per run of a shop group")
+@click.option("--scenario", help=f"a shipped scenario ({', '.join(shipped_scenarios())}) or a TOML file: each "
+              "day's changes and stream faults are entered first, its late changes after the shifts")
+def backfill_command(**options: Any) -> int:
+    return run_backfill(BackfillOptions(**options))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Backfill many days of every shop through Dagster, "
-                                                 "shop groups in parallel.")
-    parser.add_argument("--from", dest="first_day", type=date.fromisoformat,
-                        help="YYYY-MM-DD (default: the world's first day)")
-    parser.add_argument("--days", type=int, default=7, help="how many days (default 7)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="shop groups side by side, a run of each in flight (default: the machine's cores; "
-                             "the run queue's max_concurrent_runs caps them)")
-    parser.add_argument("--days-per-run", type=int, default=7, help="days per run of a shop group (default 7)")
-    parser.add_argument("--scenario", help=f"a shipped scenario ({', '.join(shipped_scenarios())}) or a TOML file: "
-                                           "each day's changes and stream faults are entered first")
-    args = parser.parse_args(argv)
+    return commandline.run(backfill_command, argv, "rossmann backfill")
+
+
+def run_backfill(args: BackfillOptions) -> int:
+    """``make backfill``: the days backfilled through Dagster, then the totals; the exit code."""
     try:
         world = load_world()
         first_day = args.first_day or world.start_date
@@ -218,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             with dagster_on(stack, "make-backfill", **scenario_env(args.scenario)) as ui:
                 chain = enter_chain_days(ui, first_day, args.days) if scenario is not None else None
                 groups = backfill(world, ui, first_day, args.days, args.workers, args.days_per_run)
+                late = enter_late_days(ui, world, scenario, first_day, args.days) \
+                    if scenario is not None and not any(not r[1] for g in groups for r in g.runs) else None
             seconds = time.perf_counter() - started
             found = totals(world, stack, first_day, last_day)
     except ConfigError as exc:
@@ -236,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     if chain is not None and scenario is not None:
         print(f"  scenario {scenario.name} (seed {scenario.seed}): {chain[0]} catalogue changes entered and "
               f"{chain[1]} stream faults delivered by {CHAIN_DAY_JOB}, a run per day")
+    if late is not None:
+        print(f"  {late[0]} late catalogue changes entered by {CHAIN_LATE_JOB} after the shifts; "
+              f"{late[1]} shop run(s) sold their shifts again ({SOLD_AGAIN_SENSOR})")
     print(f"  receipts: {found.receipts:,} in the shop databases, {found.reported_receipts:,} reported to ClickHouse")
     print(f"  revenue: {found.revenue:,.2f} EUR in the shop databases, {found.reported_revenue:,.2f} EUR reported")
     for group, (run_id, _, _, cause) in failed:

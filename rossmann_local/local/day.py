@@ -15,15 +15,26 @@ them, and what streaming did. Re-running a day replaces it, never doubles it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
+import click
+
+from rossmann_local import commandline
+from rossmann_local.commandline import ISO_DATE
 from rossmann_local.defs import SHOP_SHIFT_JOB
-from rossmann_local.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key, range_tags, shop_and_shift
+from rossmann_local.defs.chain import CHAIN_LATE_JOB, CHAIN_LATE_STEP
+from rossmann_local.defs.partitions import (
+    PARTITION_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    partition_key,
+    range_tags,
+    shop_and_shift,
+)
 from rossmann_local.defs.scenario_assets import DAY_SENSOR
 from rossmann_local.defs.streaming import (
     CATALOGUE_SENSOR,
@@ -157,7 +168,12 @@ class DayThroughDagster:
     def enter(self, store: CatalogueStore, changes: Sequence[CatalogueChange]) -> None:
         """The changes made in the stand-in, then waited for until its relay published them all."""
         self.streaming.changes_published += chain_admin.make_changes(store, changes)
-        deadline = time.monotonic() + 60
+        self.wait_until_published(store)
+
+    @staticmethod
+    def wait_until_published(store: CatalogueStore, timeout: float = 60) -> None:
+        """Until the stand-in's relay has published every change entered (its outbox is empty)."""
+        deadline = time.monotonic() + timeout
         while store.unpublished() and time.monotonic() < deadline:
             time.sleep(0.05)
 
@@ -183,12 +199,16 @@ class DayThroughDagster:
         store = self.stack.store
         if self.scenario is None or store is None:
             return
-        late = plan_day(self.scenario, self.world, self.day).late
-        if not late:
+        if not plan_day(self.scenario, self.world, self.day).late:
             return
         self.wait_until_watching(SOLD_AGAIN_SENSOR)
         since = engine_time()
-        self.enter(store, late)
+        entered = self.finished(self.ui.launch_run(CHAIN_LATE_JOB, {PARTITION_TAG: self.day.isoformat()}))
+        if not entered.success:
+            self.streaming.failed_runs.append(f"{CHAIN_LATE_JOB} {self.day}: {entered.failure()}")
+            return
+        self.streaming.changes_published += int((entered.output(CHAIN_LATE_STEP) or {}).get("late_changes", 0))
+        self.wait_until_published(store)
         self.apply_catalogue(since)
         if not self.touched:
             return
@@ -313,29 +333,37 @@ class DayThroughDagster:
         return lines
 
 
+@click.command(name="day", help="Simulate one day of every shop through Dagster.")
+@click.option("--day", type=ISO_DATE, help="the day (default: the world's first day)")
+@click.option("--scenario", help=f"a shipped scenario ({', '.join(shipped_scenarios())}) or a TOML file "
+              f"(default: {SCENARIO}, else none)")
+@click.option("--dry-run", is_flag=True, help="print a sample of each stream and table the day writes, simulated "
+              "in memory, and start or write nothing")
+def day_command(day: date | None, scenario: str | None, dry_run: bool) -> int:
+    return run_day(day, scenario, dry_run)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Simulate one day of every shop through Dagster.")
-    parser.add_argument("--day", type=date.fromisoformat, help="YYYY-MM-DD (default: the world's first day)")
-    parser.add_argument("--scenario", help=f"a shipped scenario ({', '.join(shipped_scenarios())}) or a TOML file "
-                        f"(default: {SCENARIO}, else none)")
-    parser.add_argument("--dry-run", action="store_true", help="print a sample of each stream and table the day "
-                        "writes, simulated in memory, and start or write nothing")
-    args = parser.parse_args(argv)
+    return commandline.run(day_command, argv, "rossmann day")
+
+
+def run_day(day_option: date | None, scenario_option: str | None, dry_run_only: bool) -> int:
+    """``make day``: the day run through Dagster and its summary printed; the exit code."""
     try:
         world = load_world()
-        ledger_resource = ScenarioLedger(scenario=args.scenario) if args.scenario else scenario_ledger_from_env()
+        ledger_resource = ScenarioLedger(scenario=scenario_option) if scenario_option else scenario_ledger_from_env()
         scenario = ledger_resource.loaded()
-        day = args.day or world.start_date
+        day = day_option or world.start_date
         if not world.start_date <= day <= world.end_date:
             raise ConfigError(f"--day {day} is outside the world's days, {world.start_date} to {world.end_date} "
                               f"(start_date and days in {WORLD_FILE})")
-        if args.dry_run:
+        if dry_run_only:
             print(dry_run(world, day, scenario))
             return 0
         started = time.perf_counter()
         with GracefulStop() as stop, local_stack(world, command="make day", scenario=ledger_resource) as stack:
             preflight(world, stack.resources)
-            with dagster_on(stack, "make-day", **scenario_env(args.scenario)) as ui:
+            with dagster_on(stack, "make-day", **scenario_env(scenario_option)) as ui:
                 chain = DayThroughDagster(stack, ui, day, scenario, stop)
                 shop_days = chain.run_day()
                 chain.write_ledger_summary(ledger_resource)

@@ -19,25 +19,30 @@ rossmann_local.sync_api change ...``, no ``--at``) takes effect at the live cloc
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from rossmann_local.defs.live import LIVE_CLOCK_JOB, LIVE_SENSOR, LIVE_STEP_TAG, moment, session_start
-from rossmann_local.defs.partitions import RANGE_START_TAG, shop_and_shift
+import click
+
+from rossmann_local import commandline
+from rossmann_local.defs.chain import CHAIN_DAY_STEP, CHAIN_LATE_STEP
+from rossmann_local.defs.live import LIVE_CLOCK_JOB, LIVE_DONE, LIVE_SENSOR, LIVE_STEP_TAG, moment, session_start
+from rossmann_local.defs.partitions import PARTITION_TAG, RANGE_START_TAG, shop_and_shift
 from rossmann_local.domain.clock import DEFAULT_MAX_EVENTS_PER_SECOND, shift_at_or_after
 from rossmann_local.domain.world import World
 from rossmann_local.local.dagster_ui import UNFINISHED, DagsterUI, RunOutcome, dagster_on, engine_time
 from rossmann_local.local.day import preflight
 from rossmann_local.local.processes import GracefulStop, StopRequested
-from rossmann_local.local.stack import LocalStack, local_stack
+from rossmann_local.local.stack import LocalStack, local_stack, scenario_env
 from rossmann_local.resources.live_clock import LiveClockFile, LiveClockState
-from rossmann_local.settings import DEFAULT_SYNC_API_URL, ConfigError, load_world
+from rossmann_local.resources.scenario_ledger import ScenarioLedger
+from rossmann_local.settings import DEFAULT_SYNC_API_URL, ConfigError, load_world, shipped_scenarios
 from rossmann_local.shop.shift import shop_progress
 from rossmann_local.shop_db import ledger
 
@@ -134,6 +139,16 @@ class LiveThroughDagster:
                                      f"{run.failure()}")
             return
         self.failures.pop(step, None)
+        if step in ("chain_day", "late_changes"):
+            day = run.tags[PARTITION_TAG]
+            figures = run.output(CHAIN_DAY_STEP if step == "chain_day" else CHAIN_LATE_STEP) or {}
+            if step == "chain_day":
+                faults = f", {figures['stream_faults']} faults on the stream" if figures.get("stream_faults") else ""
+                self.say(f"{day}  the chain entered the day's {figures.get('changes', 0)} catalogue changes{faults}")
+            else:
+                self.say(f"{day}  the chain entered the day's {figures.get('late_changes', 0)} late catalogue "
+                         "changes: sold_again_sensor sells again the shifts they fall into")
+            return
         if step in ("open", "sales"):
             out = run.output("write_terminal_sales") or {}
             until = datetime.fromisoformat(out["up_to"])
@@ -164,11 +179,17 @@ class LiveThroughDagster:
         """Every shift ending by ``stop_at`` closed (and nothing more due before it), or the world's last shift sold."""
         pending = [shop_progress(self.world, s, state.first_shift, self.stack.shop_databases).shift
                    for s in self.world.shops]
-        if all(p is None for p in pending):
-            return True
         stop_at = state.stop_at
-        return stop_at is not None and self.clock_file.now(state) >= stop_at and \
-            all(p is None or p.end > stop_at for p in pending) and not self.unfinished()
+        sold = all(p is None for p in pending) or (
+            stop_at is not None and self.clock_file.now(state) >= stop_at and
+            all(p is None or p.end > stop_at for p in pending))
+        return sold and not self.unfinished() and self.sensor_says_done()
+
+    def sensor_says_done(self) -> bool:
+        """The live sensor's newest tick, after the session's last run, found nothing left to do: the
+        day's late catalogue changes entered and the shifts they fell into sold again, too."""
+        ticks = [t for t in self.ui.sensor(LIVE_SENSOR, ticks=1)["ticks"] if t["timestamp"] > self.since]
+        return bool(ticks) and (ticks[0]["skipReason"] or "").startswith(LIVE_DONE)
 
     def unfinished(self) -> list[dict[str, Any]]:
         return [r for r in self.ui.runs(created_after=self.since, statuses=UNFINISHED)
@@ -189,21 +210,43 @@ class LiveThroughDagster:
         return self.state()
 
 
+@dataclass(frozen=True)
+class LiveOptions:
+    """``make live``'s command line."""
+
+    speed: float | None = None
+    start: str | None = None
+    stop_at: str | None = None
+    max_events_per_second: float = DEFAULT_MAX_EVENTS_PER_SECOND
+    scenario: str | None = None
+    port: int = 3000
+    sync_api_port: int | None = urlsplit(DEFAULT_SYNC_API_URL).port
+
+
+@click.command(name="live", help="Run the chain on a clock: receipts appear as their time arrives.")
+@click.option("--speed", type=float, help="simulated seconds per wall second (default 60, or the stopped session's)")
+@click.option("--start", help="'now' or a simulated time, e.g. 2026-06-01T09:00 (default: resume, or the world's "
+              "first opening)")
+@click.option("--stop-at", help="stop once the shifts ending by this simulated time are closed")
+@click.option("--max-events-per-second", type=float, default=DEFAULT_MAX_EVENTS_PER_SECOND, show_default=True,
+              help="receipts and stock messages per wall second at most; a higher --speed is lowered to stay within it")
+@click.option("--scenario", help=f"a shipped scenario ({', '.join(shipped_scenarios())}) or a TOML file: its "
+              "changes and stream faults entered each day, its late changes after the day's shifts (its outage and "
+              "broker pause are make day's)")
+@click.option("--port", type=int, default=3000, show_default=True, help="the Dagster UI's port")
+@click.option("--sync-api-port", type=int, default=urlsplit(DEFAULT_SYNC_API_URL).port, show_default=True,
+              help="the stand-in Sync API's port, where `python -m rossmann_local.sync_api change` finds it "
+              "(unused when ROSSMANN_SYNC_API_URL names a Sync API)")
+def live_command(**options: Any) -> int:
+    return run_live(LiveOptions(**options))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the chain on a clock: receipts appear as their time arrives.")
-    parser.add_argument("--speed", type=float, help="simulated seconds per wall second (default 60, or the "
-                                                    "stopped session's)")
-    parser.add_argument("--start", help="'now' or a simulated time, e.g. 2026-06-01T09:00 (default: resume, "
-                                        "or the world's first opening)")
-    parser.add_argument("--stop-at", help="stop once the shifts ending by this simulated time are closed")
-    parser.add_argument("--max-events-per-second", type=float, default=DEFAULT_MAX_EVENTS_PER_SECOND,
-                        help="receipts and stock messages per wall second at most; a higher --speed is lowered to "
-                             f"stay within it (default {DEFAULT_MAX_EVENTS_PER_SECOND:g})")
-    parser.add_argument("--port", type=int, default=3000, help="the Dagster UI's port (default 3000)")
-    parser.add_argument("--sync-api-port", type=int, default=urlsplit(DEFAULT_SYNC_API_URL).port,
-                        help="the stand-in Sync API's port, where `python -m rossmann_local.sync_api change` finds it "
-                             "(default 8765; unused when ROSSMANN_SYNC_API_URL names a Sync API)")
-    args = parser.parse_args(argv)
+    return commandline.run(live_command, argv, "rossmann live")
+
+
+def run_live(args: LiveOptions) -> int:
+    """``make live``: live mode switched on, followed and switched off; the exit code."""
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -217,14 +260,20 @@ def main(argv: list[str] | None = None) -> int:
         config = {k: v for k, v in {"speed": args.speed, "start": start.isoformat() if start else None,
                                     "stop_at": stop_at.isoformat() if stop_at else None,
                                     "max_events_per_second": args.max_events_per_second}.items() if v is not None}
-        with GracefulStop() as stop, local_stack(world, sync_api_port=args.sync_api_port,
-                                                  command="make live") as stack:
+        ledger_resource = ScenarioLedger(scenario=args.scenario) if args.scenario else None
+        if ledger_resource is not None:
+            ledger_resource.loaded()  # a bad scenario stops here
+        with GracefulStop() as stop, local_stack(world, sync_api_port=args.sync_api_port, command="make live",
+                                                  scenario=ledger_resource) as stack:
             preflight(world, stack.resources)
+            # The chain's day of changes goes in through the stand-in's admin endpoints; a Sync API the
+            # environment names has its own admin side (as make day leaves its catalogue alone).
+            config["chain_changes"] = stack.store is not None
             clock_file = LiveClockFile()
             # A bad --start stops here, before the engine starts.
             session_start(world, clock_file, stack.shop_databases, start, args.speed, stop_at,
                           args.max_events_per_second)
-            with dagster_on(stack, "make-live", port=args.port) as ui:
+            with dagster_on(stack, "make-live", port=args.port, **scenario_env(args.scenario)) as ui:
                 live = LiveThroughDagster(stack, ui, clock_file, say)
                 state = live.switch_on(config)
                 if args.speed is not None and state.speed < args.speed:

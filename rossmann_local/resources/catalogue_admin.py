@@ -118,21 +118,37 @@ def deliver_stream_faults(kafka: KafkaResource, faults: Sequence[StreamFault], m
     if not faults:
         return 0
     wanted = {(f.entry.topic, f.entry.key, f.entry.effective_at.astimezone(UTC)) for f in faults}
-    originals: dict[tuple[str, str, datetime], str] = {}
+    originals = find_published(kafka, wanted, marks, timeout)
+    return send_fault_messages(kafka, faults, originals, provenance)
+
+
+def find_published(kafka: KafkaResource, wanted: set[tuple[str, str, datetime]],
+                   marks: Mapping[tuple[str, int], int], timeout: float = 30.0) -> dict[tuple[str, str, datetime], str]:
+    """The message of each (topic, key, stated time) wanted, found after ``marks`` on its topic: waited for
+    while the Sync API publishes them; raises naming the ones missing after ``timeout`` seconds."""
+    found: dict[tuple[str, str, datetime], str] = {}
     deadline = time.monotonic() + timeout  # bookkeeping: how long to wait for the Sync API's publishing
-    while not wanted <= originals.keys():
+    while not wanted <= found.keys():
         if time.monotonic() > deadline:
-            missing = sorted(f"{t} {k} at {at.isoformat()}" for t, k, at in wanted - originals.keys())
-            raise FaultOriginalsMissing(f"the messages of {len(missing)} changes a fault concerns did not appear on "
-                                        f"Kafka within {timeout:g} s: {missing[:3]}")
+            missing = sorted(f"{t} {k} at {at.isoformat()}" for t, k, at in wanted - found.keys())
+            raise FaultOriginalsMissing(f"the messages of {len(missing)} changes did not appear on Kafka within "
+                                        f"{timeout:g} s: {missing[:3]}")
         for (topic, partition), (_low, high) in kafka.topic_watermarks(sorted({t for t, *_ in wanted})).items():
             for message in kafka.read_range(topic, partition, marks.get((topic, partition), 0), high):
                 if (at := stated_time(message.value)) is not None:
                     with contextlib.suppress(ValueError, KeyError, TypeError):  # a message with no key in its JSON
                         payload = (message.value or b"").decode()
-                        originals.setdefault((topic, message_key(topic, payload), at), payload)
-        time.sleep(0.2)
-    return send_fault_messages(kafka, faults, originals, provenance)
+                        found.setdefault((topic, message_key(topic, payload), at), payload)
+        if not wanted <= found.keys():
+            time.sleep(0.2)
+    return found
+
+
+def await_published(kafka: KafkaResource, changes: Sequence[CatalogueChange],
+                    marks: Mapping[tuple[str, int], int], timeout: float = 30.0) -> None:
+    """Until the Sync API has published every change entered (each its message after ``marks``): a
+    step that follows the job then finds them on Kafka, the shops' lag counting them."""
+    find_published(kafka, {(c.topic, c.key, c.at.astimezone(UTC)) for c in changes}, marks, timeout)
 
 
 def send_fault_messages(kafka: KafkaResource, faults: Sequence[StreamFault],

@@ -29,6 +29,7 @@ class LiveClockState(BaseModel):
     sim_reached: AwareDatetime  # how far live mode got (where a restart resumes)
     running: bool
     stop_at: AwareDatetime | None = None
+    chain_changes: bool = True  # the chain's day of catalogue changes entered through the Sync API's admin
 
     @property
     def clock(self) -> LiveClock:
