@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export TZ := UTC
 
-.PHONY: install day live backfill test lint chromium bench bench-scale dev about contracts migration clean
+.PHONY: install day live backfill test check lint chromium bench bench-scale dev about contracts migration clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,15 +17,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 day: $(STAMP)
-	$(BIN)/python -m rossmann_local.local.day $(ARGS)
+	$(BIN)/rossmann day $(ARGS)
 
 # Live mode: the chain on a clock, run by the daemon under dagster dev (ARGS="--speed 60 --stop-at 2026-06-01T21:00").
 live: $(STAMP)
-	$(BIN)/python -m rossmann_local.local.live $(ARGS)
+	$(BIN)/rossmann live $(ARGS)
 
 # Many days of every shop, shop groups in parallel processes (ARGS="--days 30 --workers 2").
 backfill: $(STAMP)
-	$(BIN)/python -m rossmann_local.local.backfill $(ARGS)
+	$(BIN)/rossmann backfill $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check rossmann_local rossmann_local_tests bench
@@ -49,6 +49,11 @@ chromium:
 test: lint chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The inner loop: lint and the tests that need nothing beyond SQLite and chDB (no broker, no Postgres,
+# no dagster dev, no browser, no injected faults). make test stays the whole suite, which CI runs.
+check: lint
+	$(BIN)/python -m pytest -q -m "not services and not postgres and not browser and not faults" $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 
@@ -56,11 +61,11 @@ bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale $(ARGS)
 
 dev: $(STAMP)
-	$(BIN)/python -m rossmann_local.local.dev $(ARGS)
+	$(BIN)/rossmann dev $(ARGS)
 
 # contracts/: the Sync API's OpenAPI document and each topic's JSON Schema, generated from the code.
 contracts: $(STAMP)
-	$(BIN)/python -m rossmann_local.contracts
+	$(BIN)/rossmann contracts
 
 # A new shop-database revision after a change to shop_db/models.py: make migration m="why".
 migration: $(STAMP)
@@ -68,7 +73,7 @@ migration: $(STAMP)
 
 # Versions, the world, which services are in use and whether they answer, where the data lives.
 about: $(STAMP)
-	@$(BIN)/python -m rossmann_local.local.about
+	@$(BIN)/rossmann about
 
 clean:
 	rm -rf .rossmann

@@ -8,13 +8,15 @@ when the committed files differ from what the code generates (``--check`` says w
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import click
+
+from rossmann_local import commandline
 from rossmann_local.domain.messages import TOPIC_MESSAGES
 from rossmann_local.domain.topics import PARTITIONS
 from rossmann_local.sync_api.app import create_app
@@ -81,17 +83,21 @@ def write(where: Path = CONTRACTS) -> list[str]:
     return sorted(wanted)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the files differ")
-    args = parser.parse_args()
-    if args.check:
+@click.command(name="contracts", help=__doc__.splitlines()[0])
+@click.option("--check", is_flag=True, help="only compare; exit 1 if the files differ")
+def contracts_command(check: bool) -> int:
+    if check:
         differences = drift()
         sys.stdout.write("".join(differences) or "contracts/ matches the code\n")
-        raise SystemExit(1 if differences else 0)
+        return 1 if differences else 0
     for name in write():
         print(f"wrote contracts/{name}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return commandline.run(contracts_command, argv, "python -m rossmann_local.contracts")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,14 +11,15 @@ unreachable setting stops the command with exit code 2 and a message naming the 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 
+import click
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from rossmann_local import commandline
 from rossmann_local.domain.topics import PARTITIONS
 from rossmann_local.reports.schema import DATABASE, TABLES
 from rossmann_local.resources.clickhouse import clickhouse_from_env
@@ -80,13 +81,21 @@ COMMANDS: dict[str, Callable[[], str]] = {
 }
 
 
+@click.command(name="deploy", help=__doc__.splitlines()[0])
+@click.argument("what", metavar="STEP", type=click.Choice([*COMMANDS, "all"]))
+def deploy_command(what: str) -> int:
+    return run_deploy(what)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rossmann_local.deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=[*COMMANDS, "all"])
-    args = parser.parse_args(argv)
+    return commandline.run(deploy_command, argv, "python -m rossmann_local.deploy")
+
+
+def run_deploy(what: str) -> int:
+    """The one-shot set-up steps named (or all); the exit code."""
     try:
         for name, command in COMMANDS.items():
-            if args.what in (name, "all"):
+            if what in (name, "all"):
                 print(command(), flush=True)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

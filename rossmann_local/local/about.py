@@ -17,10 +17,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import click
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from rossmann_local import commandline
 from rossmann_local.local.processes import data_dir_holder
 from rossmann_local.resources.clickhouse import redacted
 from rossmann_local.resources.live_clock import LiveClockFile
@@ -161,13 +163,20 @@ def report() -> list[str]:
     return lines
 
 
-def main() -> None:
+@click.command(name="about", help="The project's health at a glance: versions, the world, the services each part "
+               "uses and whether they answer, where the data lives.")
+def about_command() -> int:
     try:
         print("\n".join(report()))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return commandline.run(about_command, argv, "rossmann about")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,9 @@ import subprocess
 import sys
 from urllib.parse import urlsplit
 
+import click
+
+from rossmann_local import commandline
 from rossmann_local.local.instance import WORKSPACE, instance_home
 from rossmann_local.local.processes import die_with_parent, free_port
 from rossmann_local.local.stack import local_stack
@@ -24,15 +27,23 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
+@click.command(name="dev", help="The Dagster UI on the no-service defaults (the local stack and dagster dev); "
+               "any arguments go to dagster dev, e.g. -p 3001.",
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("dagster_dev_args", nargs=-1, type=click.UNPROCESSED)
+def dev_command(dagster_dev_args: tuple[str, ...]) -> int:
     try:
-        return serve()
+        return serve(list(dagster_dev_args))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
 
-def serve() -> int:
+def main(argv: list[str] | None = None) -> int:
+    return commandline.run(dev_command, argv, "rossmann dev")
+
+
+def serve(dagster_dev_args: list[str]) -> int:
     home = instance_home()  # DAGSTER_HOME under the data dir when it is not set (a bad setting stops here)
     # SIGTERM (a test's teardown, a process manager) stops everything like Ctrl-C does, so the
     # broker, the stand-in and dagster dev's own processes never outlive this one.
@@ -52,7 +63,7 @@ def serve() -> int:
         # mistake the repository's dagster.yaml (compose's instance) for its own and warn about it;
         # `dagster dev` is what this project pins (dagster-dg-cli's `dg dev` is not a dependency).
         dagster_dev = subprocess.Popen([sys.executable, "-W", "ignore:Function `dev_command` is superseded",
-                                        "-m", "dagster", "dev", "-w", str(WORKSPACE), *sys.argv[1:]],
+                                        "-m", "dagster", "dev", "-w", str(WORKSPACE), *dagster_dev_args],
                                        env=stack.code_location_env(home), preexec_fn=die_with_parent, cwd=home)
         try:
             return dagster_dev.wait()

@@ -11,17 +11,19 @@ admin token of ``ROSSMANN_SYNC_API_ADMIN_TOKEN`` (or the one ``make dev`` keeps 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
+import click
 import httpx
 import uvicorn
 
+from rossmann_local import commandline
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.scenario_ledger import scenario_ledger_from_env
 from rossmann_local.settings import (
@@ -38,11 +40,7 @@ from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import open_seeded_store, uvicorn_config
 
 
-def serve(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rossmann_local.sync_api")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    args = parser.parse_args(argv)
+def serve(host: str, port: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     world = load_world()
     store = open_seeded_store(world)
@@ -53,53 +51,33 @@ def serve(argv: list[str]) -> int:
             stack.enter_context(OutboxRelay(store, kafka, scenario_ledger_from_env().provenance(world)))
         # The admin endpoints open only to ROSSMANN_SYNC_API_ADMIN_TOKEN; unset, they stay closed.
         app = create_app(store, os.environ.get(SYNC_API_ADMIN_TOKEN) or None)
-        uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
+        uvicorn.Server(uvicorn_config(app, host, port)).run()
     return 0
 
 
-def _amount(option: str) -> Callable[[str], float]:
+class Amount(click.ParamType):
     """A decimal amount from the command line, sent as the JSON number the API takes (a float's repr
     is the shortest text that reads back the same, so ``7.49`` goes as ``7.49``)."""
-    def parse(text: str) -> float:
+
+    name = "AMOUNT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
         try:
-            value = Decimal(text)
+            amount = Decimal(value)
         except InvalidOperation:
-            raise argparse.ArgumentTypeError(f"{option} {text!r} is not a number like 7.49") from None
-        if not value.is_finite():
-            raise argparse.ArgumentTypeError(f"{option} {text!r} is not a number like 7.49")
-        return float(value)
-    return parse
+            amount = Decimal("NaN")
+        if not amount.is_finite():
+            self.fail(f"{value!r} is not a number like 7.49", param, ctx)
+        return float(amount)
 
 
-def change(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rossmann_local.sync_api change")
-    kinds = parser.add_subparsers(dest="kind", required=True)
-    price = kinds.add_parser("price", help="a product's price and discount in one city")
-    price.add_argument("--product", type=int, required=True)
-    price.add_argument("--city", required=True)
-    price.add_argument("--price", type=_amount("--price"), required=True)
-    price.add_argument("--discount", type=_amount("--discount"), default=0.0)
-    for kind, key in (("product", "--product"), ("category", "--category")):
-        sub = kinds.add_parser(kind, help=f"a {kind}'s name, description or deletion")
-        sub.add_argument(key, type=int, required=True)
-        sub.add_argument("--name")
-        sub.add_argument("--description")
-        sub.add_argument("--deleted", choices=["true", "false"])
-    for sub in kinds.choices.values():
-        sub.add_argument("--at", help="when it takes effect, in simulated time, e.g. 2026-06-01T15:00:00+02:00 "
-                                      "(default: now)")
-    args = parser.parse_args(argv)
+def post_change(path: str, body: dict[str, object], at: str | None) -> int:
+    """The change sent to the running stand-in's admin endpoint, with the admin token; its answer printed."""
     base = os.environ.get(SYNC_API_URL) or DEFAULT_SYNC_API_URL
-    if args.kind == "price":
-        path = f"/admin/products/{args.product}/prices/{args.city}"
-        body: dict[str, object] = {"price": args.price, "discount": args.discount}
-    else:
-        path = (f"/admin/products/{args.product}" if args.kind == "product"
-                else f"/admin/categories/{args.category}")
-        body = {"name": args.name, "description": args.description,
-                "is_deleted": None if args.deleted is None else args.deleted == "true"}
-    if args.at:
-        body["effective_at_utc"] = args.at
+    if at:
+        body["effective_at_utc"] = at
     token = os.environ.get(SYNC_API_ADMIN_TOKEN)
     if not token and (data_dir() / ADMIN_TOKEN_FILE).exists():
         token = (data_dir() / ADMIN_TOKEN_FILE).read_text().strip()  # the local stack's stand-in
@@ -109,10 +87,63 @@ def change(argv: list[str]) -> int:
     return 0 if response.status_code == 200 else 1
 
 
-def main() -> None:
-    argv = sys.argv[1:]
-    sys.exit(change(argv[1:]) if argv[:1] == ["change"] else serve(argv))
+AT_HELP = "when it takes effect, in simulated time, e.g. 2026-06-01T15:00:00+02:00 (default: now)"
+
+
+@click.group(name="sync-api", invoke_without_command=True,
+             help="Serve the stand-in Sync API, or (change ...) change the running one's catalogue.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.pass_context
+def sync_api_command(ctx: click.Context, host: str, port: int) -> int | None:
+    return serve(host, port) if ctx.invoked_subcommand is None else None
+
+
+@sync_api_command.group(name="change", help="Change the running stand-in's catalogue (its admin endpoints).")
+def change() -> None:
+    pass
+
+
+@change.command(name="price", help="a product's price and discount in one city")
+@click.option("--product", type=int, required=True)
+@click.option("--city", required=True)
+@click.option("--price", type=Amount(), required=True)
+@click.option("--discount", type=Amount(), default=0.0, show_default=True)
+@click.option("--at", help=AT_HELP)
+def change_price(product: int, city: str, price: float, discount: float, at: str | None) -> int:
+    return post_change(f"/admin/products/{product}/prices/{city}", {"price": price, "discount": discount}, at)
+
+
+def _name_and_deletion(kind: str) -> Callable[[Callable[..., int]], click.Command]:
+    def define(function: Callable[..., int]) -> click.Command:
+        for decorate in reversed((
+                change.command(name=kind, help=f"a {kind}'s name, description or deletion"),
+                click.option(f"--{kind}", "key", type=int, required=True),
+                click.option("--name"), click.option("--description"),
+                click.option("--deleted", type=click.Choice(["true", "false"])),
+                click.option("--at", help=AT_HELP))):
+            function = decorate(function)
+        return function  # type: ignore[return-value]
+    return define
+
+
+@_name_and_deletion("product")
+def change_product(key: int, name: str | None, description: str | None, deleted: str | None, at: str | None) -> int:
+    return post_change(f"/admin/products/{key}", _named(name, description, deleted), at)
+
+
+@_name_and_deletion("category")
+def change_category(key: int, name: str | None, description: str | None, deleted: str | None, at: str | None) -> int:
+    return post_change(f"/admin/categories/{key}", _named(name, description, deleted), at)
+
+
+def _named(name: str | None, description: str | None, deleted: str | None) -> dict[str, object]:
+    return {"name": name, "description": description, "is_deleted": None if deleted is None else deleted == "true"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return commandline.run(sync_api_command, argv, "python -m rossmann_local.sync_api")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
