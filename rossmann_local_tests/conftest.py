@@ -64,6 +64,16 @@ def pg_admin_url() -> str:
     return _PG["url"]
 
 
+# A test using one of these fixtures needs a service beyond SQLite and chDB: marked ``services``.
+SERVICE_FIXTURES = {"broker", "kafka", "postgres_shops", "logical_postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say which Postgres the Postgres tests ran on."""
     if "which" in _PG:

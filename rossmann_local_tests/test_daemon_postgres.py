@@ -24,7 +24,7 @@ from rossmann_local_tests.conftest import TEST_ADMIN_TOKEN, TEST_PASSWORD, _pg_a
 from rossmann_local_tests.dagster_dev import backfill_done, backfill_runs, launch_backfill, make_dev, most_at_once
 from rossmann_local_tests.helpers import receipts_of
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.services]
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import WORLD_FILE
 from rossmann_local_tests.helpers import receipts_of
 
+pytestmark = pytest.mark.services  # a command's local stack, dagster dev or a broker
+
 
 def test_a_simulated_day_of_every_shop_runs_and_reruns_without_doubling(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

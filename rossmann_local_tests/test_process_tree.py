@@ -18,7 +18,7 @@ import pytest
 from rossmann_local.local.broker import BINARY, LocalBroker
 from rossmann_local.local.processes import DataDirInUse, data_dir_lock, free_port
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.services]
 
 
 def start_day(data: Path) -> subprocess.Popen[str]:

@@ -44,7 +44,7 @@ from rossmann_local_tests.dagster_dev import (
 )
 from rossmann_local_tests.helpers import deliveries_of, materialize_shift, receipts_of, stock_and_ledger
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.services]
 # The UI renders slower on a loaded 2-core machine than Playwright's 5 s default for assertions
 # (the asset graph once missed it during a full run): assertions wait up to 30 s.
 expect.set_options(timeout=30_000)
