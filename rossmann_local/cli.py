@@ -14,7 +14,7 @@ from rossmann_local.local.about import about_command
 from rossmann_local.local.backfill import backfill_command
 from rossmann_local.local.day import day_command
 from rossmann_local.local.dev import dev_command
-from rossmann_local.local.live import live_command
+from rossmann_local.local.live_command import live_command
 from rossmann_local.sync_api.__main__ import sync_api_command
 
 

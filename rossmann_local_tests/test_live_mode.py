@@ -54,9 +54,9 @@ from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError, load_world
-from rossmann_local.shop.cache import sync_cache
 from rossmann_local.shop.catalogue import apply_catalogue_ranges
 from rossmann_local.shop.shift import next_live_sale, sell_shift, take_deliveries, write_live_sales
+from rossmann_local.shop.sync import sync_cache
 from rossmann_local.shop_db.cache import advance_catalogue_offsets
 from rossmann_local.shop_db.models import Transaction, TransactionItem
 from rossmann_local.sync_api.server import LoopbackServer
@@ -83,7 +83,7 @@ def start_live(data: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     if "--port" not in args:
         args = (*args, "--port", str(free_port()))  # the UI's port: 3000 may be taken
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "rossmann_local.local.live", *args], env=live_env(data),
+        return subprocess.Popen([sys.executable, "-m", "rossmann_local.local.live_command", *args], env=live_env(data),
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -21,7 +21,7 @@ from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
-from rossmann_local.shop.expected import expected_shops
+from rossmann_local.shop.expected_answers import expected_shops
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.models import DeliveryItem, ShiftReport, Transaction, TransactionItem
 from rossmann_local.shop_db.report_rows import delivery_report_rows

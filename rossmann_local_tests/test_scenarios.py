@@ -42,7 +42,7 @@ from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import ConfigError, load_scenario, shipped_scenarios
-from rossmann_local.shop.expected import expected_shop, shops_without_their_earlier_days
+from rossmann_local.shop.expected_answers import expected_shop, shops_without_their_earlier_days
 from rossmann_local.shop_db.history import record_synced, record_versions, shelf_at
 from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import LoopbackServer

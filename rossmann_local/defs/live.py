@@ -37,7 +37,6 @@ from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
-from rossmann_local.shop.cache import sync_cache
 from rossmann_local.shop.catalogue import catalogue_lag
 from rossmann_local.shop.shift import (
     ShiftNotOpen,
@@ -48,6 +47,7 @@ from rossmann_local.shop.shift import (
     write_live_sales,
 )
 from rossmann_local.shop.stock import deliver_queued, queue_stock_levels
+from rossmann_local.shop.sync import sync_cache
 
 LIVE_SALES_JOB = "live_sales_job"
 LIVE_CLOCK_JOB = "live_clock_job"

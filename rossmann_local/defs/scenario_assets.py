@@ -20,7 +20,7 @@ from rossmann_local.resources.scenario_ledger import ScenarioLedger
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.shop.catalogue import catalogue_lag
-from rossmann_local.shop.expected import expected_shops, send_expected, shops_without_their_earlier_days
+from rossmann_local.shop.expected_answers import expected_shops, send_expected, shops_without_their_earlier_days
 
 SCENARIO_GROUP = "scenario"
 

@@ -11,8 +11,8 @@ from rossmann_local.domain.world import World
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError
-from rossmann_local.shop.cache import CacheSynced, sync_cache
 from rossmann_local.shop.shift import DeliveriesTaken, ShiftOutOfOrder, ShiftSold, sell_shift, take_deliveries
+from rossmann_local.shop.sync import CacheSynced, sync_cache
 
 SHOP_GROUP = "shop"
 SHOP_SHIFT, SYNCED_CACHE = "shop_shift", "synced_cache"

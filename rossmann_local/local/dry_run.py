@@ -21,7 +21,7 @@ from rossmann_local.domain.stock_levels import PART_SEPARATOR, Movement, plan_st
 from rossmann_local.domain.topics import STOCK_TOPIC
 from rossmann_local.domain.world import World
 from rossmann_local.local.summary import render_table
-from rossmann_local.shop.expected import shifts_through
+from rossmann_local.shop.expected_answers import shifts_through
 
 SAMPLE = 3  # rows of each table, messages of each stream
 

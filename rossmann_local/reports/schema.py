@@ -68,7 +68,7 @@ DELIVERY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("shift_start", "DateTime('UTC')"),
 )
 
-# The expected answers, per shop x day, from the simulation itself (``shop.expected``), not read back
+# The expected answers, per shop x day, from the simulation itself (``shop.expected_answers``), not read back
 # from the reports: what a pipeline fed by this chain should arrive at. A day is replaced as a whole.
 EXPECTED_SHOP_DAY = "expected_shop_day"
 EXPECTED_CATALOGUE = "expected_catalogue"

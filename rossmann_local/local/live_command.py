@@ -1,7 +1,7 @@
 """``make live``: the chain on a clock, its terminals' receipts written as their simulated time arrives,
 by Dagster's daemon.
 
-``python -m rossmann_local.local.live [--speed 60] [--start now|YYYY-MM-DDTHH:MM] [--stop-at ...]
+``python -m rossmann_local.local.live_command [--speed 60] [--start now|YYYY-MM-DDTHH:MM] [--stop-at ...]
 [--port 3000]`` starts the local stack as ``make day`` does and ``dagster dev`` (webserver, daemon)
 on the instance under the data dir, then does what a user does in the UI: it launches
 ``live_clock_job`` (the clock mapped onto the wall clock at ``--speed``: 1 is real time, 60 makes a
