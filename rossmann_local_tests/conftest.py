@@ -65,7 +65,7 @@ def pg_admin_url() -> str:
 
 
 # A test using one of these fixtures needs a service beyond SQLite and chDB: marked ``services``.
-SERVICE_FIXTURES = {"broker", "kafka", "postgres_shops", "logical_postgres"}
+SERVICE_FIXTURES = {"broker", "kafka", "own_broker", "postgres_shops", "logical_postgres"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -75,6 +75,7 @@ def test_the_url_comes_from_the_environment_as_an_env_var(monkeypatch: pytest.Mo
     assert "pw@" not in repr(shops), "the URL stays an EnvVar in the definitions, resolved only in runs"
 
 
+@pytest.mark.services  # starts a PostgreSQL server
 def test_a_throwaway_postgres_starts_takes_databases_and_leaves_nothing_behind() -> None:
     """What the test session falls back to on a machine with no Postgres (conftest.pg_admin_url)."""
     from sqlalchemy import create_engine, text
