@@ -13,6 +13,7 @@ from rossmann_local.defs import build_definitions
 from rossmann_local.defs.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
+    day_partitions,
     shift_partitions,
     shop_and_shift,
     shop_shift_partitions,
@@ -42,6 +43,9 @@ def test_every_shift_of_the_world_is_a_partition_whatever_the_wall_clock_says(wo
     keys = shift_partitions(world).get_partition_keys(current_time=today)
     assert len(keys) == world.days * 2
     assert (keys[0], keys[-1]) == ("2026-06-01-09:00", f"{world.end_date:%Y-%m-%d}-15:00")
+    # The chain's jobs and the per-day assets alike: a live session or a backfill reaches every day.
+    days = day_partitions(world).get_partition_keys(current_time=today)
+    assert (len(days), days[0], days[-1]) == (world.days, "2026-06-01", world.end_date.isoformat())
 
 
 def test_partition_keys_name_shift_then_shop(world: World) -> None:

@@ -22,9 +22,12 @@ PARTITION_TAG = "dagster/partition"  # the partition key of a single-partition r
 
 
 def day_partitions(world: World) -> dg.DailyPartitionsDefinition:
-    """One partition per day of the world: the chain's jobs and the per-day assets."""
+    """One partition per day of the world: the chain's jobs and the per-day assets. Every day of the
+    world exists whatever today's date (``end_offset`` reaches past the wall clock, ``end_date`` stops
+    at the world's last day), as the shift partitions do."""
     return dg.DailyPartitionsDefinition(start_date=world.start_date.isoformat(),
-                                        end_date=(world.end_date + timedelta(days=1)).isoformat())
+                                        end_date=(world.end_date + timedelta(days=1)).isoformat(),
+                                        end_offset=world.days)
 
 
 def shift_partitions(world: World) -> dg.TimeWindowPartitionsDefinition:
