@@ -29,9 +29,8 @@ IMAGE_PORTS = {"postgres": 5432, "clickhouse": 8123}
 ONE_SHOTS = {"kafka-topics": "topics", "clickhouse-schema": "clickhouse-schema", "shop-databases": "shop-databases"}
 # Settings the code server may leave to their defaults: the stand-in's own settings, and the world
 # file (the compose world is the reference world sized by ROSSMANN_SHOP_COUNT).
-NOT_FOR_THE_CODE_SERVER = {settings.SYNC_API_PASSWORD, settings.SYNC_API_ADMIN_TOKEN, settings.SYNC_API_STORE_URL,
-                           settings.WORLD_FILE,
-                           # Scenarios' faults are injected by the local stack (make day), not by a deployment.
+NOT_FOR_THE_CODE_SERVER = {settings.SYNC_API_PASSWORD, settings.SYNC_API_STORE_URL, settings.WORLD_FILE,
+                           # Given, but empty unless .env names a scenario (checked below).
                            settings.SCENARIO,
                            # The local instance's storage; compose's instance is its dagster.yaml (DAGSTER_PG_*).
                            settings.DAGSTER_PG_URL}
@@ -171,6 +170,9 @@ def test_every_setting_the_code_reads_is_provided(services: dict[str, Any]) -> N
     code = services["dagster-code"]["environment"]
     needed = set(settings.ALL_SETTINGS) - NOT_FOR_THE_CODE_SERVER
     assert needed <= {k for k, v in code.items() if str(v)}, f"the code server lacks {needed - set(code)}"
+    assert settings.SCENARIO in code, "a deployment's chain jobs take the scenario .env names"
+    assert code[settings.SYNC_API_ADMIN_TOKEN] == services["sync-api"]["environment"][settings.SYNC_API_ADMIN_TOKEN], \
+        "the chain's jobs enter changes with the stand-in's admin token"
     instance_env = dagster_yaml_env_names()
     assert instance_env >= {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD"}
     for name in ("dagster-code", "dagster-webserver", "dagster-daemon"):
