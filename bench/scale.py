@@ -8,11 +8,15 @@ through the daemon's run queue (``rossmann_local.local.backfill``, what ``make b
 into several runs per group. Prints wall time, partitions per second, peak RSS, and checks the
 result: every partition of every asset materialized, ClickHouse equal to
 the shop databases, every stock message confirmed, stock never below zero nor above its target.
+Then, in the same run, what the parts could do with the same rows (bench/limits.py): the simulation
+alone on one core and on every core, the shop databases' raw inserts and ClickHouse's raw insert,
+and end to end as a share of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -21,6 +25,7 @@ import dagster as dg
 from sqlalchemy import Connection, func, select
 
 from bench.chain import no_service_chain
+from bench.limits import clickhouse_raw_insert, simulation_alone, sqlite_raw_inserts
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.simulation import stock_levels
 from rossmann_local.domain.world import reference_world
@@ -28,7 +33,7 @@ from rossmann_local.local.backfill import backfill, peak_rss_mib
 from rossmann_local.local.dagster_ui import dagster_on
 from rossmann_local.local.instance import managed_instance
 from rossmann_local.reports.analytics import revenue_per_shop_per_day
-from rossmann_local.settings import SHOP_COUNT
+from rossmann_local.settings import SHOP_COUNT, data_dir
 from rossmann_local.shop_db.models import Delivery, DeliveryItem, StockMessage, Transaction, TransactionItem
 
 TARGET_SECONDS = 60
@@ -109,6 +114,13 @@ def main() -> None:
                                                 first_day + timedelta(days=args.days - 1))
         ch_receipts = sum(r.receipts for r in reported)
         ch_revenue = sum((r.revenue for r in reported), Decimal("0"))
+        # What the parts could do with the same rows, measured here after the run (bench/limits.py).
+        cores = os.cpu_count() or 1
+        sim_receipts, sim_seconds = simulation_alone(args.shops, args.days, 1)
+        sim_all_receipts, sim_all_seconds = simulation_alone(args.shops, args.days, cores)
+        assert sim_receipts == sim_all_receipts == receipts, (sim_receipts, sim_all_receipts, receipts)
+        db_rows, db_seconds = sqlite_raw_inserts(sorted((data_dir() / "shops").glob("shop_*.sqlite")))
+        ch_rows, ch_seconds = clickhouse_raw_insert(clickhouse)
 
     rows = [
         ("backfill", f"{args.shops} shops x {args.days} days = {partitions} shop x shift partitions, "
@@ -116,6 +128,17 @@ def main() -> None:
         ("wall time", f"{seconds:.1f} s", f"<= {TARGET_SECONDS} s"),
         ("partitions per second", f"{partitions / seconds:.2f}", ""),
         ("receipt lines per second, end to end", f"{lines / seconds:,.0f} ({lines:,} lines)", ""),
+        ("receipts per second, end to end", f"{receipts / seconds:,.0f} ({receipts:,} receipts)", ""),
+        ("simulation alone, receipts per second: 1 core / all cores",
+         f"{sim_receipts / sim_seconds:,.0f} / {sim_all_receipts / sim_all_seconds:,.0f} ({cores} processes)", ""),
+        ("end to end / simulation alone on all cores",
+         f"{receipts / seconds / (sim_all_receipts / sim_all_seconds):.1%}", ">= 6%"),
+        ("shop databases, raw executemany (SQLite, a transaction per shop), rows per second",
+         f"{db_rows / db_seconds:,.0f} ({db_rows:,} receipts and lines); end to end "
+         f"{(receipts + lines) / seconds / (db_rows / db_seconds):.1%} of it", ""),
+        ("ClickHouse, one raw INSERT of the transactions report's rows, rows per second",
+         f"{ch_rows / ch_seconds:,.0f} ({ch_rows:,} rows); end to end {lines / seconds / (ch_rows / ch_seconds):.1%} "
+         "of it", ""),
         ("peak RSS, this client (the runs are the daemon's processes)",
          f"{rss_peak:.0f} MiB (before the runs: {rss_before:.0f} MiB)", "bounded"),
         ("peak RSS, Kafka broker", f"{broker_peak:.0f} MiB", ""),

@@ -28,14 +28,17 @@ LINE_FIELDS = ("item_id", "product_id", "quantity", "unit_price", "product_name"
                "category_name", "product_price", "product_discount")
 
 
-def run(shops: int, days: int) -> tuple[int, int, float, str]:
-    """(receipts, lines, seconds, digest of the rows) for one pass over every shop's shifts."""
+def run(shops: int, days: int, part: int = 0, parts: int = 1) -> tuple[int, int, float, str]:
+    """(receipts, lines, seconds, digest of the rows) for one pass over every shop's shifts (with
+    ``parts`` > 1, over the shops whose id falls to ``part``: one process's share)."""
     world = reference_world(shops)
     shifts = [s for d in range(days) for s in shifts_of_day(world, world.start_date + timedelta(days=d))]
     digest = hashlib.sha256()
     receipts = lines = 0
     seconds = 0.0
     for shop in world.shops:
+        if shop.shop_id % parts != part:
+            continue
         shelf = configured_shelf(world, shop.city)
         stock: dict[int, int] = {}
         for shift in shifts:

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 from rossmann_local import deploy
 from rossmann_local.domain.topics import PARTITIONS
 from rossmann_local.local.broker import LocalBroker
-from rossmann_local.local.instance import managed_instance
+from rossmann_local.local.instance import instance_home, managed_instance
 from rossmann_local.reports.schema import DATABASE, TABLES
 from rossmann_local.resources.kafka import KafkaResource
 from rossmann_local.shop_db.models import ShopBase
@@ -168,3 +168,16 @@ def test_the_no_service_instance_takes_its_run_queue_from_dagster_yaml() -> None
         (limit["key"], limit.get("value"), limit["limit"]) for limit in written["tag_concurrency_limits"]]
     pools = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["pools"]
     assert config.pool_config.default_pool_limit == pools["default_limit"]
+
+
+def test_the_instance_follows_the_data_dir_in_one_process_unless_the_environment_names_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second command in the same process (a test, a notebook) on another data dir gets that data
+    dir's instance, not the first one's (whose sensor cursors belong to another broker); a
+    DAGSTER_HOME the environment names is kept."""
+    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "first"))
+    assert instance_home() == (tmp_path / "first" / "dagster_home").resolve()
+    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "second"))
+    assert instance_home() == (tmp_path / "second" / "dagster_home").resolve()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "named"))
+    assert instance_home() == tmp_path / "named"

@@ -105,10 +105,16 @@ def managed_instance_yaml() -> str:
             "# dagster.yaml (its run queue); edits are overwritten.\n" + yaml.safe_dump(config, sort_keys=False))
 
 
+_HOME_SET_HERE: list[str] = []  # the DAGSTER_HOME instance_home() put into this process's environment
+
+
 def instance_home() -> Path:
     """``DAGSTER_HOME``: the persistent instance under the data dir (SQLite storage, its dagster.yaml
-    written here), unless the environment names one. Set in this process's environment."""
-    if not os.environ.get("DAGSTER_HOME"):
+    written here), unless the environment names one. Set in this process's environment; one it set
+    for an earlier data dir follows ``ROSSMANN_DATA_DIR`` (a second command in the same process, a
+    test or a notebook, gets its own data dir's instance, not the first one's)."""
+    named = os.environ.get("DAGSTER_HOME")
+    if not named or named in _HOME_SET_HERE:
         home = data_dir() / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
         config, wanted = home / "dagster.yaml", managed_instance_yaml()
@@ -117,6 +123,7 @@ def instance_home() -> Path:
             partial.write_text(wanted)
             partial.replace(config)  # atomic: a crash leaves the old file or the new one, never half
         os.environ["DAGSTER_HOME"] = str(home.resolve())
+        _HOME_SET_HERE.append(os.environ["DAGSTER_HOME"])
     return Path(os.environ["DAGSTER_HOME"])
 
 
