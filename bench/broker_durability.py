@@ -8,11 +8,13 @@ the runs). The figure behind ``shop.stock.SETTLE_SECONDS``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import click
 
 from rossmann_local.domain.topics import STOCK_TOPIC
 from rossmann_local.local.broker import LocalBroker
@@ -42,11 +44,11 @@ def kept_after_kill(data: Path, messages: int, delay: float) -> tuple[int, int]:
     return len(sent.confirmed), max(0, after - before)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--messages", type=int, default=200, show_default=True)
+@click.option("--runs", type=int, default=3, show_default=True)
+def main(**options: int) -> None:
+    args = SimpleNamespace(**options)
     print(f"{'delay after confirm (s)':>24}  {'confirmed':>9}  {'kept (median)':>13}  {'lost (median)':>13}  runs")
     for delay in DELAYS:
         kept = []

@@ -10,13 +10,15 @@ every repetition and the medians.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
+
+import click
 
 from bench.scale import ASSETS
 from rossmann_local.domain.shifts import shifts_of_day
@@ -50,11 +52,11 @@ def one_repetition(days: int) -> dict[str, float]:
         return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.daemon")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--days", type=int, default=2)
-    args = parser.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--runs", type=int, default=3, show_default=True)
+@click.option("--days", type=int, default=2, show_default=True)
+def main(**options: int) -> None:
+    args = SimpleNamespace(**options)
     reps = []
     for n in range(args.runs):
         reps.append(one_repetition(args.days))

@@ -10,14 +10,15 @@ undocumented switches that batch those events (``DAGSTER_EVENT_BATCH_SIZE``,
 ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``) are not used (dagster-io/dagster#18789, #31694).
 """
 
-import argparse
 import os
 import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import dagster as dg
 import yaml
 from sqlalchemy import create_engine, text
@@ -73,12 +74,12 @@ def drop(name: str) -> None:
     admin.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.dagster_events")
-    parser.add_argument("--shops", type=int, default=100)
-    parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--shops", type=int, default=100, show_default=True)
+@click.option("--days", type=int, default=7, show_default=True)
+@click.option("--runs", type=int, default=3, show_default=True)
+def main(**options: int) -> None:
+    args = SimpleNamespace(**options)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
         base = Path(tmp)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -26,7 +25,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import dagster as dg
 from sqlalchemy import create_engine, text
 
@@ -239,12 +240,12 @@ def catalogue(world: World, city: str = "Berlin") -> list[ProductRecord]:
                           updated_at_utc=datetime(2029, 1, 1, tzinfo=UTC)) for p in world.products]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--day-repeats", type=int, default=3)
-    parser.add_argument("--shifts", type=int, default=12, help="busy shifts (about 8,500 lines each) written")
-    parser.add_argument("--messages", type=int, default=200_000, help="catalogue messages streamed")
-    args = parser.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--day-repeats", type=int, default=3, show_default=True)
+@click.option("--shifts", type=int, default=12, help="busy shifts (about 8,500 lines each) written", show_default=True)
+@click.option("--messages", type=int, default=200_000, help="catalogue messages streamed", show_default=True)
+def main(**options: int) -> None:
+    args = SimpleNamespace(**options)
     messages, stream_s, reference_messages, reference_s = bench_streaming(args.messages, 5_000)
     simulated = [simulate(20, 14) for _ in range(3)]
     sim_s = statistics.median(r[2] for r in simulated)

@@ -15,12 +15,13 @@ and end to end as a share of each.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from datetime import timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
+import click
 import dagster as dg
 from sqlalchemy import Connection, func, select
 
@@ -59,13 +60,13 @@ def stock_extremes(conn: Connection) -> tuple[dict[int, int], dict[int, int]]:
     return lowest, highest
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shops", type=int, default=100)
-    parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--workers", type=int, default=1, help="shop groups side by side (local/backfill)")
-    parser.add_argument("--days-per-run", type=int, default=0, help="days per run (default: all in one run)")
-    args = parser.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--shops", type=int, default=100, show_default=True)
+@click.option("--days", type=int, default=7, show_default=True)
+@click.option("--workers", type=int, default=1, help="shop groups side by side (local/backfill)", show_default=True)
+@click.option("--days-per-run", type=int, default=0, help="days per run (default: all in one run)", show_default=True)
+def main(**options: int) -> None:
+    args = SimpleNamespace(**options)
     world = reference_world(args.shops)
     first_day = world.start_date
     shifts = [s for d in range(args.days) for s in shifts_of_day(world, first_day + timedelta(days=d))]

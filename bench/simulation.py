@@ -8,11 +8,13 @@ and a digest of every row, which must not change when the simulation is made fas
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import statistics
 import time
 from datetime import timedelta
+from types import SimpleNamespace
+
+import click
 
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.simulation import configured_shelf, plan_deliveries, simulate_terminal_sales
@@ -55,12 +57,12 @@ def run(shops: int, days: int, part: int = 0, parts: int = 1) -> tuple[int, int,
     return receipts, lines, seconds, digest.hexdigest()[:16]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shops", type=int, default=20)
-    parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--shops", type=int, default=20, show_default=True)
+@click.option("--days", type=int, default=14, show_default=True)
+@click.option("--repeats", type=int, default=3, show_default=True)
+def main(**options: int) -> None:
+    args = SimpleNamespace(**options)
     results = [run(args.shops, args.days) for _ in range(args.repeats)]
     receipts, lines, _, digest = results[0]
     seconds = statistics.median(r[2] for r in results)

@@ -9,20 +9,22 @@ against sold units. The stock policy holds when every product stays within 0..ta
 
 from __future__ import annotations
 
-import argparse
 import time
 from datetime import timedelta
+from types import SimpleNamespace
+
+import click
 
 from rossmann_local.domain.shifts import shifts_of_day
 from rossmann_local.domain.simulation import configured_shelf, plan_deliveries, simulate_terminal_sales, stock_levels
 from rossmann_local.domain.world import reference_world
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--shops", type=int, default=5)
-    args = parser.parse_args()
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--days", type=int, default=365, show_default=True)
+@click.option("--shops", type=int, default=5, show_default=True)
+def main(**options: int) -> None:
+    args = SimpleNamespace(**options)
     world = reference_world(args.shops)
     started = time.perf_counter()
     header = ("shop", "products", "target min..max", "lowest", "highest", "over target", "sold-out shifts",
