@@ -37,6 +37,12 @@ def late_changes_of(scenario: Scenario | None, world: World, day: date) -> list[
     return plan_day(scenario, world, day).late if scenario is not None else []
 
 
+def effective_span(changes: list[CatalogueChange]) -> dict[str, dg.MetadataValue]:
+    """The first and last effective time of the changes a run entered, as its metadata."""
+    return {"first_effective": dg.MetadataValue.text(min(c.at for c in changes).isoformat() if changes else ""),
+            "last_effective": dg.MetadataValue.text(max(c.at for c in changes).isoformat() if changes else "")}
+
+
 def build_chain_day_job(world: World) -> dg.JobDefinition:
     @dg.op(name=CHAIN_DAY_STEP)
     def enter_the_days_catalogue_changes(context: dg.OpExecutionContext, catalogue_admin: CatalogueAdmin,
@@ -51,13 +57,12 @@ def build_chain_day_job(world: World) -> dg.JobDefinition:
         changes = on_time_changes(scenario, world, day)
         faults = plan_day(scenario, world, day).faults if scenario is not None else []
         # Where the catalogue topics end before the changes: their messages, and the faults' originals, follow.
-        marks = {key: high for key, (_low, high) in kafka.topic_watermarks(CATALOGUE_TOPICS).items()} if faults else {}
+        marks = kafka.topic_ends(CATALOGUE_TOPICS) if faults else {}
         entered = catalogue_admin.enter(changes)
         delivered = deliver_stream_faults(kafka, faults, marks, scenario_ledger.provenance(world))
         return dg.Output(entered, metadata={
             "changes": entered, "scenario": scenario.name if scenario else "none", "stream_faults": delivered,
-            "first_effective": dg.MetadataValue.text(min(c.at for c in changes).isoformat() if changes else ""),
-            "last_effective": dg.MetadataValue.text(max(c.at for c in changes).isoformat() if changes else "")})
+            **effective_span(changes)})
 
     @dg.job(name=CHAIN_DAY_JOB, partitions_def=day_partitions(world), tags={RUN_KIND_TAG: "chain_day"},
             description="The chain's catalogue changes of one day (the afternoon promotion; a scenario's "
@@ -79,14 +84,13 @@ def build_chain_late_job(world: World) -> dg.JobDefinition:
         day = date.fromisoformat(context.partition_key)
         scenario = scenario_ledger.loaded()
         late = late_changes_of(scenario, world, day)
-        marks = {key: high for key, (_low, high) in kafka.topic_watermarks(CATALOGUE_TOPICS).items()} if late else {}
+        marks = kafka.topic_ends(CATALOGUE_TOPICS) if late else {}
         entered = catalogue_admin.enter(late)
         await_published(kafka, late, marks)  # done once they are on Kafka: a sensor then sees them outstanding
         return dg.Output(entered, metadata={
             "late_changes": entered, "scenario": scenario.name if scenario else "none",
             "minutes_late": scenario.late.minutes if scenario is not None and scenario.late else 0,
-            "first_effective": dg.MetadataValue.text(min(c.at for c in late).isoformat() if late else ""),
-            "last_effective": dg.MetadataValue.text(max(c.at for c in late).isoformat() if late else "")})
+            **effective_span(late)})
 
     @dg.job(name=CHAIN_LATE_JOB, partitions_def=day_partitions(world), tags={RUN_KIND_TAG: "chain_late"},
             description="A scenario's late catalogue changes of one day (ROSSMANN_SCENARIO's [late]), entered "
@@ -102,3 +106,8 @@ def chain_runs(instance: dg.DagsterInstance, job_name: str, day: date) -> list[d
     """The runs of a chain job for the day, newest first."""
     return list(instance.get_runs(dg.RunsFilter(job_name=job_name, tags={"dagster/partition": day.isoformat()}),
                                   limit=20))
+
+
+def chain_day_done(runs: list[dg.DagsterRun]) -> bool:
+    """Whether one of a chain job's runs for a day (``chain_runs``) succeeded."""
+    return any(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from rossmann_local.defs.chain import chain_runs, late_changes_of
+from rossmann_local.defs.chain import chain_day_done, chain_runs, late_changes_of
 from rossmann_local.defs.partitions import UNFINISHED, partition_key, range_tags
 from rossmann_local.defs.streaming import RUN_KIND_TAG, SENSOR_INTERVAL_S, shifts_awaiting_sale_again
 from rossmann_local.domain.clock import DEFAULT_MAX_EVENTS_PER_SECOND, capped_speed, shift_at_or_after
@@ -234,7 +234,7 @@ def build_live_defs(world: World, shop_shift_job: "dg.UnresolvedAssetJobDefiniti
         """A run of the chain's job for the day, unless one succeeded (one under way is waited for);
         after ``CHAIN_ATTEMPTS`` failed runs, a skip that names the last (the sensor asks no more)."""
         runs = chain_runs(instance, job_name, day)
-        if any(run.status == dg.DagsterRunStatus.SUCCESS for run in runs):
+        if chain_day_done(runs):
             return None
         failed = [run for run in runs if run.status == dg.DagsterRunStatus.FAILURE]
         if len(failed) >= CHAIN_ATTEMPTS:

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from rossmann_local.defs.chain import CHAIN_LATE_JOB, chain_runs, late_changes_of
+from rossmann_local.defs.chain import CHAIN_LATE_JOB, chain_day_done, chain_runs, late_changes_of
 from rossmann_local.defs.partitions import UNFINISHED, day_partitions, partition_key, shops_being_sold
 from rossmann_local.defs.streaming import RUN_KIND_TAG, SENSOR_INTERVAL_S, shifts_awaiting_sale_again
 from rossmann_local.domain.scenario import FAULT_KINDS, plan_day
@@ -130,8 +130,8 @@ def build_day_sensor(world: World, day_assets: list[dg.AssetsDefinition],
 
         def late_entered(day: date) -> bool:
             """A scenario's late changes of the day are in (the day is not complete before them)."""
-            return not late_changes_of(scenario, world, day) or any(
-                run.status == dg.DagsterRunStatus.SUCCESS for run in chain_runs(context.instance, CHAIN_LATE_JOB, day))
+            return not late_changes_of(scenario, world, day) or chain_day_done(
+                chain_runs(context.instance, CHAIN_LATE_JOB, day))
 
         requests = []
         while day <= world.end_date and len(requests) < 10 and reported(day) and late_entered(day):

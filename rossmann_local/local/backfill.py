@@ -114,17 +114,23 @@ def resident_mib() -> float:
     return _status_mib("VmRSS")
 
 
+def finished(ui: DagsterUI, run_id: str, what: str) -> RunOutcome:
+    """The run once it ended; a failed one stops the backfill, naming ``what`` it was."""
+    ui.wait_for_run(run_id, timeout=600)
+    outcome = ui.run(run_id)
+    if not outcome.success:
+        raise ConfigError(f"{what} failed: {outcome.failure()}")
+    return outcome
+
+
 def enter_chain_days(ui: DagsterUI, first_day: date, days: int) -> tuple[int, int]:
     """``chain_catalogue_day_job`` for each day, one after another (the catalogue's changes in the order the
     chain makes them); (changes entered, stream faults delivered). A failed day stops the backfill."""
     entered = delivered = 0
     for offset in range(days):
         day = first_day + timedelta(days=offset)
-        run_id = ui.launch_run(CHAIN_DAY_JOB, {"dagster/partition": day.isoformat()})
-        ui.wait_for_run(run_id, timeout=600)
-        outcome = ui.run(run_id)
-        if not outcome.success:
-            raise ConfigError(f"{CHAIN_DAY_JOB} of {day} failed: {outcome.failure()}")
+        run_id = ui.launch_run(CHAIN_DAY_JOB, {PARTITION_TAG: day.isoformat()})
+        outcome = finished(ui, run_id, f"{CHAIN_DAY_JOB} of {day}")
         figures = outcome.output(CHAIN_DAY_STEP) or {}
         entered += int(figures.get("changes", 0))
         delivered += int(figures.get("stream_faults", 0))
@@ -139,32 +145,20 @@ def enter_late_days(ui: DagsterUI, world: World, scenario: Scenario, first_day: 
     late_days = [d for d in (first_day + timedelta(days=n) for n in range(days)) if late_changes_of(scenario, world, d)]
     if not late_days:
         return 0, 0
-    deadline = time.monotonic() + 120
-    while ui.sensor_cursor(SOLD_AGAIN_SENSOR) is None:  # its first tick only starts watching
-        if time.monotonic() > deadline:
-            raise ConfigError(f"the daemon did not tick {SOLD_AGAIN_SENSOR} within 120 s (is it switched off?)")
-        time.sleep(0.25)
+    ui.wait_until_watching(SOLD_AGAIN_SENSOR)  # its first tick only starts watching
     since, entered = engine_time(), 0
     for day in late_days:
-        outcome = finished(ui, ui.launch_run(CHAIN_LATE_JOB, {PARTITION_TAG: day.isoformat()}))
+        outcome = finished(ui, ui.launch_run(CHAIN_LATE_JOB, {PARTITION_TAG: day.isoformat()}),
+                           f"{CHAIN_LATE_JOB} of {day}")
         entered += int((outcome.output(CHAIN_LATE_STEP) or {}).get("late_changes", 0))
     ui.wait_for_tick(CATALOGUE_SENSOR, after=engine_time())  # their messages are on Kafka: it sees them
     for run in ui.runs(job=CATALOGUE_UPSERT_JOB, created_after=since):
-        finished(ui, run["runId"])
+        finished(ui, run["runId"], f"{CATALOGUE_UPSERT_JOB} run {run['runId']}")
     ui.wait_for_tick(SOLD_AGAIN_SENSOR, after=engine_time())  # every late version observed: it sees them
     sold_again = ui.runs(tags={RUN_KIND_TAG: "sold_again"}, created_after=since)
     for run in sold_again:
-        finished(ui, run["runId"])
+        finished(ui, run["runId"], f"{SHOP_SHIFT_JOB} run {run['runId']} (sold again)")
     return entered, len(sold_again)
-
-
-def finished(ui: DagsterUI, run_id: str) -> RunOutcome:
-    """The run once it ended; a failed one stops the backfill."""
-    ui.wait_for_run(run_id, timeout=600)
-    outcome = ui.run(run_id)
-    if not outcome.success:
-        raise ConfigError(f"{outcome.job} run {run_id} failed: {outcome.failure()}")
-    return outcome
 
 
 def backfill(world: World, ui: DagsterUI, first_day: date, days: int, groups_count: int, days_per_run: int,

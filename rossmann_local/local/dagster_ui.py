@@ -21,7 +21,7 @@ import httpx
 from rossmann_local.local.instance import instance_home
 from rossmann_local.local.processes import die_with_parent, free_port
 from rossmann_local.local.stack import LocalStack
-from rossmann_local.settings import data_dir
+from rossmann_local.settings import ConfigError, data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FINISHED = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
@@ -319,6 +319,15 @@ class DagsterUI:
 
     def sensor_cursor(self, name: str) -> str | None:
         return (self.sensor(name, ticks=0)["typeSpecificData"] or {}).get("lastCursor")
+
+    def wait_until_watching(self, name: str, timeout: float = 120) -> str:
+        """The sensor's cursor, once its first tick set one (a first tick only starts watching)."""
+        deadline = time.monotonic() + timeout
+        while (cursor := self.sensor_cursor(name)) is None:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the daemon did not tick {name} within {timeout} s (is the daemon running?)")
+            time.sleep(0.25)
+        return cursor
 
     def start_sensor(self, name: str) -> None:
         """The sensor page's switch, turned on."""

@@ -230,12 +230,7 @@ class DayThroughDagster:
 
     def wait_until_watching(self, sensor: str, timeout: float = 120) -> str:
         """The sensor's cursor, once its first tick set one (a first tick only starts watching)."""
-        deadline = time.monotonic() + timeout
-        while (cursor := self.ui.sensor_cursor(sensor)) is None:
-            if time.monotonic() > deadline:
-                raise ConfigError(f"the daemon did not tick {sensor} within {timeout} s (is the daemon running?)")
-            time.sleep(0.25)
-        return cursor
+        return self.ui.wait_until_watching(sensor, timeout)
 
     def check_expected(self) -> None:
         """The day's expected answers and scenario ledger, as ``day_answers_sensor`` materializes them once

@@ -257,6 +257,10 @@ class KafkaResource(dg.ConfigurableResource):
             return {(topic, partition): self.watermarks(consumer, topic, partition)
                     for topic in topics for partition in range(counts.get(topic, 0))}
 
+    def topic_ends(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        """Where every partition of these topics ends now (its high watermark): what follows is new."""
+        return {key: high for key, (_low, high) in self.topic_watermarks(topics).items()}
+
     def read_range(self, topic: str, partition: int, start: int, end: int, timeout: float = 60.0) -> list[RawMessage]:
         """Exactly the messages at offsets [start, end) of one partition, or an error after ``timeout``."""
         messages: list[RawMessage] = []
