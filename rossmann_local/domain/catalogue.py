@@ -3,6 +3,7 @@ shops that receive it. Money travels as JSON numbers and lives as Decimal inside
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -32,12 +33,15 @@ Discount = Annotated[
 ]
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def storable_text(value: str) -> str:
     """Text every shop database can store: Postgres refuses NUL in text, and a lone surrogate is no
     character at all (it cannot be encoded as UTF-8)."""
     if "\x00" in value:
         raise ValueError("text must not contain a NUL (0x00) character")
-    if any("\ud800" <= ch <= "\udfff" for ch in value):
+    if not value.isascii() and _LONE_SURROGATE.search(value):
         raise ValueError("text must not contain a lone surrogate")
     return value
 

@@ -195,17 +195,17 @@ class World(_Frozen):
         """The world's last simulated day."""
         return self.start_date + timedelta(days=self.days - 1)
 
-    @property
+    @cached_property
     def first_moment(self) -> datetime:
         """Midnight of the world's first day, in UTC: when the seeded catalogue takes effect."""
         return datetime.combine(self.start_date, time(0), tzinfo=ZoneInfo(self.timezone)).astimezone(UTC)
 
-    @property
+    @cached_property
     def earliest_effective_time(self) -> datetime:
         """The earliest time a catalogue change may take effect: the world's start less ``MAX_CLOCK_SKEW``."""
         return self.first_moment - MAX_CLOCK_SKEW
 
-    @property
+    @cached_property
     def latest_effective_time(self) -> datetime:
         """The latest time a catalogue change may take effect: the world's end plus ``MAX_CLOCK_SKEW``."""
         after_last_day = datetime.combine(self.end_date + timedelta(days=1), time(0), tzinfo=ZoneInfo(self.timezone))
@@ -215,6 +215,8 @@ class World(_Frozen):
         """Why a change dated ``moment`` is refused (before the world's start or after its end, beyond
         the clock skew), or None. After: keeping the newest version, it would freeze its row for ever;
         before: it would rewrite what the world started with, which no change of the world can."""
+        if self.earliest_effective_time <= moment <= self.latest_effective_time:
+            return None
         skew = f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} minutes of clock skew"
         if moment < self.earliest_effective_time:
             return f"dated {moment.isoformat()}, before the world's first day ({self.start_date}) less {skew}"

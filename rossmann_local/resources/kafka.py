@@ -11,7 +11,7 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import dagster as dg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -80,8 +80,9 @@ class Confirmations(Generic[T]):
         return self.sent - len(self.confirmed)
 
 
-@dataclass(frozen=True)
-class RawMessage:
+class RawMessage(NamedTuple):
+    """A message as read, before parsing (a named tuple: a range is read by the hundred thousand)."""
+
     topic: str
     partition: int
     offset: int

@@ -61,7 +61,7 @@ class VersionBatch:
                       (ProductVersion.__table__.name, None): _rows(products, *HISTORY_TABLES[1][1:])}
         self._rows |= {(PriceVersion.__table__.name, city): _rows(versions, *HISTORY_TABLES[2][1:])
                        for city, versions in prices.items()}
-        self._prepared: dict[tuple[str, str | None, str], list[tuple[Any, ...]]] = {}
+        self._prepared: dict[tuple[str, str | None, str], list[Any]] = {}
 
     def record(self, conn: Connection, city: str) -> VersionsRecorded:
         """Add the versions (prices: of ``city``) the shop's history does not have yet."""
@@ -81,23 +81,25 @@ class VersionBatch:
         if not rows:
             return 0
         columns = list(rows[0])
-        prepared = self._prepared.get((*part, conn.dialect.name))
-        if prepared is None:
-            processors = [table.c[c].type._cached_bind_processor(conn.dialect) for c in columns]
-            prepared = [tuple(p(row[c]) if p else row[c] for c, p in zip(columns, processors, strict=True))
-                        for row in rows]
-            self._prepared[(*part, conn.dialect.name)] = prepared
         # The dialect's own INSERT ... ON CONFLICT DO NOTHING, compiled once, run as one executemany.
         statement = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[key, "valid_from_utc"])
         compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
-        if compiled.positional:
-            order = [columns.index(name) for name in compiled.positiontup or ()]
-            parameters: list[Any] = [tuple(row[i] for i in order) for row in prepared]
-        else:
-            parameters = [dict(zip(columns, row, strict=True)) for row in prepared]
-        before = conn.scalar(select(func.count()).select_from(table))
-        conn.exec_driver_sql(str(compiled), parameters)
-        return conn.scalar(select(func.count()).select_from(table)) - before
+        parameters = self._prepared.get((*part, conn.dialect.name))
+        if parameters is None:
+            # Column by column (map and zip run in C): the batch's values typed once per dialect.
+            values = {}
+            for column in columns:
+                processor = table.c[column].type._cached_bind_processor(conn.dialect)
+                raw = [row[column] for row in rows]
+                values[column] = list(map(processor, raw)) if processor else raw
+            if compiled.positional:
+                parameters = list(zip(*(values[name] for name in compiled.positiontup or ()), strict=True))
+            else:
+                parameters = [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
+            self._prepared[(*part, conn.dialect.name)] = parameters
+        # Both drivers sum an executemany's rowcount, and a row the conflict skipped is not counted:
+        # counting the table before and after cost a scan of the shop's whole history per batch.
+        return int(conn.exec_driver_sql(str(compiled), parameters).rowcount)
 
 
 def _late(conn: Connection, table: Table, key: str, fields: Sequence[str],
