@@ -46,8 +46,12 @@ chromium:
 	         "(or set ROSSMANN_TEST_CHROMIUM to a Chromium binary)"; exit 1; \
 	  fi; }
 
+# The whole suite over TEST_WORKERS processes (pytest-xdist): each test has its own data dir, ports and
+# databases, and most of a daemon test's time is waiting, so two workers share the 2-core machine.
+TEST_WORKERS ?= 2
+
 test: lint chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The inner loop: lint and the tests that need nothing beyond SQLite and chDB (no broker, no Postgres,
 # no dagster dev, no browser, no injected faults). make test stays the whole suite, which CI runs.

@@ -74,6 +74,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.services)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands the Postgres it used to the controller, which prints the summary."""
+    if "which" in _PG and hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["postgres"] = _PG["which"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    if "postgres" in getattr(node, "workeroutput", {}):
+        _PG["which"] = node.workeroutput["postgres"]
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say which Postgres the Postgres tests ran on."""
     if "which" in _PG:
