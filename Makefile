@@ -46,8 +46,8 @@ chromium:
 	         "(or set ROSSMANN_TEST_CHROMIUM to a Chromium binary)"; exit 1; \
 	  fi; }
 
-# The whole suite over TEST_WORKERS processes (pytest-xdist): each test has its own data dir, ports and
-# databases, and most of a daemon test's time is waiting, so two workers share the 2-core machine.
+# Tests over TEST_WORKERS processes (pytest-xdist; 0: one process). Each test has its own data dir, ports
+# and databases; two workers keep the 2-core machine busy, four overload it (live-mode clocks slip).
 TEST_WORKERS ?= 2
 
 test: lint chromium
@@ -56,7 +56,8 @@ test: lint chromium
 # The inner loop: lint and the tests that need nothing beyond SQLite and chDB (no broker, no Postgres,
 # no dagster dev, no browser, no injected faults). make test stays the whole suite, which CI runs.
 check: lint
-	$(BIN)/python -m pytest -q -m "not services and not postgres and not browser and not faults" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal \
+	  -m "not services and not postgres and not browser and not faults" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
