@@ -72,10 +72,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
-    # The long tests (browser, faults, then other services) first: under pytest-xdist the workers then
-    # share them out and end on short ones, instead of one worker ending alone on a 4-minute test.
-    items.sort(key=lambda item: next((rank for rank, marker in enumerate(("browser", "faults", "services"))
-                                      if item.get_closest_marker(marker)), 3))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
