@@ -61,7 +61,7 @@ class VersionBatch:
                       (ProductVersion.__table__.name, None): _rows(products, *HISTORY_TABLES[1][1:])}
         self._rows |= {(PriceVersion.__table__.name, city): _rows(versions, *HISTORY_TABLES[2][1:])
                        for city, versions in prices.items()}
-        self._prepared: dict[tuple[str, str | None, str], list[Any]] = {}
+        self._prepared: dict[tuple[str, str | None, str], tuple[str, list[Any]]] = {}
 
     def record(self, conn: Connection, city: str) -> VersionsRecorded:
         """Add the versions (prices: of ``city``) the shop's history does not have yet."""
@@ -80,13 +80,13 @@ class VersionBatch:
         once per dialect by the columns' own bind processors; returns how many rows were added."""
         if not rows:
             return 0
-        columns = list(rows[0])
-        # The dialect's own INSERT ... ON CONFLICT DO NOTHING, compiled once, run as one executemany.
-        statement = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[key, "valid_from_utc"])
-        compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
-        parameters = self._prepared.get((*part, conn.dialect.name))
-        if parameters is None:
-            # Column by column (map and zip run in C): the batch's values typed once per dialect.
+        prepared = self._prepared.get((*part, conn.dialect.name))
+        if prepared is None:
+            # The dialect's own INSERT ... ON CONFLICT DO NOTHING and the batch's values, typed column by
+            # column (map and zip run in C): made once per dialect, for every shop of the batch.
+            columns = list(rows[0])
+            statement = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[key, "valid_from_utc"])
+            compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
             values = {}
             for column in columns:
                 processor = table.c[column].type._cached_bind_processor(conn.dialect)
@@ -96,10 +96,11 @@ class VersionBatch:
                 parameters = list(zip(*(values[name] for name in compiled.positiontup or ()), strict=True))
             else:
                 parameters = [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
-            self._prepared[(*part, conn.dialect.name)] = parameters
-        # Both drivers sum an executemany's rowcount, and a row the conflict skipped is not counted:
+            prepared = self._prepared[(*part, conn.dialect.name)] = (str(compiled), parameters)
+        # One executemany. Both drivers sum its rowcount, and a row the conflict skipped is not counted:
         # counting the table before and after cost a scan of the shop's whole history per batch.
-        return int(conn.exec_driver_sql(str(compiled), parameters).rowcount)
+        sql, parameters = prepared
+        return int(conn.exec_driver_sql(sql, parameters).rowcount)
 
 
 def _late(conn: Connection, table: Table, key: str, fields: Sequence[str],
