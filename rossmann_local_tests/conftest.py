@@ -4,6 +4,8 @@ Postgres databases (one per shop) created and dropped by the fixtures."""
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import json
 import os
 import time
@@ -11,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -25,12 +27,14 @@ from rossmann_local.domain.topics import CATALOGUE_TOPICS
 from rossmann_local.domain.world import World, reference_world
 from rossmann_local.local.broker import LocalBroker
 from rossmann_local.local.chain_admin import MALFORMED_TAG
+from rossmann_local.local.day import main as day_main
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.kafka import KafkaResource, Outgoing
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.sync_api.server import LoopbackServer, sync_api_server
 from rossmann_local.sync_api.store import CatalogueStore
+from rossmann_local_tests.helpers import receipts_of, stock_and_ledger
 from rossmann_local_tests.throwaway_postgres import ThrowawayPostgres, answers
 
 # chDB reports DateTime values in the process's zone: the project runs in UTC (Makefile, Dockerfile).
@@ -65,7 +69,7 @@ def pg_admin_url() -> str:
 
 
 # A test using one of these fixtures needs a service beyond SQLite and chDB: marked ``services``.
-SERVICE_FIXTURES = {"broker", "kafka", "own_broker", "postgres_shops", "logical_postgres"}
+SERVICE_FIXTURES = {"broker", "kafka", "own_broker", "postgres_shops", "logical_postgres", "messy_day"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -228,3 +232,34 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
 @pytest.fixture
 def kafka(broker: LocalBroker) -> KafkaResource:
     return KafkaResource(bootstrap_servers=broker.bootstrap_servers, delivery_timeout_seconds=5)
+
+
+class MadeDay(NamedTuple):
+    """What ``make day --scenario NAME`` printed, its data dir, and each shop's receipts and stock (with
+    the ledger's sum) right after it."""
+    out: str
+    data: Path
+    receipts: dict[int, list[tuple]]
+    stock: dict[int, tuple[dict[int, int], dict[int, int]]]
+
+
+@pytest.fixture(scope="session")
+def messy_day(tmp_path_factory: pytest.TempPathFactory) -> MadeDay:
+    """``make day --scenario messy-day`` on the reference chain, run once for the session: several tests
+    compare their rows with it or read what it printed, and each make day costs the suite about 40 s.
+    Its readers take the receipts as they were, since one of them changes the data dir's ClickHouse."""
+    data = tmp_path_factory.mktemp("messy-day") / "data"
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as out:
+        for name in list(os.environ):
+            if name.startswith("ROSSMANN_") and name != PG_URL_SETTING:
+                patch.delenv(name)
+        patch.setenv("DAGSTER_HOME", "")
+        patch.delenv("DAGSTER_HOME")  # the day sets it for its instance; the context puts back what was
+        patch.setenv("ROSSMANN_DATA_DIR", str(data))
+        code = day_main(["--scenario", "messy-day"])
+        shops = ShopDatabases(sqlite_dir=str(data / "shops"))
+        receipts = {shop_id: receipts_of(shops, shop_id) for shop_id in reference_world().shop_ids}
+        stock = {shop_id: stock_and_ledger(shops, shop_id) for shop_id in reference_world().shop_ids}
+        shops.dispose()
+    assert code == 0, out.getvalue()[-3000:]
+    return MadeDay(out.getvalue(), data, receipts, stock)

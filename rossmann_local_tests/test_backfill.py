@@ -16,10 +16,10 @@ import pytest
 from rossmann_local.domain.scenario import plan_day
 from rossmann_local.domain.world import reference_world
 from rossmann_local.local.backfill import ShopGroup, main, shop_groups
-from rossmann_local.local.day import main as day_main
 from rossmann_local.resources.clickhouse import ClickHouseReports
 from rossmann_local.resources.shop_databases import ShopDatabases
 from rossmann_local.settings import load_scenario
+from rossmann_local_tests.conftest import MadeDay
 from rossmann_local_tests.helpers import receipts_of
 
 pytestmark = pytest.mark.services  # a command's local stack, dagster dev or a broker
@@ -60,8 +60,8 @@ def test_a_parallel_backfill_writes_exactly_what_one_worker_writes(
     assert all(parallel[shop] for shop in parallel) and parallel == one_worker
 
 
-def test_a_backfill_under_a_scenario_writes_make_days_rows(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_backfill_under_a_scenario_writes_make_days_rows(messy_day: MadeDay,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """The chain's day job runs for each day before its shifts (the scenario's changes and its faults on
     the stream), its late-changes job after them (the shifts they fall into sold again): the shop
     databases end row for row as make day leaves them, and the reports equal the shop databases."""
@@ -77,10 +77,7 @@ def test_a_backfill_under_a_scenario_writes_make_days_rows(
                      r"shifts; [1-9]\d* shop run\(s\) sold their shifts again", out), out
     assert re.search(r"receipts: ([\d,]+) in the shop databases, \1 reported", out), out
     backfilled = {shop.shop_id: receipts_of(ShopDatabases(), shop.shop_id) for shop in world.shops}
-
-    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "make_day"))
-    assert day_main(["--scenario", "messy-day"]) == 0
-    made = {shop.shop_id: receipts_of(ShopDatabases(), shop.shop_id) for shop in world.shops}
+    made = messy_day.receipts  # make day --scenario messy-day, on a data dir of its own
     assert all(made.values()) and backfilled == made, "one clock: the backfill's rows are make day's"
     assert main(["--days", "1", "--scenario", "no-such-scenario"]) == 2
 

@@ -48,11 +48,12 @@ def test_a_backfill_through_the_daemon_on_a_postgres_instance_runs_shops_side_by
     events in Postgres (the run queue and daemon policy still the repository's dagster.yaml)."""
     store = CatalogueStore(f"sqlite:///{tmp_path / 'sync_api.sqlite'}")
     store.seed(reference_world(), password=TEST_PASSWORD)
-    keys = [f"2026-06-01-{start}|{shop}" for start in ("09:00", "15:00") for shop in range(1, 6)]
+    shops = 3  # enough for runs side by side; each shop is a run per shift
+    keys = [f"2026-06-01-{start}|{shop}" for start in ("09:00", "15:00") for shop in range(1, shops + 1)]
     data = tmp_path / "data"
     with sync_api_server(store, admin_token=TEST_ADMIN_TOKEN) as server:
         server: LoopbackServer
-        env = {DAGSTER_PG_URL: instance_database}
+        env = {DAGSTER_PG_URL: instance_database, "ROSSMANN_SHOP_COUNT": str(shops)}
         with make_dev(data, server.url, tmp_path / "dagster-dev.log", extra_env=env) as url:
             backfill = launch_backfill(url, keys)
             assert backfill_done(url, backfill) == "COMPLETED_SUCCESS"
@@ -69,7 +70,7 @@ def test_a_backfill_through_the_daemon_on_a_postgres_instance_runs_shops_side_by
         assert set(keys) <= instance.get_materialized_partitions(dg.AssetKey("transactions_report"))
     finally:
         instance.dispose()
-    shops = ShopDatabases(sqlite_dir=str(data / "shops"))
-    assert all(receipts_of(shops, shop) for shop in range(1, 6))
-    shops.dispose()
+    databases = ShopDatabases(sqlite_dir=str(data / "shops"))
+    assert all(receipts_of(databases, shop) for shop in range(1, shops + 1))
+    databases.dispose()
 

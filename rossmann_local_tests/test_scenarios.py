@@ -47,7 +47,7 @@ from rossmann_local.shop_db.history import record_synced, record_versions, shelf
 from rossmann_local.sync_api.outbox import OutboxRelay
 from rossmann_local.sync_api.server import LoopbackServer
 from rossmann_local.sync_api.store import CatalogueStore
-from rossmann_local_tests.conftest import PROVENANCE, TEST_ADMIN_TOKEN
+from rossmann_local_tests.conftest import PROVENANCE, TEST_ADMIN_TOKEN, MadeDay
 
 EXPECTED_LINE = re.compile(r"^Expected answers \(.*\): 5 shops: the reports equal the expected answers$", re.MULTILINE)
 
@@ -122,9 +122,8 @@ def test_a_bad_scenario_stops_with_a_message_naming_each_bad_field(tmp_path: Pat
 
 @pytest.mark.services  # make day: its local stack and dagster dev
 def test_a_messy_day_dead_letters_exactly_its_malformed_messages_and_the_reports_still_reconcile(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--scenario", "messy-day"]) == 0
-    out = capsys.readouterr().out
+        messy_day: MadeDay, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = messy_day.out  # make day --scenario messy-day
     counts = re.search(r"^Scenario messy-day \(seed 69\): the day's ledger \(.*\): promotion (\d+), late (\d+), "
                        r"duplicate (\d+), out_of_order (\d+), malformed (\d+), sync_api_outage 0, broker_pause 0$",
                        out, re.MULTILINE)
@@ -137,12 +136,13 @@ def test_a_messy_day_dead_letters_exactly_its_malformed_messages_and_the_reports
     assert f"(+{duplicates + out_of_order + malformed} faulty messages of the scenario)" in out
     assert re.search(r"^all\s+(\d+)\s+\1\s+([\d,.]+)\s+\2\s+(\d+)\s+\3\s+yes\s", out, re.MULTILINE), out
     assert EXPECTED_LINE.search(out), "the reports equal the expected answers despite the faults"
-    rows = ledger_rows(tmp_path / "data" / "scenario_ledger.sqlite")
+    rows = ledger_rows(messy_day.data / "scenario_ledger.sqlite")
     assert len(rows) == promotions + late + duplicates + out_of_order + malformed
     assert {row[0] for row in rows} == {date(2026, 6, 1).isoformat()}
     assert any(row[4] == OUT_OF_ORDER and "after the description" in row[8] for row in rows), "one across topics"
 
     # The check on the expected answers fails when a report row goes missing.
+    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(messy_day.data))
     world = reference_world()
     with local_stack(world) as stack:
         expected, day = day_asset(world, "expected_answers"), world.start_date.isoformat()
