@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -366,9 +366,13 @@ class DagsterUI:
             raise DagsterUIError(f"run {run_id}: {answer}")
         return answer["status"]
 
-    def wait_for_run(self, run_id: str, timeout: float = 300) -> str:
+    def wait_for_run(self, run_id: str, timeout: float = 300, watch: Callable[[], None] | None = None) -> str:
+        """The run's final status; ``watch`` is called at each poll and may raise to stop waiting (a
+        part the run needs is gone, so its outcome no longer matters)."""
         deadline = time.monotonic() + timeout
         while (status := self.run_status(run_id)) not in RUN_FINISHED:
+            if watch is not None:
+                watch()
             if time.monotonic() > deadline:
                 raise DagsterUIError(f"run {run_id} did not finish within {timeout} s ({status})")
             time.sleep(0.25)

@@ -106,7 +106,9 @@ class DayThroughDagster:
         return self.stop.call(work) if self.stop is not None else work()
 
     def finished(self, run_id: str) -> RunOutcome:
-        self.ui.wait_for_run(run_id, timeout=900)
+        """The run's outcome once it ended; the day stops at once if the local broker dies meanwhile
+        (the run would otherwise wait out its Kafka timeouts and retries before failing)."""
+        self.ui.wait_for_run(run_id, timeout=900, watch=self.check_broker)
         return self.ui.run(run_id)
 
     def run_day(self) -> list[ShopDay]:
@@ -170,11 +172,12 @@ class DayThroughDagster:
         self.streaming.changes_published += chain_admin.make_changes(store, changes)
         self.wait_until_published(store)
 
-    @staticmethod
-    def wait_until_published(store: CatalogueStore, timeout: float = 60) -> None:
-        """Until the stand-in's relay has published every change entered (its outbox is empty)."""
+    def wait_until_published(self, store: CatalogueStore, timeout: float = 60) -> None:
+        """Until the stand-in's relay has published every change entered (its outbox is empty), or the
+        local broker it publishes to died."""
         deadline = time.monotonic() + timeout
         while store.unpublished() and time.monotonic() < deadline:
+            self.check_broker()
             time.sleep(0.05)
 
     def apply_catalogue(self, since: float) -> None:
