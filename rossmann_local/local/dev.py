@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from urllib.parse import urlsplit
 
 import click
@@ -21,10 +22,6 @@ from rossmann_local.local.instance import WORKSPACE, instance_home
 from rossmann_local.local.processes import die_with_parent, free_port
 from rossmann_local.local.stack import local_stack
 from rossmann_local.settings import DEFAULT_SYNC_API_URL, SYNC_API_URL, ConfigError, load_world
-
-
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 @click.command(name="dev", help="The Dagster UI on the no-service defaults (the local stack and dagster dev); "
@@ -45,10 +42,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(dagster_dev_args: list[str]) -> int:
     home = instance_home()  # DAGSTER_HOME under the data dir when it is not set (a bad setting stops here)
-    # SIGTERM (a test's teardown, a process manager) stops everything like Ctrl-C does, so the
-    # broker, the stand-in and dagster dev's own processes never outlive this one.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    # SIGTERM (a test's teardown, a process manager) stops everything like Ctrl-C does, so the broker,
+    # the stand-in and dagster dev's own processes never outlive this one. The handlers only note the
+    # request: an exception raised wherever the signal lands (inside a lock, a thread join, a fork)
+    # could leave the stack's own shutdown waiting on what it interrupted. A request that comes while
+    # the stack starts is acted on once it is up.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # SIGINT also when started in the background
+        signal.signal(signum, lambda _signum, _frame: stop.set())
     usual = urlsplit(DEFAULT_SYNC_API_URL).port
     with local_stack(load_world(), sync_api_port=free_port(preferred=usual), command="make dev") as stack:
         if stack.broker is not None:
@@ -58,6 +59,8 @@ def serve(dagster_dev_args: list[str]) -> int:
             moved = "" if urlsplit(url).port == usual else f"{SYNC_API_URL}={url} "  # its usual port was taken
             print(f"Sync API stand-in on {url} (change the catalogue: {moved}"
                   "python -m rossmann_local.sync_api change price --product 1 --city Berlin --price 7.49)", flush=True)
+        if stop.is_set():
+            return 0
         # dagster dev stops on SIGINT (and maps SIGTERM to it); a background start would inherit
         # SIGINT ignored, so the child gets the default back. It runs in DAGSTER_HOME, so it does not
         # mistake the repository's dagster.yaml (compose's instance) for its own and warn about it;
@@ -65,16 +68,16 @@ def serve(dagster_dev_args: list[str]) -> int:
         dagster_dev = subprocess.Popen([sys.executable, "-W", "ignore:Function `dev_command` is superseded",
                                         "-m", "dagster", "dev", "-w", str(WORKSPACE), *dagster_dev_args],
                                        env=stack.code_location_env(home), preexec_fn=die_with_parent, cwd=home)
+        while not stop.wait(0.2):
+            if (code := dagster_dev.poll()) is not None:
+                return code
+        dagster_dev.send_signal(signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
         try:
-            return dagster_dev.wait()
-        except KeyboardInterrupt:
-            dagster_dev.send_signal(signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
-            try:
-                dagster_dev.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                dagster_dev.kill()
-                dagster_dev.wait()
-            return 0
+            dagster_dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dagster_dev.kill()
+            dagster_dev.wait()
+        return 0
 
 
 if __name__ == "__main__":
