@@ -10,13 +10,14 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from rossmann_local.local.broker import BINARY, LocalBroker
-from rossmann_local.local.processes import DataDirInUse, data_dir_lock, free_port
+from rossmann_local.local.processes import DataDirInUse, data_dir_lock, free_port, stop_process_group
 
 pytestmark = [pytest.mark.faults, pytest.mark.services]
 
@@ -148,3 +149,32 @@ def test_make_dev_moves_the_stand_in_to_a_free_port_when_its_usual_one_is_taken(
                 dev.kill()  # never left behind holding a port
                 dev.wait()
                 raise
+
+
+def test_a_stop_signal_lost_at_start_is_sent_again_and_nothing_of_the_group_is_left() -> None:
+    """How make dev stops dagster dev: a child that lost its first SIGINT (dagster dev does when it lands
+    while its interpreter starts, and once left its webserver and daemon running after make dev had
+    gone) gets a second one, and a grandchild that ignores SIGINT is killed with the group."""
+    child_code = textwrap.dedent("""
+        import signal, subprocess, sys, time
+        ignores = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"
+        grandchild = subprocess.Popen([sys.executable, "-c", ignores])
+        lost = []
+        signal.signal(signal.SIGINT, lambda *_: lost.append(1) if not lost else sys.exit(0))
+        print(grandchild.pid, flush=True)
+        while True:
+            time.sleep(0.05)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", child_code], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        grandchild = int(child.stdout.readline())
+        started = time.monotonic()
+        stop_process_group(child, signal.SIGINT, timeout=30, again_after=1)
+        assert child.returncode == 0, "the second SIGINT stopped it"
+        assert time.monotonic() - started < 20, "not only after the timeout"
+        wait_for(lambda: not alive(grandchild), timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.stdout.close()

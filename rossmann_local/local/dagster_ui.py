@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 
 from rossmann_local.local.instance import instance_home
-from rossmann_local.local.processes import die_with_parent, free_port
+from rossmann_local.local.processes import die_with_parent, free_port, stop_process_group
 from rossmann_local.local.stack import LocalStack
 from rossmann_local.settings import ConfigError, data_dir
 
@@ -443,8 +442,4 @@ def _serving(command: list[str], env: dict[str, str], cwd: Path, port: int, log_
             time.sleep(0.2)
         yield DagsterUI(url)
     finally:
-        process.send_signal(stop_signal)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=90)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
+        stop_process_group(process, stop_signal, timeout=90)  # and whatever of its group is left

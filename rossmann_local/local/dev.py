@@ -19,7 +19,7 @@ import click
 
 from rossmann_local import commandline
 from rossmann_local.local.instance import WORKSPACE, instance_home
-from rossmann_local.local.processes import die_with_parent, free_port
+from rossmann_local.local.processes import die_with_parent, free_port, stop_process_group
 from rossmann_local.local.stack import local_stack
 from rossmann_local.settings import DEFAULT_SYNC_API_URL, SYNC_API_URL, ConfigError, load_world
 
@@ -65,19 +65,21 @@ def serve(dagster_dev_args: list[str]) -> int:
         # SIGINT ignored, so the child gets the default back. It runs in DAGSTER_HOME, so it does not
         # mistake the repository's dagster.yaml (compose's instance) for its own and warn about it;
         # `dagster dev` is what this project pins (dagster-dg-cli's `dg dev` is not a dependency).
+        # In a session of its own, so that its webserver, daemon and code server can be stopped as one
+        # group; Ctrl-C reaches it through this process.
         dagster_dev = subprocess.Popen([sys.executable, "-W", "ignore:Function `dev_command` is superseded",
                                         "-m", "dagster", "dev", "-w", str(WORKSPACE), *dagster_dev_args],
-                                       env=stack.code_location_env(home), preexec_fn=die_with_parent, cwd=home)
-        while not stop.wait(0.2):
-            if (code := dagster_dev.poll()) is not None:
-                return code
-        dagster_dev.send_signal(signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
+                                       env=stack.code_location_env(home), preexec_fn=die_with_parent, cwd=home,
+                                       start_new_session=True)
         try:
-            dagster_dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            dagster_dev.kill()
-            dagster_dev.wait()
-        return 0
+            while not stop.wait(0.2):
+                if dagster_dev.poll() is not None:
+                    break
+        finally:
+            code = dagster_dev.poll()
+            # dagster dev shuts its webserver and daemon down on SIGINT; what it leaves is killed
+            stop_process_group(dagster_dev, signal.SIGINT)
+        return code if code is not None else 0
 
 
 if __name__ == "__main__":

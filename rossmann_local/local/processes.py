@@ -9,13 +9,15 @@ import fcntl
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rossmann_local.settings import DATA_DIR, ConfigError
 
@@ -39,6 +41,27 @@ def die_with_parent() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background start inherits SIGINT ignored
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_process_group(process: subprocess.Popen[Any], signum: signal.Signals, timeout: float = 60,
+                       again_after: float = 10) -> None:
+    """Stop a child started in a session of its own (``start_new_session``) and everything it started:
+    ``signum``, once more after ``again_after`` seconds if it still runs (a Python process that gets a
+    SIGINT while its interpreter starts reports the KeyboardInterrupt and goes on, the signal lost:
+    seen with ``dagster dev``), then SIGKILL to whatever is left of its process group after ``timeout``
+    (a webserver or daemon the killed parent would otherwise leave running)."""
+    deadline, again = time.monotonic() + timeout, time.monotonic() + again_after
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signum)
+    while process.poll() is None and time.monotonic() < deadline:
+        if time.monotonic() >= again:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signum)
+            again = deadline
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 class DataDirInUse(ConfigError):
