@@ -89,7 +89,7 @@ class VersionBatch:
             compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
             values = {}
             for column in columns:
-                processor = table.c[column].type._cached_bind_processor(conn.dialect)
+                processor = table.c[column].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
                 raw = [row[column] for row in rows]
                 values[column] = list(map(processor, raw)) if processor else raw
             if compiled.positional:
