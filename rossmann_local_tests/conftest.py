@@ -139,14 +139,21 @@ def messages_keep_their_contracts() -> Iterator[Counter[str]]:
     assert not broken, f"{len(broken)} produced messages break their topic's contract: {broken[:5]}"
 
 
+def isolate_environment(patch: pytest.MonkeyPatch, data: Path) -> None:
+    """None of the developer's settings, no Dagster home, the data dir ``data``. A command sets
+    ``DAGSTER_HOME`` for its instance: ``patch`` puts back what was there before, even then."""
+    for name in list(os.environ):
+        if name.startswith("ROSSMANN_") and name != PG_URL_SETTING:
+            patch.delenv(name)
+    patch.setenv("DAGSTER_HOME", "")
+    patch.delenv("DAGSTER_HOME")
+    patch.setenv("ROSSMANN_DATA_DIR", str(data))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's settings or writes into the repo's data dir."""
-    for name in list(os.environ):
-        if name.startswith("ROSSMANN_") and name != "ROSSMANN_TEST_PG_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.setenv("ROSSMANN_DATA_DIR", str(tmp_path / "data"))
+    isolate_environment(monkeypatch, tmp_path / "data")
 
 
 @pytest.fixture
@@ -250,16 +257,11 @@ def messy_day(tmp_path_factory: pytest.TempPathFactory) -> MadeDay:
     Its readers take the receipts as they were, since one of them changes the data dir's ClickHouse."""
     data = tmp_path_factory.mktemp("messy-day") / "data"
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as out:
-        for name in list(os.environ):
-            if name.startswith("ROSSMANN_") and name != PG_URL_SETTING:
-                patch.delenv(name)
-        patch.setenv("DAGSTER_HOME", "")
-        patch.delenv("DAGSTER_HOME")  # the day sets it for its instance; the context puts back what was
-        patch.setenv("ROSSMANN_DATA_DIR", str(data))
+        isolate_environment(patch, data)
         code = day_main(["--scenario", "messy-day"])
-        shops = ShopDatabases(sqlite_dir=str(data / "shops"))
-        receipts = {shop_id: receipts_of(shops, shop_id) for shop_id in reference_world().shop_ids}
-        stock = {shop_id: stock_and_ledger(shops, shop_id) for shop_id in reference_world().shop_ids}
+        shops, shop_ids = ShopDatabases(sqlite_dir=str(data / "shops")), reference_world().shop_ids
+        receipts = {shop_id: receipts_of(shops, shop_id) for shop_id in shop_ids}
+        stock = {shop_id: stock_and_ledger(shops, shop_id) for shop_id in shop_ids}
         shops.dispose()
     assert code == 0, out.getvalue()[-3000:]
     return MadeDay(out.getvalue(), data, receipts, stock)
