@@ -72,10 +72,25 @@ def pg_admin_url() -> str:
 SERVICE_FIXTURES = {"broker", "kafka", "own_broker", "postgres_shops", "logical_postgres", "messy_day"}
 
 
+# The long tests first (the browser's backfills, the injected faults, then the other services): under
+# pytest-xdist the two workers then end on short tests together, not one of them alone on a 5-minute
+# one. The tests reading the session's messy-day make day come one after another, so that they mostly
+# land on one worker, which makes it once.
+LONG_FIRST = ("browser", "faults", "services")
+SHARED_SESSION_FIXTURES = ("messy_day",)
+
+
+def _running_order(item: pytest.Item) -> tuple[int, tuple[bool, ...]]:
+    rank = next((rank for rank, marker in enumerate(LONG_FIRST) if item.get_closest_marker(marker)), len(LONG_FIRST))
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return rank, tuple(name not in fixtures for name in SHARED_SESSION_FIXTURES)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
+    items.sort(key=_running_order)  # stable: each module's tests keep their order
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -231,21 +231,32 @@ def shifts_run_in_order(tmp_path_factory: pytest.TempPathFactory,
     return rows
 
 
+@pytest.fixture(scope="module")
+def two_days_backfilled(dagster_ui: tuple[str, Path]) -> tuple[str, str, list[str]]:
+    """The UI's backfill (its GraphQL mutation) of every shop over the first two days, once for the
+    module's make dev: (backfill id, its final status, its partition keys). The failure test sells the
+    day after, so it asks for this too and holds without the backfill test before it (alone, or on
+    another pytest-xdist worker)."""
+    url, _ = dagster_ui
+    keys = day_keys(DAYS[0]) + day_keys(DAYS[1])
+    backfill = launch_backfill(url, keys)
+    return backfill, backfill_done(url, backfill), keys
+
+
 def test_a_backfill_of_two_days_sells_each_shop_in_shift_order_and_writes_the_in_order_rows(
-        dagster_ui: tuple[str, Path], stand_in: LoopbackServer, shifts_run_in_order: dict,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        dagster_ui: tuple[str, Path], two_days_backfilled: tuple[str, str, list[str]], stand_in: LoopbackServer,
+        shifts_run_in_order: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """The UI's backfill (its GraphQL mutation) of every shop over two days, through the daemon, on
     shops that never ran before it: one backfill, no re-execution. Each run is one shop x shift; a
     shop's shift starts only once its previous shift is sold, shops side by side; the shop databases
     then hold row for row what the shifts run in order write, and ClickHouse reconciles."""
     url, data = dagster_ui
-    keys = day_keys(DAYS[0]) + day_keys(DAYS[1])
+    backfill, status, keys = two_days_backfilled
     monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))
     instance = dg.DagsterInstance.from_config(str(data / "dagster_home"))
     shops = ShopDatabases(sqlite_dir=str(data / "shops"))
     try:
-        backfill = launch_backfill(url, keys)
-        assert backfill_done(url, backfill) == "COMPLETED_SUCCESS"
+        assert status == "COMPLETED_SUCCESS"
         records = backfill_runs(instance, backfill)
         assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
         # Each partition is sold by one run; its reports and stock messages go in that run or, once it
@@ -293,11 +304,13 @@ def test_a_backfill_of_two_days_sells_each_shop_in_shift_order_and_writes_the_in
 
 
 def test_one_shops_failure_fails_only_its_partitions_and_re_execution_runs_only_them(
-        dagster_ui: tuple[str, Path], shifts_run_in_order: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shop 3's database is broken for a backfill of the next day: only shop 3's partitions fail (its
-    afternoon is never tried), every other shop's day is sold. Repaired, "Re-execute from failure"
-    runs shop 3's two shifts alone, and every shop then holds the in-order rows."""
+        dagster_ui: tuple[str, Path], two_days_backfilled: tuple[str, str, list[str]], shifts_run_in_order: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shop 3's database is broken for a backfill of the day after the first two: only shop 3's
+    partitions fail (its afternoon is never tried), every other shop's day is sold. Repaired,
+    "Re-execute from failure" runs shop 3's two shifts alone, and every shop then holds the in-order rows."""
     url, data = dagster_ui
+    assert two_days_backfilled[1] == "COMPLETED_SUCCESS", "the two days before it"
     monkeypatch.setenv("DAGSTER_HOME", str(data / "dagster_home"))
     instance = dg.DagsterInstance.from_config(str(data / "dagster_home"))
     database = data / "shops" / "shop_3.sqlite"
