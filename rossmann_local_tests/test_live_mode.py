@@ -80,8 +80,12 @@ def live_env(data: Path) -> dict[str, str]:
 
 
 def start_live(data: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    # The UI's port and the stand-in's: 3000 and 8765 may be taken, by another worker's test too (one of
+    # them holds 8765 on purpose).
     if "--port" not in args:
-        args = (*args, "--port", str(free_port()))  # the UI's port: 3000 may be taken
+        args = (*args, "--port", str(free_port()))
+    if "--sync-api-port" not in args:
+        args = (*args, "--sync-api-port", str(free_port()))
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "rossmann_local.local.live_command", *args], env=live_env(data),
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
