@@ -4,6 +4,7 @@ stand-in's outbox. Each test starts reading at the offsets the topics have when 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -37,7 +38,7 @@ from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError, load_scenario
 from rossmann_local.shop import catalogue as shop_catalogue
 from rossmann_local.shop.catalogue import catalogue_lag
-from rossmann_local.shop_db.models import Category, ProductVersion, Transaction, TransactionItem
+from rossmann_local.shop_db.models import Category, PriceVersion, ProductVersion, Transaction, TransactionItem
 from rossmann_local.sync_api.outbox import publish_outbox
 from rossmann_local.sync_api.store import CatalogueStore
 from rossmann_local_tests.conftest import ADMIN, PROVENANCE
@@ -175,6 +176,48 @@ def test_upsert_runs_apply_prices_only_to_shops_of_the_city(chain: Chain, kafka:
     assert products_of(sqlite_shops, 2)[7].price == nurnberg_before, "Nurnberg keeps its own price"
     assert {products_of(sqlite_shops, s)[7].name for s in range(1, 6)} == {"Dish Tabs XL"}
     assert chain.tick().run_requests == [] and json.loads(chain.cursor)["pending"] == []
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_applying_a_range_pauses_the_cyclic_collector_and_leaves_it_as_found(enabled: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        with pytest.raises(RuntimeError, match="a failed apply"), shop_catalogue.cyclic_gc_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("a failed apply")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_a_price_message_is_a_version_in_its_citys_shops_and_a_description_in_every_shop(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
+    """The chain sends a price change with the product's fields as they stand: the shops of the city it
+    prices record a product and a price version at its time (what the Sync API answers them), the
+    others take its fields into their current view and record nothing. A description reaches every
+    shop's history; the same message twice in one range is one version."""
+    priced_at, described_at = T0 + timedelta(minutes=7), T0 + timedelta(minutes=9)
+    price = product(7, priced_at, price=4.44, city="Berlin", name="Dish Tabs XL", barcode="410800986181",
+                    category_id=3)
+    description = {k: v for k, v in product(7, described_at, name="Dish Tabs XXL", barcode="410800986181",
+                                              category_id=3).items() if k not in ("price", "discount")}
+    send(kafka, PRODUCT_TOPIC, price, price)
+    send(kafka, PRODUCT_DESCRIPTION_TOPIC, description)
+    outcome = chain.apply_all()
+    assert (outcome["messages"], outcome["dead_lettered"]) == (3, 0)
+    assert outcome["versions_added"] == 2 + 5, "Berlin's shop: a product and a price version; all 5: the description"
+
+    def versions_at(shop_id: int, at: datetime) -> tuple[int, int]:
+        with sqlite_shops.transaction(shop_id) as conn:
+            return tuple(conn.scalar(select(func.count()).select_from(table).where(
+                table.c.product_id == 7, table.c.valid_from_utc == at))
+                for table in (ProductVersion.__table__, PriceVersion.__table__))  # type: ignore[return-value]
+
+    assert {s: versions_at(s, priced_at) for s in range(1, 6)} == {1: (1, 1), 2: (0, 0), 3: (0, 0), 4: (0, 0),
+                                                                   5: (0, 0)}
+    assert {versions_at(s, described_at) for s in range(1, 6)} == {(1, 0)}
+    assert {products_of(sqlite_shops, s)[7].name for s in range(1, 6)} == {"Dish Tabs XXL"}
 
 
 def test_a_price_message_without_a_city_changes_the_description_only(chain: Chain, kafka: KafkaResource,

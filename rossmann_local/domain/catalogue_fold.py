@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from rossmann_local.domain.messages import CatalogueMessage, CategoryMessage, ProductMessage
 
@@ -65,9 +65,9 @@ class ProductChange:
     price_updated_at_utc: datetime | None = None
 
 
-@dataclass(frozen=True)
-class Sourced(Generic[T, S]):
-    """A version and where it came from (a Kafka message's coordinates; None for the Sync API)."""
+class Sourced(NamedTuple, Generic[T, S]):
+    """A version and where it came from (a Kafka message's coordinates; None for the Sync API). A
+    tuple: a range of messages makes one per message."""
 
     version: T
     source: S
@@ -91,9 +91,10 @@ class CatalogueFold(Generic[S]):
     def add_product(self, product: Versioned, source: S = None,  # type: ignore[assignment]
                     priced_for: str | None = None) -> None:
         """The product's descriptive fields, and its price for the city ``priced_for`` if any."""
-        keep_newest(self.products, product.product_id, Sourced(product, source))
+        sourced = Sourced(product, source)
+        keep_newest(self.products, product.product_id, sourced)
         if priced_for is not None:
-            keep_newest(self.prices, (product.product_id, priced_for), Sourced(product, source))  # type: ignore[arg-type]
+            keep_newest(self.prices, (product.product_id, priced_for), sourced)
 
     def add_message(self, message: CatalogueMessage, source: S) -> None:
         """A Kafka message: a product message carries the price of the city it names, or none."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
@@ -38,10 +39,13 @@ class VersionsRecorded:
     shifts_touched: set[datetime] = field(default_factory=set)  # sold shifts a late version falls into
 
 
-def _rows(versions: Iterable[Versioned], key: str, fields: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per (key, time): the same version twice in a batch is one."""
-    rows = {(getattr(v, key), v.updated_at_utc): v for v in versions}
-    return [{key: k, "valid_from_utc": at, **{f: getattr(v, f) for f in fields}} for (k, at), v in rows.items()]
+Row = tuple[Any, ...]  # (key, valid_from_utc, *fields)
+
+
+def _rows(versions: Iterable[Versioned], key: str, fields: Sequence[str]) -> list[Row]:
+    """A row per version, as (key, time, *fields). The same version twice is one row all the same: the
+    insert skips a (key, time) the history holds, from earlier in the batch too."""
+    return list(map(attrgetter(key, "updated_at_utc", *fields), versions))
 
 
 HISTORY_TABLES: tuple[tuple[Table, str, Sequence[str]], ...] = (
@@ -53,58 +57,83 @@ HISTORY_TABLES: tuple[tuple[Table, str, Sequence[str]], ...] = (
 
 class VersionBatch:
     """A batch's versions (a Sync API answer, a range of Kafka messages) as history rows: made
-    once, and inserted into every shop's database, each shop taking the prices of its city."""
+    once, and inserted into every shop's database. Each shop takes the product versions meant for
+    every shop, those of its city (``city_products``: a price message's product fields) and the
+    prices of its city."""
 
     def __init__(self, categories: Iterable[Versioned], products: Iterable[Versioned],
-                 prices: dict[str, list[Versioned]]) -> None:
-        self._rows = {(CategoryVersion.__table__.name, None): _rows(categories, *HISTORY_TABLES[0][1:]),
-                      (ProductVersion.__table__.name, None): _rows(products, *HISTORY_TABLES[1][1:])}
+                 prices: dict[str, list[Versioned]],
+                 city_products: dict[str, list[Versioned]] | None = None) -> None:
+        self._rows: dict[tuple[str, str | None], list[Row]] = {
+            (CategoryVersion.__table__.name, None): _rows(categories, *HISTORY_TABLES[0][1:]),
+            (ProductVersion.__table__.name, None): _rows(products, *HISTORY_TABLES[1][1:])}
+        self._rows |= {(ProductVersion.__table__.name, city): _rows(versions, *HISTORY_TABLES[1][1:])
+                       for city, versions in (city_products or {}).items()}
         self._rows |= {(PriceVersion.__table__.name, city): _rows(versions, *HISTORY_TABLES[2][1:])
                        for city, versions in prices.items()}
         self._prepared: dict[tuple[str, str | None, str], tuple[str, list[Any]]] = {}
+        self._typed_times: dict[str, dict[datetime, Any]] = {}  # by dialect
 
     def record(self, conn: Connection, city: str) -> VersionsRecorded:
         """Add the versions (prices: of ``city``) the shop's history does not have yet."""
         recorded = VersionsRecorded()
         for table, key, fields in HISTORY_TABLES:
-            part = (table.name, city if table is PriceVersion.__table__ else None)
-            rows = self._rows.get(part, [])
-            late = _late(conn, table, key, fields, rows)
-            recorded.added += self._insert(conn, table, key, part, rows)
-            recorded.shifts_touched |= _touched(conn, table, key, late)
+            for part in self._parts(table, city):
+                rows = self._rows.get(part, [])
+                late = _late(conn, table, key, fields, rows)
+                recorded.added += self._insert(conn, table, key, fields, part, rows)
+                recorded.shifts_touched |= _touched(conn, table, key, late)
         return recorded
 
-    def _insert(self, conn: Connection, table: Table, key: str, part: tuple[str, str | None],
-                rows: list[dict[str, Any]]) -> int:
+    @staticmethod
+    def _parts(table: Table, city: str) -> list[tuple[str, str | None]]:
+        """The batch's parts of ``table`` a shop of ``city`` takes: the every-shop one and its city's."""
+        of_city = {CategoryVersion.__table__: [None], ProductVersion.__table__: [None, city],
+                   PriceVersion.__table__: [city]}[table]
+        return [(table.name, of) for of in of_city]
+
+    def _insert(self, conn: Connection, table: Table, key: str, fields: Sequence[str],
+                part: tuple[str, str | None], rows: list[Row]) -> int:
         """INSERT ... ON CONFLICT DO NOTHING of every row, through the driver with the values typed
         once per dialect by the columns' own bind processors; returns how many rows were added."""
         if not rows:
             return 0
-        prepared = self._prepared.get((*part, conn.dialect.name))
+        sql, parameters = self._prepared_part(conn, table, key, fields, part, rows)
+        # One executemany. Both drivers sum its rowcount, and a row the conflict skipped is not counted:
+        # counting the table before and after cost a scan of the shop's whole history per batch.
+        return int(conn.exec_driver_sql(sql, parameters).rowcount)
+
+    def _prepared_part(self, conn: Connection, table: Table, key: str, fields: Sequence[str],
+                       part: tuple[str, str | None], rows: list[Row]) -> tuple[str, list[Any]]:
+        """The statement and typed parameters of one part for the dialect, made once per batch."""
+        dialect = conn.dialect
+        prepared = self._prepared.get((*part, dialect.name))
         if prepared is None:
             # The dialect's own INSERT ... ON CONFLICT DO NOTHING and the batch's values, typed column by
             # column (map and zip run in C): made once per dialect, for every shop of the batch.
-            columns = list(rows[0])
+            columns = [key, "valid_from_utc", *fields]
             statement = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[key, "valid_from_utc"])
-            compiled = statement.compile(dialect=conn.dialect, column_keys=columns)
+            compiled = statement.compile(dialect=dialect, column_keys=columns)
             values = {}
-            for column in columns:
-                processor = table.c[column].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-                raw = [row[column] for row in rows]
-                values[column] = list(map(processor, raw)) if processor else raw
+            for column, raw in zip(columns, zip(*rows, strict=True), strict=True):
+                processor = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+                if column == "valid_from_utc" and processor:
+                    # A price message's time is its product version's too: each time is typed once
+                    # per batch (the dearest value to type: a zone to drop, a text to format).
+                    typed = self._typed_times.setdefault(dialect.name, {})
+                    values[column] = [typed[t] if t in typed else typed.setdefault(t, processor(t)) for t in raw]
+                else:
+                    values[column] = list(map(processor, raw)) if processor else raw
             if compiled.positional:
                 parameters = list(zip(*(values[name] for name in compiled.positiontup or ()), strict=True))
             else:
                 parameters = [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
-            prepared = self._prepared[(*part, conn.dialect.name)] = (str(compiled), parameters)
-        # One executemany. Both drivers sum its rowcount, and a row the conflict skipped is not counted:
-        # counting the table before and after cost a scan of the shop's whole history per batch.
-        sql, parameters = prepared
-        return int(conn.exec_driver_sql(sql, parameters).rowcount)
+            prepared = self._prepared[(*part, dialect.name)] = (str(compiled), parameters)
+        return prepared
 
 
 def _late(conn: Connection, table: Table, key: str, fields: Sequence[str],
-          rows: list[dict[str, Any]]) -> list[tuple[int, datetime]]:
+          rows: list[Row]) -> list[tuple[int, datetime]]:
     """The versions, not known yet, that take effect before the end of a shift already sold and change
     what was in effect then (a product message repeating a description while changing a price is no
     new product version for a sold shift). Most batches have none (all later than anything sold), and
@@ -114,14 +143,14 @@ def _late(conn: Connection, table: Table, key: str, fields: Sequence[str],
         return []
     late = []
     for row in rows:
-        k, at = row[key], row["valid_from_utc"]
+        k, at = row[0], row[1]
         if at >= last_sold or conn.scalar(select(func.count()).select_from(table).where(
                 table.c[key] == k, table.c.valid_from_utc == at)):
             continue
         before = conn.execute(select(*(table.c[f] for f in fields))
                               .where(table.c[key] == k, table.c.valid_from_utc < at)
                               .order_by(table.c.valid_from_utc.desc()).limit(1)).first()
-        if before is None or tuple(before) != tuple(row[f] for f in fields):
+        if before is None or tuple(before) != row[2:]:
             late.append((k, at))
     return late
 
