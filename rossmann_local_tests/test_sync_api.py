@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from datetime import UTC, datetime, time, timedelta
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from rossmann_local.domain.catalogue import BEGINNING_OF_TIME, iso_z
+from rossmann_local.domain.topics import PRODUCT_TOPIC
 from rossmann_local.domain.world import World
 from rossmann_local.resources import sync_api_client  # noqa: F401 - configures httpx logging
 from rossmann_local.resources.sync_api_client import SyncApiClient
@@ -48,6 +50,22 @@ def test_products_sync_sends_the_price_of_the_shops_city(sync_server: LoopbackSe
     assert la_nucia[1]["price"] == float(product.prices["La Nucia"].price)
     assert la_nucia[1]["discount"] == float(product.prices["La Nucia"].discount) == 0.1
     assert isinstance(berlin[1]["price"], float), "money travels as JSON numbers"
+
+
+def test_a_price_message_carries_the_products_fields_in_effect_at_its_time(store: CatalogueStore,
+                                                                           world: World) -> None:
+    """A description entered ahead for the afternoon, then a price change for the morning: the price's
+    message carries the morning's description, which the Sync API answers the shop for that moment
+    too (the shops of the city record it as the product's version then)."""
+    berlin = ZoneInfo(world.timezone)
+    morning, afternoon = (datetime.combine(world.start_date, time(h), tzinfo=berlin) for h in (10, 15))
+    store.update_product(1, description="the afternoon's text", at=afternoon)
+    store.set_price(1, "Berlin", Decimal("7.96"), Decimal("0"), at=morning)
+    [price] = [json.loads(row.payload) for row in store.unpublished() if row.topic == PRODUCT_TOPIC]
+    synced = {r.updated_at_utc: r for r in store.products_changed_since(1, BEGINNING_OF_TIME) if r.product_id == 1}
+    assert price["updated_at_utc"] == iso_z(morning) and price["price"] == 7.96
+    assert price["description"] == synced[morning].description != "the afternoon's text"
+    assert synced[afternoon].description == "the afternoon's text"
 
 
 def test_incremental_sync_sends_only_what_changed_after_the_time(sync_server: LoopbackServer,

@@ -579,7 +579,12 @@ class CatalogueStore:
                 raise UnknownEntity(f"no price of product {product_id} in city {city!r}")
             _row, effective = self._changed(s, ProductPriceRow, (product_id, city_id), at,  # type: ignore[arg-type]
                                             price=price, discount=discount)
-            product = s.get_one(ProductRow, product_id)
+            # The product's fields in effect at the price's time (a description may be entered ahead
+            # of it): the shops of the city record them as the product's version at that time, as
+            # the Sync API answers them.
+            versions = list(s.scalars(select(ProductHistoryRow).where(ProductHistoryRow.product_id == product_id)
+                                      .order_by(ProductHistoryRow.updated_at_utc)))
+            product = _in_effect(versions, effective) or s.get_one(ProductRow, product_id)
             message = ProductMessage(**ProductDescriptionMessage.model_validate(product, from_attributes=True)
                                      .model_dump(exclude={"updated_at_utc"}),
                                      price=price, discount=discount, city=city, updated_at_utc=effective)
