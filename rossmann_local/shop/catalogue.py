@@ -93,9 +93,9 @@ def _versions(messages: Iterable[CatalogueMessage]) -> VersionBatch:
     """Every version the messages carry, for the shops' history (the fold keeps only the newest).
 
     A product message priced for a city is a version of that city's price, and of the product's
-    fields for that city's shops only: the chain publishes a price change with the product's fields
-    as they stand, which changes no description. So a shop's history holds the moments the Sync API
-    answers it (description changes and its city's prices), whichever way they came, and a price
+    fields for that city's shops only: the chain sends a price change with the product's fields in
+    effect at its time, which changes no description. So a shop's history holds the moments the Sync
+    API answers it (description changes and its city's prices), whichever way they came, and a price
     stream costs each shop only its own city's messages."""
     categories: list[CatalogueMessage] = []
     products: list[CatalogueMessage] = []  # descriptions, and product messages priced for no city: every shop's
