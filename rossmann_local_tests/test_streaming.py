@@ -193,7 +193,7 @@ def test_applying_a_range_pauses_the_cyclic_collector_and_leaves_it_as_found(ena
 
 def test_a_price_message_is_a_version_in_its_citys_shops_and_a_description_in_every_shop(
         chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
-    """The chain sends a price change with the product's fields as they stand: the shops of the city it
+    """The chain sends a price change with the product's fields in effect at its time: the shops of the city it
     prices record a product and a price version at its time (what the Sync API answers them), the
     others take its fields into their current view and record nothing. A description reaches every
     shop's history; the same message twice in one range is one version."""
