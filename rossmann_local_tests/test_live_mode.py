@@ -218,9 +218,10 @@ def test_a_change_that_reaches_the_shop_after_its_live_receipts_rewrites_them_at
 
 
 def live_sales_batches(instance: dg.DagsterInstance) -> list[tuple[datetime, list[dict]]]:
-    """(until, per-shop rows) of every live sales run that wrote something, in the order they ran."""
+    """(until, per-shop rows) of every live sales run that wrote something, in the order they ran: the
+    run that opens the shift sells up to its moment too (it writes receipts when it starts late)."""
     batches = []
-    for run in reversed(instance.get_runs(dg.RunsFilter(tags={LIVE_STEP_TAG: "sales"}))):
+    for run in reversed(instance.get_runs(dg.RunsFilter(tags={LIVE_STEP_TAG: ["open", "sales"]}))):
         assert run.status == dg.DagsterRunStatus.SUCCESS, run.run_id
         [output] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_OUTPUT)
         table = output.dagster_event.event_specific_data.metadata["per_shop"]
