@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import insert, inspect
+from sqlalchemy import Dialect, insert, inspect
+from sqlalchemy.dialects import postgresql, sqlite
 
 from rossmann_local.defs import default_resources
 from rossmann_local.domain.catalogue import CategoryRecord, ProductRecord
@@ -18,6 +20,7 @@ from rossmann_local.settings import ConfigError
 from rossmann_local.shop_db import ledger
 from rossmann_local.shop_db.cache import upsert_categories, upsert_products
 from rossmann_local.shop_db.models import Transaction, TransactionItem
+from rossmann_local.sqltypes import UtcDateTime, utc_bind_processor
 
 CATALOGUE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -130,3 +133,26 @@ def test_receipts_written_in_bulk_are_stored_exactly_as_an_insert_stores_them(wo
     with shop_databases.transaction(1) as conn:  # and SQL compares them as times
         assert ledger.shift_receipt_count(conn, shift) == len(receipts)
         assert len(ledger.stock_movements(conn, shift.start, shift.end)) == len(stored[0][1])
+
+
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.psycopg.dialect()], ids=["sqlite", "postgres"])
+def test_bulk_time_typing_gives_what_the_column_type_gives(dialect: Dialect) -> None:
+    """The history's bulk insert types its times with ``utc_bind_processor`` (on SQLite a faster
+    route to the same text): every instant, from any zone, as the column type binds it, and a naive
+    time refused alike."""
+    column_type = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert column_type is not None
+    fast = utc_bind_processor(dialect)
+    parsed = ProductRecord.model_validate_json(
+        b'{"product_id": 1, "name": "n", "barcode": "123456789012", "category_id": 1, "price": 1, "discount": 0,'
+        b' "updated_at_utc": "2026-06-01T07:30:00.000001+02:00"}').updated_at_utc  # pydantic's own zone type
+    moments = [parsed, datetime(1, 1, 1, 3, tzinfo=timezone(timedelta(hours=-2))), datetime(9999, 12, 31, tzinfo=UTC),
+               datetime(2026, 3, 29, 1, 59, 59, 999_999, tzinfo=ZoneInfo("Europe/Berlin")),
+               datetime(2026, 12, 1, 0, 0, 0, 5, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=timezone(timedelta(hours=5,
+                                                                                                   minutes=30)))]
+    assert [fast(m) for m in moments] == [column_type(m) for m in moments]
+    assert fast(parsed) == (datetime(2026, 6, 1, 5, 30, 0, 1) if dialect.name != "sqlite"
+                            else "2026-06-01 05:30:00.000001")
+    for typing in (fast, column_type):
+        with pytest.raises(ValueError, match="naive datetime"):
+            typing(datetime(2026, 6, 1))

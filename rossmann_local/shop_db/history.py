@@ -24,6 +24,7 @@ from rossmann_local.domain.shifts import ShiftWindow
 from rossmann_local.domain.simulation import ShelfProduct, ShelfTimeline
 from rossmann_local.shop_db.cache import dialect_insert
 from rossmann_local.shop_db.models import CategoryVersion, PriceVersion, ProductVersion, Shift
+from rossmann_local.sqltypes import utc_bind_processor
 
 CATEGORY_VERSION_FIELDS = ("name", "description", "is_deleted")
 
@@ -117,11 +118,12 @@ class VersionBatch:
             values = {}
             for column, raw in zip(columns, zip(*rows, strict=True), strict=True):
                 processor = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
-                if column == "valid_from_utc" and processor:
+                if column == "valid_from_utc":
                     # A price message's time is its product version's too: each time is typed once
                     # per batch (the dearest value to type: a zone to drop, a text to format).
                     typed = self._typed_times.setdefault(dialect.name, {})
-                    values[column] = [typed[t] if t in typed else typed.setdefault(t, processor(t)) for t in raw]
+                    to_utc = utc_bind_processor(dialect)
+                    values[column] = [typed[t] if t in typed else typed.setdefault(t, to_utc(t)) for t in raw]
                 else:
                     values[column] = list(map(processor, raw)) if processor else raw
             if compiled.positional:
