@@ -33,7 +33,9 @@ def _naive_utc(value: datetime) -> datetime:
 
 def _sqlite_text(value: datetime) -> str:
     """SQLAlchemy's SQLite DATETIME text (``YYYY-MM-DD HH:MM:SS.ffffff``) of the UTC time, made by
-    ``isoformat`` in C: the same characters for every datetime, at half the cost."""
+    ``isoformat`` in C: the same characters for every datetime, at a fraction of the cost."""
+    if value.tzinfo is UTC:  # as the domain holds times: the text, less its "+00:00"
+        return value.isoformat(" ", "microseconds")[:26]
     return _naive_utc(value).isoformat(" ", "microseconds")
 
 

@@ -145,11 +145,12 @@ def test_bulk_time_typing_gives_what_the_column_type_gives(dialect: Dialect) -> 
     fast = utc_bind_processor(dialect)
     parsed = ProductRecord.model_validate_json(
         b'{"product_id": 1, "name": "n", "barcode": "123456789012", "category_id": 1, "price": 1, "discount": 0,'
-        b' "updated_at_utc": "2026-06-01T07:30:00.000001+02:00"}').updated_at_utc  # pydantic's own zone type
-    moments = [parsed, datetime(1, 1, 1, 3, tzinfo=timezone(timedelta(hours=-2))), datetime(9999, 12, 31, tzinfo=UTC),
-               datetime(2026, 3, 29, 1, 59, 59, 999_999, tzinfo=ZoneInfo("Europe/Berlin")),
-               datetime(2026, 12, 1, 0, 0, 0, 5, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=timezone(timedelta(hours=5,
-                                                                                                   minutes=30)))]
+        b' "updated_at_utc": "2026-06-01T07:30:00.000001+02:00"}').updated_at_utc  # held in UTC from the edge on
+    west, india = timezone(timedelta(hours=-2)), timezone(timedelta(hours=5, minutes=30))
+    berlin = ZoneInfo("Europe/Berlin")
+    moments = [parsed, datetime(1, 1, 1, 3, tzinfo=west), datetime(9999, 12, 31, tzinfo=UTC),
+               datetime(2026, 3, 29, 1, 59, 59, 999_999, tzinfo=berlin), datetime(2026, 12, 1, 0, 0, 0, 5, tzinfo=UTC),
+               datetime(2026, 12, 1, tzinfo=india), datetime(2026, 6, 1, 7, 30, tzinfo=UTC)]
     assert [fast(m) for m in moments] == [column_type(m) for m in moments]
     assert fast(parsed) == (datetime(2026, 6, 1, 5, 30, 0, 1) if dialect.name != "sqlite"
                             else "2026-06-01 05:30:00.000001")
