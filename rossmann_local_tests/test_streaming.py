@@ -8,16 +8,17 @@ import gc
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 from confluent_kafka.admin import ConfigResource
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from rossmann_local.defs import build_definitions
 from rossmann_local.defs.streaming import MAX_RANGE, SensorCursor, batches
-from rossmann_local.domain.catalogue import iso_z
+from rossmann_local.domain.catalogue import BEGINNING_OF_TIME, iso_z
 from rossmann_local.domain.catalogue_changes import message_key
 from rossmann_local.domain.provenance import Provenance, world_fingerprint
 from rossmann_local.domain.scenario import plan_day
@@ -38,6 +39,7 @@ from rossmann_local.resources.sync_api_client import SyncApiClient
 from rossmann_local.settings import ConfigError, load_scenario
 from rossmann_local.shop import catalogue as shop_catalogue
 from rossmann_local.shop.catalogue import catalogue_lag
+from rossmann_local.shop_db.history import record_synced, shelf_at
 from rossmann_local.shop_db.models import Category, PriceVersion, ProductVersion, Transaction, TransactionItem
 from rossmann_local.sync_api.outbox import publish_outbox
 from rossmann_local.sync_api.store import CatalogueStore
@@ -194,8 +196,8 @@ def test_applying_a_range_pauses_the_cyclic_collector_and_leaves_it_as_found(ena
 def test_a_price_message_is_a_version_in_its_citys_shops_and_a_description_in_every_shop(
         chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
     """The chain sends a price change with the product's fields in effect at its time: the shops of the city it
-    prices record a product and a price version at its time (what the Sync API answers them), the
-    others take its fields into their current view and record nothing. A description reaches every
+    prices record a price version at its time, and a product version as its fields are new to them (a
+    name they had not had), the others take its fields into their current view and record nothing. A description reaches every
     shop's history; the same message twice in one range is one version."""
     priced_at, described_at = T0 + timedelta(minutes=7), T0 + timedelta(minutes=9)
     price = product(7, priced_at, price=4.44, city="Berlin", name="Dish Tabs XL", barcode="410800986181",
@@ -218,6 +220,54 @@ def test_a_price_message_is_a_version_in_its_citys_shops_and_a_description_in_ev
                                                                    5: (0, 0)}
     assert {versions_at(s, described_at) for s in range(1, 6)} == {(1, 0)}
     assert {products_of(sqlite_shops, s)[7].name for s in range(1, 6)} == {"Dish Tabs XXL"}
+
+
+def test_a_price_with_the_fields_in_effect_is_a_price_version_and_a_late_description_stays_in_effect(
+        chain: Chain, kafka: KafkaResource, store: CatalogueStore, sqlite_shops: ShopDatabases, world: World,
+        tmp_path: Path) -> None:
+    """The chain sends a price with the product's fields in effect at its time, a snapshot: where the
+    shop's history has those fields in effect then, it records the price only. So a description the
+    chain enters late, for a moment before the price, stays in effect at the price's time in the shop
+    as in the chain's catalogue (a snapshot stored as a version would bring the old fields back then),
+    and a shop that takes the same changes from the Sync API records the same versions."""
+    morning = shift_of(world)
+    described_at, priced_at = morning.start + timedelta(hours=1), morning.start + timedelta(hours=3)
+    berlin = [shop.shop_id for shop in world.shops if shop.city == "Berlin"]
+    store.set_price(7, "Berlin", Decimal("4.44"), Decimal("0"), at=priced_at)
+    assert publish_outbox(store, kafka, PROVENANCE) == 1
+    outcome = chain.apply_all()
+    assert (outcome["applied"], outcome["versions_added"]) == (1, len(berlin)), "a price version, no product one"
+
+    def at_the_price(shop_id: int) -> tuple[str, Decimal, int]:
+        with sqlite_shops.transaction(shop_id) as conn:
+            on_sale = {p.product_id: p for p in shelf_at(conn, priced_at)}[7]
+            return on_sale.name, on_sale.price, conn.scalar(select(func.count()).where(
+                ProductVersion.product_id == 7, ProductVersion.valid_from_utc == priced_at))
+
+    store.update_product(7, name="Dish Tabs XL", at=described_at)  # entered late
+    assert publish_outbox(store, kafka, PROVENANCE) == 1
+    assert chain.apply_all()["versions_added"] == len(world.shops)
+    [chains] = [r for r in store.products_changed_since(berlin[0], BEGINNING_OF_TIME)
+                if r.product_id == 7 and r.updated_at_utc == priced_at]
+    assert chains.name == "Dish Tabs XL", "the chain's catalogue at the price's time"
+    assert {s: at_the_price(s) for s in berlin} == {s: ("Dish Tabs XL", Decimal("4.44"), 0) for s in berlin}
+
+    def versions_since_morning(conn: Connection) -> list[list[tuple[Any, ...]]]:
+        return [[tuple(r) for r in conn.execute(select(table).where(
+            table.c.product_id == 7, table.c.valid_from_utc >= morning.start).order_by(table.c.valid_from_utc))]
+            for table in (ProductVersion.__table__, PriceVersion.__table__)]
+
+    synced = ShopDatabases(sqlite_dir=str(tmp_path / "synced"))  # the same moments, taken from the Sync API
+    try:
+        with synced.transaction(berlin[0]) as conn:
+            record_synced(conn, "Berlin", store.categories_changed_since(BEGINNING_OF_TIME),
+                          store.products_changed_since(berlin[0], BEGINNING_OF_TIME))
+            from_the_sync_api = versions_since_morning(conn)
+    finally:
+        synced.dispose()
+    with sqlite_shops.transaction(berlin[0]) as conn:
+        assert versions_since_morning(conn) == from_the_sync_api
+    assert [len(rows) for rows in from_the_sync_api] == [1, 1]
 
 
 def test_a_price_message_without_a_city_changes_the_description_only(chain: Chain, kafka: KafkaResource,

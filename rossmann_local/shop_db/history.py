@@ -17,6 +17,7 @@ from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
+from sqlalchemy.orm import aliased
 
 from rossmann_local.domain.catalogue import ProductRecord
 from rossmann_local.domain.catalogue_fold import PRODUCT_FIELDS, Versioned
@@ -59,8 +60,12 @@ HISTORY_TABLES: tuple[tuple[Table, str, Sequence[str]], ...] = (
 class VersionBatch:
     """A batch's versions (a Sync API answer, a range of Kafka messages) as history rows: made
     once, and inserted into every shop's database. Each shop takes the product versions meant for
-    every shop, those of its city (``city_products``: a price message's product fields) and the
-    prices of its city."""
+    every shop, the prices of its city, and those of its city's ``city_products``: the product's
+    fields that came with a price. The chain sends a price with the fields in effect at its time, a
+    snapshot, not a description change: it is a product version only where it differs from the
+    version the shop's history has in effect then (a description the shop has not had yet). Were it
+    stored as it is, a description entered late for an earlier moment would be undone in the shop
+    at the price's time, while the chain's catalogue has it in effect there."""
 
     def __init__(self, categories: Iterable[Versioned], products: Iterable[Versioned],
                  prices: dict[str, list[Versioned]],
@@ -72,7 +77,7 @@ class VersionBatch:
                        for city, versions in (city_products or {}).items()}
         self._rows |= {(PriceVersion.__table__.name, city): _rows(versions, *HISTORY_TABLES[2][1:])
                        for city, versions in prices.items()}
-        self._prepared: dict[tuple[str, str | None, str], tuple[str, list[Any]]] = {}
+        self._prepared: dict[tuple[str, str | None, str, tuple[int, ...] | None], tuple[str, list[Any]]] = {}
         self._typed_times: dict[str, dict[datetime, Any]] = {}  # by dialect
 
     def record(self, conn: Connection, city: str) -> VersionsRecorded:
@@ -81,8 +86,11 @@ class VersionBatch:
         for table, key, fields in HISTORY_TABLES:
             for part in self._parts(table, city):
                 rows = self._rows.get(part, [])
-                late = _late(conn, table, key, fields, rows)
-                recorded.added += self._insert(conn, table, key, fields, part, rows)
+                kept = None
+                if table is ProductVersion.__table__ and part[1] is not None:  # snapshots: after the descriptions
+                    kept = _differing(conn, table, key, fields, rows)
+                late = _late(conn, table, key, fields, rows if kept is None else [rows[i] for i in kept])
+                recorded.added += self._insert(conn, table, key, fields, part, rows, kept)
                 recorded.shifts_touched |= _touched(conn, table, key, late)
         return recorded
 
@@ -94,21 +102,27 @@ class VersionBatch:
         return [(table.name, of) for of in of_city]
 
     def _insert(self, conn: Connection, table: Table, key: str, fields: Sequence[str],
-                part: tuple[str, str | None], rows: list[Row]) -> int:
-        """INSERT ... ON CONFLICT DO NOTHING of every row, through the driver with the values typed
-        once per dialect by the columns' own bind processors; returns how many rows were added."""
+                part: tuple[str, str | None], rows: list[Row], kept: list[int] | None = None) -> int:
+        """INSERT ... ON CONFLICT DO NOTHING of every row (or those at the ``kept`` indexes), through the
+        driver with the values typed once per dialect by the columns' own bind processors; returns how
+        many rows were added."""
+        if kept is not None:
+            rows = [rows[i] for i in kept]
         if not rows:
             return 0
-        sql, parameters = self._prepared_part(conn, table, key, fields, part, rows)
+        sql, parameters = self._prepared_part(conn, table, key, fields, part, rows, kept)
         # One executemany. Both drivers sum its rowcount, and a row the conflict skipped is not counted:
         # counting the table before and after cost a scan of the shop's whole history per batch.
         return int(conn.exec_driver_sql(sql, parameters).rowcount)
 
     def _prepared_part(self, conn: Connection, table: Table, key: str, fields: Sequence[str],
-                       part: tuple[str, str | None], rows: list[Row]) -> tuple[str, list[Any]]:
-        """The statement and typed parameters of one part for the dialect, made once per batch."""
+                       part: tuple[str, str | None], rows: list[Row],
+                       kept: list[int] | None) -> tuple[str, list[Any]]:
+        """The statement and typed parameters of one part (of the rows ``kept`` of it: the shops of a
+        city mostly keep the same) for the dialect, made once per batch."""
         dialect = conn.dialect
-        prepared = self._prepared.get((*part, dialect.name))
+        cache_key = (*part, dialect.name, None if kept is None else tuple(kept))
+        prepared = self._prepared.get(cache_key)
         if prepared is None:
             # The dialect's own INSERT ... ON CONFLICT DO NOTHING and the batch's values, typed column by
             # column (map and zip run in C): made once per dialect, for every shop of the batch.
@@ -130,8 +144,44 @@ class VersionBatch:
                 parameters = list(zip(*(values[name] for name in compiled.positiontup or ()), strict=True))
             else:
                 parameters = [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
-            prepared = self._prepared[(*part, dialect.name)] = (str(compiled), parameters)
+            prepared = self._prepared[cache_key] = (str(compiled), parameters)
         return prepared
+
+
+def _differing(conn: Connection, table: Table, key: str, fields: Sequence[str], rows: list[Row]) -> list[int]:
+    """The indexes of the rows whose fields differ from the version in effect at their time, in the
+    shop's history or an earlier row kept (a row at a time the history has is left out: its place is
+    taken). One query: each key's version in effect at the rows' earliest time, and every later one."""
+    if not rows:
+        return []
+    first = min(row[1] for row in rows)
+    keys = {row[0] for row in rows}
+    earlier = aliased(table)
+    since = (select(func.max(earlier.c.valid_from_utc))
+             .where(earlier.c[key] == table.c[key], earlier.c.valid_from_utc <= first).scalar_subquery())
+    known: dict[Any, list[tuple[datetime, Row]]] = {}
+    for version in conn.execute(select(table.c[key], table.c.valid_from_utc, *(table.c[f] for f in fields))
+                                .where(table.c[key].in_(keys),
+                                       (table.c.valid_from_utc > first) | (table.c.valid_from_utc == since))):
+        known.setdefault(version[0], []).append((version[1], tuple(version)[2:]))
+    kept = []
+    in_effect: dict[Any, Row | None] = {}
+    placed: dict[Any, datetime] = {}  # each key's latest time a row was kept at
+    history: dict[Any, list[tuple[datetime, Row]]] = {}
+    for i in sorted(range(len(rows)), key=lambda i: (rows[i][0], rows[i][1])):  # stable: the first of a time wins
+        k, at, values = rows[i][0], rows[i][1], rows[i][2:]
+        if k not in history:
+            history[k] = sorted(known.get(k, []), reverse=True)  # the oldest last, popped as time passes
+            in_effect[k] = None
+        versions = history[k]
+        while versions and versions[-1][0] < at:
+            in_effect[k] = versions.pop()[1]
+        if (versions and versions[-1][0] == at) or placed.get(k) == at:
+            continue  # the history, or a row kept before, holds this time already
+        if values != in_effect[k]:
+            kept.append(i)
+            in_effect[k], placed[k] = values, at
+    return sorted(kept)
 
 
 def _late(conn: Connection, table: Table, key: str, fields: Sequence[str],
@@ -176,8 +226,13 @@ def record_synced(conn: Connection, city: str, categories: Sequence[Versioned],
     product or its city price changed, each with the price in effect then; a price version is
     recorded only where the price or discount changed. A record made when only the description
     changed would otherwise claim the price at that moment with the value the Sync API knew then,
-    and a price change the chain entered late for that same moment would find its place taken."""
-    return record_versions(conn, city, categories, products, _price_changes(conn, products))
+    and a price change the chain entered late for that same moment would find its place taken. A
+    record at a price change carries the product's fields as a price message does, and is a product
+    version only where they differ from those in effect then (``VersionBatch``)."""
+    prices = _price_changes(conn, products)
+    at_price_changes = {(r.product_id, r.updated_at_utc) for r in prices}
+    descriptions = [r for r in products if (r.product_id, r.updated_at_utc) not in at_price_changes]
+    return VersionBatch(categories, descriptions, {city: prices}, city_products={city: prices}).record(conn, city)
 
 
 def _price_changes(conn: Connection, records: Sequence[ProductRecord]) -> list[ProductRecord]:
