@@ -195,10 +195,11 @@ def test_applying_a_range_pauses_the_cyclic_collector_and_leaves_it_as_found(ena
 
 def test_a_price_message_is_a_version_in_its_citys_shops_and_a_description_in_every_shop(
         chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases) -> None:
-    """The chain sends a price change with the product's fields in effect at its time: the shops of the city it
-    prices record a price version at its time, and a product version as its fields are new to them (a
-    name they had not had), the others take its fields into their current view and record nothing. A description reaches every
-    shop's history; the same message twice in one range is one version."""
+    """The chain sends a price change with the product's fields in effect at its time: the shops of the
+    city it prices record a price version at its time, and a product version as its fields are new to
+    them (a name they had not had), the others take its fields into their current view and record
+    nothing. A description reaches every shop's history; the same message twice in one range is one
+    version."""
     priced_at, described_at = T0 + timedelta(minutes=7), T0 + timedelta(minutes=9)
     price = product(7, priced_at, price=4.44, city="Berlin", name="Dish Tabs XL", barcode="410800986181",
                     category_id=3)
