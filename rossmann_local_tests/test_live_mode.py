@@ -323,6 +323,9 @@ def test_the_ui_shows_the_live_runs_while_the_shift_is_open(tmp_path: Path) -> N
         wait_for("live runs in the UI", lambda: runs_listed(0), live, log)
         first_view = len(seen[-1])
         wait_for("more live runs in the UI", lambda: runs_listed(first_view), live, log)
+        # A run the sensor just asked for is listed before the daemon starts it (NOT_STARTED).
+        wait_for("two live runs finished", lambda: runs_listed(0) and sum(
+            run["status"] in ("SUCCESS", "FAILURE") for run in seen[-1]) >= 2, live, log)
         receipts, closed = shift_state(data, 1)
         assert not closed, "the shift is still open while the UI lists its live runs"
         assert receipts > 0
@@ -487,7 +490,9 @@ def test_live_mode_switched_on_from_the_ui_is_run_by_the_daemon(tmp_path: Path, 
     data = tmp_path / "data"
     env = {**dev_environment(data, sync_server.url), "ROSSMANN_SHOP_COUNT": str(SHOPS),
            "ROSSMANN_SYNC_API_ADMIN_TOKEN": TEST_ADMIN_TOKEN}  # the chain's day of changes goes in through it
-    clock = {"speed": 1800, "start": "2026-06-01T09:00", "stop_at": "2026-06-01T15:00"}
+    # 600x: the shift's 6 hours last 36 s, time for the sensor's ticks and the runs' starts to open it
+    # on a loaded machine (at 1800x, 12 s: the first run started late, found the shift over and closed it).
+    clock = {"speed": 600, "start": "2026-06-01T09:00", "stop_at": "2026-06-01T15:00"}
     with running_dev(env, tmp_path / "dev.log") as ui:
         on = ui.launch_run(LIVE_CLOCK_JOB, {}, run_config={"ops": {"set_live_clock": {"config": clock}}})
         assert ui.wait_for_run(on) == "SUCCESS", ui.run(on).failure()
@@ -510,7 +515,7 @@ def test_live_mode_switched_on_from_the_ui_is_run_by_the_daemon(tmp_path: Path, 
     assert all(run.tags.get("dagster/sensor_name") == LIVE_SENSOR for runs in steps.values() for run in runs)
     assert all(receipts for receipts, _ in (shift_state(data, shop) for shop in range(1, SHOPS + 1)))
     state = LiveClockFile(path=str(data / "live" / "clock.json")).read()
-    assert state is not None and not state.running and state.speed == 1800
+    assert state is not None and not state.running and state.speed == 600
 
 
 def test_live_mode_with_a_scenario_ends_with_make_days_rows(tmp_path: Path, messy_day: MadeDay) -> None:
