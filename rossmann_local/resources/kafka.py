@@ -280,11 +280,14 @@ class KafkaResource(dg.ConfigurableResource):
                         if message.error().code() == KafkaError._PARTITION_EOF:
                             continue
                         raise KafkaException(message.error())
-                    if message.offset() >= end:
+                    offset = message.offset()
+                    if offset >= end:
                         position = end
                         break
-                    messages.append(_raw(message))
-                    position = message.offset() + 1
+                    # The one partition assigned: its topic and partition need not be asked of each message.
+                    messages.append(RawMessage(topic, partition, offset, message.key(), message.value(),
+                                               tuple(message.headers() or ())))
+                    position = offset + 1
         return messages
 
 
@@ -297,11 +300,6 @@ def _fatal_error(exc: BaseException) -> KafkaError | None:
             return seen.args[0]
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-def _raw(message: Message) -> RawMessage:
-    return RawMessage(message.topic(), message.partition(), message.offset(), message.key(), message.value(),
-                      tuple(message.headers() or ()))
 
 
 DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
