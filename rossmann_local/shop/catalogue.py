@@ -205,9 +205,11 @@ def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[R
         outcome.versions_added += result.history.added
         outcome.shifts_touched.update((shop.shop_id, start) for start in result.history.shifts_touched)
 
-    taken: set[Coordinates] = set()  # the messages some shop took (not set aside for every shop)
+    # Product messages priced for no city, counted when some shop took them (not set aside for all).
+    cityless = [c for c, m in batch if isinstance(m, ProductMessage) and not m.city]
+    taken: set[Coordinates] = set()
     for held_back, group in groups.items():
-        kept = [p for p in batch if p[0] not in held_back]
+        kept = [p for p in batch if p[0] not in held_back] if held_back else batch
         fold, versions = _fold(kept), _versions(m for _, m in kept)
         for shop in group:
             try:
@@ -223,9 +225,12 @@ def apply_catalogue_messages(world: World, shops: ShopDatabases, raw: Sequence[R
                         refused[one[0]] = f"shop {shop.shop_id} refused it: {str(exc.orig).splitlines()[0]}"
                 kept = [p for p in survivors if p[0] not in refused]
                 fold, versions = _fold(kept), _versions(m for _, m in kept)
-        taken.update(coordinates for coordinates, _ in kept)
-    outcome.price_without_city = sum(isinstance(m, ProductMessage) and not m.city and c in taken for c, m in batch)
-    by_coordinates = {(m.topic, m.partition, m.offset): m for m in raw if (m.topic, m.partition, m.offset) in refused}
+        if cityless:  # rare: a set of what this group took only then
+            kept_here = {coordinates for coordinates, _ in kept}
+            taken.update(c for c in cityless if c in kept_here)
+    outcome.price_without_city = len(taken)
+    by_coordinates = {(m.topic, m.partition, m.offset): m for m in raw
+                      if (m.topic, m.partition, m.offset) in refused} if refused else {}
     outcome.dead_letters += [DeadLetter(*key, reason, by_coordinates[key].value) for key, reason in refused.items()]
     outcome.applied = len(applied)
     outcome.stale = len(batch) - len(applied | set(refused))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
@@ -168,7 +168,8 @@ def _differing(conn: Connection, table: Table, key: str, fields: Sequence[str], 
     in_effect: dict[Any, Row | None] = {}
     placed: dict[Any, datetime] = {}  # each key's latest time a row was kept at
     history: dict[Any, list[tuple[datetime, Row]]] = {}
-    for i in sorted(range(len(rows)), key=lambda i: (rows[i][0], rows[i][1])):  # stable: the first of a time wins
+    by_key_and_time = list(map(itemgetter(0, 1), rows))
+    for i in sorted(range(len(rows)), key=by_key_and_time.__getitem__):  # stable: the first of a time wins
         k, at, values = rows[i][0], rows[i][1], rows[i][2:]
         if k not in history:
             history[k] = sorted(known.get(k, []), reverse=True)  # the oldest last, popped as time passes
