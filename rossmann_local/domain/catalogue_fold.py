@@ -10,7 +10,7 @@ no shop when it names none (docs/contracts.md defect 1).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -26,25 +26,23 @@ PRODUCT_FIELDS = ("category_id", "name", "description", "barcode", "is_deleted")
 CATEGORY_FIELDS = ("category_id", "name", "description", "is_deleted", "updated_at_utc")
 
 
-def _version(item: Any) -> datetime:
-    return item.updated_at_utc
-
-
-def keep_newest(newest: dict[K, T], key: K, item: T, version: Callable[[T], datetime] = _version) -> bool:
-    """Keep ``item`` under ``key`` when it is newer than what is there; True when it was kept."""
-    current = newest.get(key)
-    if current is None or version(item) > version(current):
-        newest[key] = item
-        return True
-    return False
-
-
 class Versioned(Protocol):
     """A category or product version: a Sync API record or a Kafka message (their fields by name:
     ``CATEGORY_FIELDS``; ``PRODUCT_FIELDS``, and ``price`` and ``discount`` where priced)."""
 
     @property
     def updated_at_utc(self) -> datetime: ...
+
+
+V = TypeVar("V", bound=Versioned)
+
+
+def keep_newest(newest: dict[K, V], key: K, item: V) -> None:
+    """Keep ``item`` under ``key`` when it is newer than what is there (a range of messages passes
+    here by the hundred thousand: the times are compared directly)."""
+    current = newest.get(key)
+    if current is None or item.updated_at_utc > current.updated_at_utc:
+        newest[key] = item
 
 
 @dataclass(frozen=True)
@@ -90,16 +88,11 @@ class CatalogueFold(Generic[S]):
 
     def add_product(self, product: Versioned, source: S = None,  # type: ignore[assignment]
                     priced_for: str | None = None) -> None:
-        """The product's descriptive fields, and its price for the city ``priced_for`` if any (what
-        ``keep_newest`` does, written out: a range of messages passes here by the hundred thousand)."""
-        sourced, at = Sourced(product, source), product.updated_at_utc
-        current = self.products.get(product.product_id)
-        if current is None or at > current.version.updated_at_utc:
-            self.products[product.product_id] = sourced
+        """The product's descriptive fields, and its price for the city ``priced_for`` if any."""
+        sourced = Sourced(product, source)
+        keep_newest(self.products, product.product_id, sourced)
         if priced_for is not None:
-            current = self.prices.get((product.product_id, priced_for))
-            if current is None or at > current.version.updated_at_utc:
-                self.prices[product.product_id, priced_for] = sourced
+            keep_newest(self.prices, (product.product_id, priced_for), sourced)
 
     def add_message(self, message: CatalogueMessage, source: S) -> None:
         """A Kafka message: a product message carries the price of the city it names, or none."""
