@@ -89,7 +89,8 @@ class VersionBatch:
                 kept = None
                 if table is ProductVersion.__table__ and part[1] is not None:  # snapshots: after the descriptions
                     kept = _differing(conn, table, key, fields, rows)
-                late = _late(conn, table, key, fields, rows if kept is None else [rows[i] for i in kept])
+                    rows = [rows[i] for i in kept]
+                late = _late(conn, table, key, fields, rows)
                 recorded.added += self._insert(conn, table, key, fields, part, rows, kept)
                 recorded.shifts_touched |= _touched(conn, table, key, late)
         return recorded
@@ -103,11 +104,9 @@ class VersionBatch:
 
     def _insert(self, conn: Connection, table: Table, key: str, fields: Sequence[str],
                 part: tuple[str, str | None], rows: list[Row], kept: list[int] | None = None) -> int:
-        """INSERT ... ON CONFLICT DO NOTHING of every row (or those at the ``kept`` indexes), through the
-        driver with the values typed once per dialect by the columns' own bind processors; returns how
-        many rows were added."""
-        if kept is not None:
-            rows = [rows[i] for i in kept]
+        """INSERT ... ON CONFLICT DO NOTHING of the rows (those ``kept`` of the part, when it was
+        filtered), through the driver with the values typed once per dialect by the columns' own bind
+        processors; returns how many rows were added."""
         if not rows:
             return 0
         sql, parameters = self._prepared_part(conn, table, key, fields, part, rows, kept)
@@ -131,7 +130,6 @@ class VersionBatch:
             compiled = statement.compile(dialect=dialect, column_keys=columns)
             values = {}
             for column, raw in zip(columns, zip(*rows, strict=True), strict=True):
-                processor = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
                 if column == "valid_from_utc":
                     # A price message's time is its product version's too: each time is typed once
                     # per batch (the dearest value to type: a zone to drop, a text to format).
@@ -139,6 +137,7 @@ class VersionBatch:
                     to_utc = utc_bind_processor(dialect)
                     values[column] = [typed[t] if t in typed else typed.setdefault(t, to_utc(t)) for t in raw]
                 else:
+                    processor = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
                     values[column] = list(map(processor, raw)) if processor else raw
             if compiled.positional:
                 parameters = list(zip(*(values[name] for name in compiled.positiontup or ()), strict=True))
