@@ -8,14 +8,16 @@ import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy import select
 
-from rossmann_local.domain.catalogue import CategoryRecord
+from rossmann_local.domain.catalogue import MAX_PRICE, CategoryRecord, Discount, Price
 from rossmann_local.domain.messages import parse_catalogue_message
 from rossmann_local.domain.topics import CATALOGUE_TOPICS, CATEGORY_TOPIC
 from rossmann_local.domain.world import World, reference_world
@@ -63,6 +65,35 @@ def test_one_wrong_field_in_a_product_message_is_refused_or_kept_within_its_rule
     assert 1 <= parsed.product_id < 2**31 and 1 <= parsed.category_id < 2**31
     assert len(parsed.barcode) == 12 and parsed.barcode.isdigit() and parsed.name
     assert parsed.price >= 0 and 0 <= parsed.discount <= 1 and parsed.updated_at_utc.tzinfo is not None
+
+
+# pydantic's own rule for the amounts: what the project's faster check must give, value and error alike.
+PYDANTIC_PRICE = TypeAdapter(Annotated[Decimal, Field(ge=0, le=MAX_PRICE, decimal_places=2)])
+PYDANTIC_DISCOUNT = TypeAdapter(Annotated[Decimal, Field(ge=0, le=1, decimal_places=4)])
+amounts = (st.decimals(min_value=-1, max_value=MAX_PRICE + 1, allow_nan=False, allow_infinity=False).map(str)
+           | st.floats(min_value=-1, max_value=float(MAX_PRICE) + 1).map(repr)
+           | st.sampled_from(["1.990", "1e-2", "100E-2", "0.005", "10000.00", "10000.001", "0E-9", "1.23456"]))
+
+
+def _outcome(adapter: TypeAdapter[Decimal], text: str) -> Decimal | set[str]:
+    try:
+        return adapter.validate_json(text)
+    except ValidationError as exc:
+        return {e["msg"] for e in exc.errors()}
+
+
+@given(text=amounts)
+@SETTINGS
+def test_a_price_and_a_discount_are_taken_or_refused_as_pydantics_decimal_places_would(text: str) -> None:
+    """Prices and discounts check their places by rounding (pydantic's ``decimal_places`` takes every
+    amount apart): the same amounts pass, with the same value, and a wrong one is refused for its
+    places with pydantic's words (one out of bounds too is refused for its bounds first)."""
+    for ours, pydantics in ((TypeAdapter(Price), PYDANTIC_PRICE), (TypeAdapter(Discount), PYDANTIC_DISCOUNT)):
+        got, expected = _outcome(ours, text), _outcome(pydantics, text)
+        if isinstance(expected, Decimal) or isinstance(got, Decimal):
+            assert got == expected and str(got) == str(expected)
+        elif not any("less than" in m or "greater than" in m for m in got):
+            assert got == expected
 
 
 def category(category_id: int, name: str, minute: int) -> bytes:
