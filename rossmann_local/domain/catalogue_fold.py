@@ -64,15 +64,13 @@ class ProductChange:
 
 
 class Sourced(NamedTuple, Generic[T, S]):
-    """A version and where it came from (a Kafka message's coordinates; None for the Sync API). A
-    tuple: a range of messages makes one per message."""
+    """A version, where it came from (a Kafka message's coordinates; None for the Sync API) and its
+    time. A tuple, with the time a field of its own: a range of messages makes one per message, and
+    the fold compares their times by the hundred thousand."""
 
     version: T
     source: S
-
-    @property
-    def updated_at_utc(self) -> datetime:
-        return self.version.updated_at_utc  # type: ignore[attr-defined]
+    updated_at_utc: datetime
 
 
 @dataclass
@@ -84,12 +82,12 @@ class CatalogueFold(Generic[S]):
     prices: dict[tuple[int, str], Sourced[Versioned, S]] = field(default_factory=dict)
 
     def add_category(self, category: Versioned, source: S = None) -> None:  # type: ignore[assignment]
-        keep_newest(self.categories, category.category_id, Sourced(category, source))
+        keep_newest(self.categories, category.category_id, Sourced(category, source, category.updated_at_utc))
 
     def add_product(self, product: Versioned, source: S = None,  # type: ignore[assignment]
                     priced_for: str | None = None) -> None:
         """The product's descriptive fields, and its price for the city ``priced_for`` if any."""
-        sourced = Sourced(product, source)
+        sourced = Sourced(product, source, product.updated_at_utc)
         keep_newest(self.products, product.product_id, sourced)
         if priced_for is not None:
             keep_newest(self.prices, (product.product_id, priced_for), sourced)
