@@ -144,12 +144,13 @@ def _apply_to_shop(shops: ShopDatabases, shop: Shop, fold: CatalogueFold[Coordin
 def _parse(world: World, raw: Sequence[RawMessage], outcome: ApplyOutcome) -> Iterator[Parsed]:
     """The messages that parse and are not dated after the world's end; the others become dead
     letters in ``outcome``."""
+    earliest, latest = world.earliest_effective_time, world.latest_effective_time
     for message in raw:
         if message.value is None and message.key:
             outcome.tombstones += 1  # the deletion came before it, with its time: nothing to apply
             continue
         result = parse_catalogue_message(message.topic, message.value)
-        if not isinstance(result, str):
+        if not isinstance(result, str) and not earliest <= result.updated_at_utc <= latest:
             result = world.dated_outside(result.updated_at_utc) or result
         if isinstance(result, str):
             outcome.dead_letters.append(DeadLetter(message.topic, message.partition, message.offset, result,
