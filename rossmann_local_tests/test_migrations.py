@@ -97,6 +97,12 @@ def test_the_revisions_build_exactly_the_models_schema(shop_databases: ShopDatab
                                        ShopBase.metadata)
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == migrations.head()
     assert differences == [], f"the models differ from the migrations; add a revision: {differences}"
+    if engine.dialect.name == "sqlite":  # a table option compare_metadata does not look at
+        with engine.connect() as conn:
+            layouts = {name: sql for name, sql in conn.execute(text(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'table'"))}
+        history = {"category_versions", "product_versions", "price_versions"}
+        assert {name for name, sql in layouts.items() if "WITHOUT ROWID" in sql} == history
 
 
 def test_opening_again_runs_nothing(sqlite_shops: ShopDatabases) -> None:
