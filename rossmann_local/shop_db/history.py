@@ -78,7 +78,6 @@ class VersionBatch:
         self._rows |= {(PriceVersion.__table__.name, city): _rows(versions, *HISTORY_TABLES[2][1:])
                        for city, versions in prices.items()}
         self._prepared: dict[tuple[str, str | None, str, tuple[int, ...] | None], tuple[str, list[Any]]] = {}
-        self._typed_times: dict[str, dict[datetime, Any]] = {}  # by dialect
 
     def record(self, conn: Connection, city: str) -> VersionsRecorded:
         """Add the versions (prices: of ``city``) the shop's history does not have yet."""
@@ -131,11 +130,7 @@ class VersionBatch:
             values = {}
             for column, raw in zip(columns, zip(*rows, strict=True), strict=True):
                 if column == "valid_from_utc":
-                    # A price message's time is its product version's too: each time is typed once
-                    # per batch (the dearest value to type: a zone to drop, a text to format).
-                    typed = self._typed_times.setdefault(dialect.name, {})
-                    to_utc = utc_bind_processor(dialect)
-                    values[column] = [typed[t] if t in typed else typed.setdefault(t, to_utc(t)) for t in raw]
+                    values[column] = list(map(utc_bind_processor(dialect), raw))
                 else:
                     processor = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
                     values[column] = list(map(processor, raw)) if processor else raw
@@ -145,6 +140,9 @@ class VersionBatch:
                 parameters = [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
             prepared = self._prepared[cache_key] = (str(compiled), parameters)
         return prepared
+
+
+_NO_KEY = object()
 
 
 def _differing(conn: Connection, table: Table, key: str, fields: Sequence[str], rows: list[Row]) -> list[int]:
@@ -164,23 +162,20 @@ def _differing(conn: Connection, table: Table, key: str, fields: Sequence[str], 
                                        (table.c.valid_from_utc > first) | (table.c.valid_from_utc == since))):
         known.setdefault(version[0], []).append((version[1], tuple(version)[2:]))
     kept = []
-    in_effect: dict[Any, Row | None] = {}
-    placed: dict[Any, datetime] = {}  # each key's latest time a row was kept at
-    history: dict[Any, list[tuple[datetime, Row]]] = {}
     by_key_and_time = list(map(itemgetter(0, 1), rows))
+    key_now: Any = _NO_KEY
     for i in sorted(range(len(rows)), key=by_key_and_time.__getitem__):  # stable: the first of a time wins
-        k, at, values = rows[i][0], rows[i][1], rows[i][2:]
-        if k not in history:
-            history[k] = sorted(known.get(k, []), reverse=True)  # the oldest last, popped as time passes
-            in_effect[k] = None
-        versions = history[k]
+        row = rows[i]
+        k, at = row[0], row[1]
+        if k != key_now:  # the key's rows follow in time order: its history, oldest last, popped as time passes
+            key_now, versions, in_effect, placed = k, sorted(known.get(k, ()), reverse=True), None, None
         while versions and versions[-1][0] < at:
-            in_effect[k] = versions.pop()[1]
-        if (versions and versions[-1][0] == at) or placed.get(k) == at:
+            in_effect = versions.pop()[1]
+        if at == placed or (versions and versions[-1][0] == at):
             continue  # the history, or a row kept before, holds this time already
-        if values != in_effect[k]:
+        if (values := row[2:]) != in_effect:
             kept.append(i)
-            in_effect[k], placed[k] = values, at
+            in_effect, placed = values, at
     return sorted(kept)
 
 
