@@ -156,7 +156,10 @@ def parse_catalogue_message(topic: str, payload: bytes | None) -> CatalogueMessa
     if len(payload) > MAX_MESSAGE_BYTES:
         return f"message of {len(payload)} bytes, more than {MAX_MESSAGE_BYTES}"
     try:
-        return model.model_validate_json(payload)
+        # The model's own validator (what model_validate_json calls, less the wrapper's keyword handling:
+        # a twentieth of a message's parse, and a range holds messages by the hundred thousand).
+        message: CatalogueMessage = model.__pydantic_validator__.validate_json(payload)
+        return message
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in errors[:5])
