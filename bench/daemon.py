@@ -4,8 +4,10 @@ Starts ``make dev`` on a fresh data dir (its own broker and stand-in, the SQLite
 would, and measures what a UI user waits for: the webserver answering, one shop x shift partition of
 ``shop_shift_job`` launched as the UI launches it (the run queue, the default run launcher, a process
 for the run), and a backfill of every shop over ``--days`` days (the backfill daemon: a shop's shifts
-in order, a tick of its 30 s loop per shift). Each repetition starts from a fresh data dir; prints
-every repetition and the medians.
+in order, a tick of its 30 s loop per shift). With ``--stream N``, N catalogue price messages are then
+sent to the broker at once, and timed until every shop applied them: the sensor's upsert runs through
+the run queue, each a process of its own (a run per 50,000 messages at most). Each repetition starts
+from a fresh data dir; prints every repetition and the medians.
 """
 
 from __future__ import annotations
@@ -20,13 +22,76 @@ from types import SimpleNamespace
 
 import click
 
+from bench.run import price_messages
 from bench.scale import ASSETS
 from rossmann_local.domain.shifts import shifts_of_day
-from rossmann_local.domain.world import reference_world
+from rossmann_local.domain.topics import PRODUCT_TOPIC
+from rossmann_local.domain.world import World, reference_world
+from rossmann_local.local.broker import LocalBroker
 from rossmann_local.local.dagster_ui import running_dev
+from rossmann_local.resources.kafka import KafkaResource
+from rossmann_local.resources.shop_databases import ShopDatabases
+from rossmann_local.settings import KAFKA_BOOTSTRAP_SERVERS
+from rossmann_local.shop.catalogue import catalogue_lag
+from rossmann_local.shop_db.cache import catalogue_offsets
 
 
-def one_repetition(days: int) -> dict[str, float]:
+def _positions(shops: ShopDatabases, shop_id: int) -> dict[tuple[str, int], int]:
+    with shops.transaction(shop_id) as conn:
+        return catalogue_offsets(conn)
+
+
+def stream_through_the_daemon(world: World, kafka: KafkaResource, shops: ShopDatabases,
+                              messages: int) -> dict[str, float]:
+    """Send ``messages`` price messages at once; the seconds until every shop applied them. A first
+    message is applied before: a shop with no position on a partition yet counts as caught up."""
+    outgoing = price_messages(world, messages + 1)
+    if kafka.produce_confirmed(iter(outgoing[:1]), timeout=60).unconfirmed:
+        raise SystemExit("the broker did not confirm the first catalogue message")
+    while not all(any(topic == PRODUCT_TOPIC for topic, _ in _positions(shops, shop_id)) for shop_id in world.shop_ids):
+        time.sleep(0.2)
+    outgoing = outgoing[1:]
+    started = time.monotonic()
+    if kafka.produce_confirmed(iter(outgoing), timeout=120).unconfirmed:
+        raise SystemExit("the broker did not confirm every catalogue message")
+    sent = time.monotonic()
+    while catalogue_lag(world, world.shop_ids, shops, kafka) > 0:
+        if time.monotonic() - started > 900:
+            raise SystemExit("the shops did not apply the catalogue messages within 15 minutes")
+        time.sleep(0.2)
+    applied = time.monotonic() - started
+    return {f"{messages} catalogue messages, send to applied (s)": applied,
+            "  of it after the broker confirmed the last (s)": time.monotonic() - sent,
+            "  messages/s": messages / applied}
+
+
+def _through_the_ui(world: World, keys: list[str], days: int, stream: int, env: dict[str, str], tmp: Path,
+                    bootstrap_servers: str) -> dict[str, float]:
+    """What a UI user waits for, on ``make dev`` started in ``env``."""
+    started = time.monotonic()
+    with running_dev(env, tmp / "dev.log") as ui:
+        figures = {"webserver answers (s)": time.monotonic() - started}
+        first = keys[0]
+        launched = time.monotonic()
+        run = ui.launch_partition_run("shop_shift_job", first, dict(zip(("shift", "shop"), first.split("|"),
+                                                                          strict=True)))
+        if (status := ui.wait_for_run(run)) != "SUCCESS":
+            raise SystemExit(f"the one-partition run {run} ended {status}; see {tmp}/dev.log")
+        figures["one partition, launch to success (s)"] = time.monotonic() - launched
+        launched = time.monotonic()
+        backfill = ui.launch_backfill(ASSETS, keys)
+        if (status := ui.wait_for_backfill(backfill, timeout=1800)) != "COMPLETED_SUCCESS":
+            raise SystemExit(f"the backfill {backfill} ended {status}")
+        figures[f"backfill {days} day(s) x {len(world.shops)} shops (s)"] = time.monotonic() - launched
+        if stream:  # every shop has synced its catalogue in the backfill
+            shops = ShopDatabases(sqlite_dir=str(tmp / "data" / "shops"))
+            figures |= stream_through_the_daemon(world, KafkaResource(bootstrap_servers=bootstrap_servers),
+                                                 shops, stream)
+            shops.dispose()
+    return figures
+
+
+def one_repetition(days: int, stream: int) -> dict[str, float]:
     world = reference_world()
     keys = [f"{shift.start:%Y-%m-%d-%H:%M}|{shop.shop_id}"
             for day in range(days) for shift in shifts_of_day(world, world.start_date + timedelta(days=day))
@@ -34,32 +99,22 @@ def one_repetition(days: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ROSSMANN_", "DAGSTER_", "KAFKA_"))}
         env.update(ROSSMANN_DATA_DIR=str(Path(tmp) / "data"), TZ="UTC")
-        started = time.monotonic()
-        with running_dev(env, Path(tmp) / "dev.log") as ui:
-            figures = {"webserver answers (s)": time.monotonic() - started}
-            first = keys[0]
-            launched = time.monotonic()
-            run = ui.launch_partition_run("shop_shift_job", first, dict(zip(("shift", "shop"), first.split("|"),
-                                                                              strict=True)))
-            if (status := ui.wait_for_run(run)) != "SUCCESS":
-                raise SystemExit(f"the one-partition run {run} ended {status}; see {tmp}/dev.log")
-            figures["one partition, launch to success (s)"] = time.monotonic() - launched
-            launched = time.monotonic()
-            backfill = ui.launch_backfill(ASSETS, keys)
-            if (status := ui.wait_for_backfill(backfill, timeout=1800)) != "COMPLETED_SUCCESS":
-                raise SystemExit(f"the backfill {backfill} ended {status}")
-            figures[f"backfill {days} day(s) x {len(world.shops)} shops (s)"] = time.monotonic() - launched
-        return figures
+        # The broker is the bench's own (make dev then starts none), so the bench can write to it.
+        with LocalBroker(Path(tmp) / "kafka") as broker:
+            env[KAFKA_BOOTSTRAP_SERVERS] = broker.bootstrap_servers
+            return _through_the_ui(world, keys, days, stream, env, Path(tmp), broker.bootstrap_servers)
 
 
 @click.command(help=__doc__.splitlines()[0])
 @click.option("--runs", type=int, default=3, show_default=True)
 @click.option("--days", type=int, default=2, show_default=True)
+@click.option("--stream", type=int, default=0, show_default=True,
+              help="catalogue price messages sent after the backfill and timed until every shop applied them")
 def main(**options: int) -> None:
     args = SimpleNamespace(**options)
     reps = []
     for n in range(args.runs):
-        reps.append(one_repetition(args.days))
+        reps.append(one_repetition(args.days, args.stream))
         print(f"repetition {n + 1}: " + ", ".join(f"{name} {value:.1f}" for name, value in reps[-1].items()),
               flush=True)
     print(f"\n{'measured (make dev, fresh data dir)':<45} " + " ".join(f"{f'run {i + 1}':>7}" for i in range(len(reps)))

@@ -178,26 +178,32 @@ def bench_report_writes(shifts: int) -> tuple[int, float, float]:
         return rows * 3, timings["ours"], timings["raw"]
 
 
+def price_messages(world: World, count: int) -> list[Outgoing[int]]:
+    """Price changes over the catalogue, each city in turn, time moving on (a microsecond apart, from
+    within the world's days: later ones are refused)."""
+    started_at = datetime(2026, 12, 1, tzinfo=UTC)
+    cities = [c.name for c in world.cities]
+
+    def price_update(n: int) -> Outgoing[int]:
+        p = world.products[n % len(world.products)]
+        city = cities[n % len(cities)]
+        return Outgoing(PRODUCT_TOPIC, ProductMessage(
+            product_id=p.product_id, name=p.name, description=p.description, barcode=p.barcode,
+            category_id=p.category_id, price=p.prices[city].price + Decimal(n % 100) / 100,
+            discount=p.prices[city].discount, city=city,
+            updated_at_utc=started_at + timedelta(microseconds=n)).model_dump_json().encode(), tag=n,
+            key=product_key(p.product_id, city).encode())
+
+    return [price_update(n) for n in range(count)]
+
+
 def bench_streaming(message_count: int, reference_sample: int) -> tuple[int, float, int, float]:
     """(messages, seconds through the upsert runs, reference messages, seconds of the reference pattern)."""
     world = reference_world()
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "kafka") as broker:
         kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
         kafka.ensure_topics()
-        started_at = datetime(2026, 12, 1, tzinfo=UTC)  # within the world's days: later ones are refused
-        cities = [c.name for c in world.cities]
-
-        def price_update(n: int) -> Outgoing[int]:  # over the catalogue, each city in turn, time moving on
-            p = world.products[n % len(world.products)]
-            city = cities[n % len(cities)]
-            return Outgoing(PRODUCT_TOPIC, ProductMessage(
-                product_id=p.product_id, name=p.name, description=p.description, barcode=p.barcode,
-                category_id=p.category_id, price=p.prices[city].price + Decimal(n % 100) / 100,
-                discount=p.prices[city].discount, city=city,
-                updated_at_utc=started_at + timedelta(microseconds=n)).model_dump_json().encode(), tag=n,
-                key=product_key(p.product_id, city).encode())
-
-        assert kafka.produce_confirmed(map(price_update, range(message_count)), timeout=120).unconfirmed == 0
+        assert kafka.produce_confirmed(iter(price_messages(world, message_count)), timeout=120).unconfirmed == 0
 
         def fresh_shops(name: str) -> ShopDatabases:
             shops = ShopDatabases(sqlite_dir=f"{tmp}/{name}")
