@@ -16,6 +16,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,29 +37,34 @@ from rossmann_local.shop.catalogue import catalogue_lag
 from rossmann_local.shop_db.cache import catalogue_offsets
 
 
-def _positions(shops: ShopDatabases, shop_id: int) -> dict[tuple[str, int], int]:
+def _wait(what: str, done: Callable[[], bool], timeout: float = 900) -> None:
+    started = time.monotonic()
+    while not done():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.2)
+
+
+def _has_product_position(shops: ShopDatabases, shop_id: int) -> bool:
     with shops.transaction(shop_id) as conn:
-        return catalogue_offsets(conn)
+        return any(topic == PRODUCT_TOPIC for topic, _ in catalogue_offsets(conn))
 
 
 def stream_through_the_daemon(world: World, kafka: KafkaResource, shops: ShopDatabases,
                               messages: int) -> dict[str, float]:
     """Send ``messages`` price messages at once; the seconds until every shop applied them. A first
     message is applied before: a shop with no position on a partition yet counts as caught up."""
-    outgoing = price_messages(world, messages + 1)
-    if kafka.produce_confirmed(iter(outgoing[:1]), timeout=60).unconfirmed:
+    first, *outgoing = price_messages(world, messages + 1)
+    if kafka.produce_confirmed([first], timeout=60).unconfirmed:
         raise SystemExit("the broker did not confirm the first catalogue message")
-    while not all(any(topic == PRODUCT_TOPIC for topic, _ in _positions(shops, shop_id)) for shop_id in world.shop_ids):
-        time.sleep(0.2)
-    outgoing = outgoing[1:]
+    _wait("every shop applying the first catalogue message",
+          lambda: all(_has_product_position(shops, shop_id) for shop_id in world.shop_ids), timeout=300)
     started = time.monotonic()
-    if kafka.produce_confirmed(iter(outgoing), timeout=120).unconfirmed:
+    if kafka.produce_confirmed(outgoing, timeout=120).unconfirmed:
         raise SystemExit("the broker did not confirm every catalogue message")
     sent = time.monotonic()
-    while catalogue_lag(world, world.shop_ids, shops, kafka) > 0:
-        if time.monotonic() - started > 900:
-            raise SystemExit("the shops did not apply the catalogue messages within 15 minutes")
-        time.sleep(0.2)
+    _wait(f"every shop applying the {messages} catalogue messages",
+          lambda: catalogue_lag(world, world.shop_ids, shops, kafka) == 0)
     applied = time.monotonic() - started
     return {f"{messages} catalogue messages, send to applied (s)": applied,
             "  of it after the broker confirmed the last (s)": time.monotonic() - sent,

@@ -203,7 +203,7 @@ def bench_streaming(message_count: int, reference_sample: int) -> tuple[int, flo
     with tempfile.TemporaryDirectory() as tmp, LocalBroker(Path(tmp) / "kafka") as broker:
         kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
         kafka.ensure_topics()
-        assert kafka.produce_confirmed(iter(price_messages(world, message_count)), timeout=120).unconfirmed == 0
+        assert kafka.produce_confirmed(price_messages(world, message_count), timeout=120).unconfirmed == 0
 
         def fresh_shops(name: str) -> ShopDatabases:
             shops = ShopDatabases(sqlite_dir=f"{tmp}/{name}")

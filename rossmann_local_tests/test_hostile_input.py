@@ -70,6 +70,7 @@ def test_one_wrong_field_in_a_product_message_is_refused_or_kept_within_its_rule
 # pydantic's own rule for the amounts: what the project's faster check must give, value and error alike.
 PYDANTIC_PRICE = TypeAdapter(Annotated[Decimal, Field(ge=0, le=MAX_PRICE, decimal_places=2)])
 PYDANTIC_DISCOUNT = TypeAdapter(Annotated[Decimal, Field(ge=0, le=1, decimal_places=4)])
+OURS_AND_PYDANTICS = ((TypeAdapter(Price), PYDANTIC_PRICE), (TypeAdapter(Discount), PYDANTIC_DISCOUNT))
 amounts = (st.decimals(min_value=-1, max_value=MAX_PRICE + 1, allow_nan=False, allow_infinity=False).map(str)
            | st.floats(min_value=-1, max_value=float(MAX_PRICE) + 1).map(repr)
            | st.sampled_from(["1.990", "1e-2", "100E-2", "0.005", "10000.00", "10000.001", "0E-9", "1.23456"]))
@@ -88,7 +89,7 @@ def test_a_price_and_a_discount_are_taken_or_refused_as_pydantics_decimal_places
     """Prices and discounts check their places by rounding (pydantic's ``decimal_places`` takes every
     amount apart): the same amounts pass, with the same value, and a wrong one is refused for its
     places with pydantic's words (one out of bounds too is refused for its bounds first)."""
-    for ours, pydantics in ((TypeAdapter(Price), PYDANTIC_PRICE), (TypeAdapter(Discount), PYDANTIC_DISCOUNT)):
+    for ours, pydantics in OURS_AND_PYDANTICS:
         got, expected = _outcome(ours, text), _outcome(pydantics, text)
         if isinstance(expected, Decimal) or isinstance(got, Decimal):
             assert got == expected and str(got) == str(expected)
