@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -35,17 +35,32 @@ def test_two_six_hour_shifts_inside_opening_hours_and_none_overnight(world: Worl
     assert all(w.end.date() == w.start.date() for w in windows)
 
 
-@pytest.mark.parametrize("today", [datetime(2026, 6, 1, 8, tzinfo=BERLIN), datetime(2026, 12, 2, 12, tzinfo=BERLIN),
-                                   datetime(2031, 1, 1, tzinfo=BERLIN)])
-def test_every_shift_of_the_world_is_a_partition_whatever_the_wall_clock_says(world: World, today: datetime) -> None:
-    """The world runs on its own clock: the UI offers every shift from its first day to its last, before
-    the world's dates on the wall clock, inside them and after them."""
-    keys = shift_partitions(world).get_partition_keys(current_time=today)
+@pytest.mark.parametrize("loaded", [datetime(2025, 1, 1, tzinfo=BERLIN), datetime(2026, 6, 1, 8, tzinfo=BERLIN),
+                                    datetime(2026, 12, 2, 12, tzinfo=BERLIN),
+                                    datetime(2027, 5, 31, 23, 30, tzinfo=BERLIN), datetime(2031, 1, 1, tzinfo=BERLIN)])
+@pytest.mark.parametrize("later", [timedelta(0), timedelta(hours=7), timedelta(days=40), timedelta(days=800)])
+def test_every_shift_of_the_world_is_a_partition_whatever_the_wall_clock_says(world: World, loaded: datetime,
+                                                                             later: timedelta) -> None:
+    """The world runs on its own clock: the UI offers every shift from its first day to its last, with the
+    definitions loaded before the world's dates on the wall clock, inside them or after them, and for as
+    long as they stay loaded."""
+    today = loaded + later
+    keys = shift_partitions(world, loaded).get_partition_keys(current_time=today)
     assert len(keys) == world.days * 2
     assert (keys[0], keys[-1]) == ("2026-06-01-09:00", f"{world.end_date:%Y-%m-%d}-15:00")
     # The chain's jobs and the per-day assets alike: a live session or a backfill reaches every day.
-    days = day_partitions(world).get_partition_keys(current_time=today)
+    days = day_partitions(world, loaded).get_partition_keys(current_time=today)
     assert (len(days), days[0], days[-1]) == (world.days, "2026-06-01", world.end_date.isoformat())
+
+
+def test_dagster_walks_past_the_wall_clock_only_to_the_worlds_end(world: World) -> None:
+    """Dagster steps through every window of ``end_offset`` each time it asks for a first or last
+    partition, so the offset reaches the world's last day and no further: none once that day is past."""
+    assert shift_partitions(world, datetime(2026, 5, 31, 12, tzinfo=BERLIN)).end_offset == (world.days + 1) * 2
+    assert shift_partitions(world, datetime(2027, 5, 30, 12, tzinfo=BERLIN)).end_offset == 2 * 2
+    assert shift_partitions(world, datetime(2027, 6, 1, 0, 30, tzinfo=BERLIN)).end_offset == 0
+    assert day_partitions(world, datetime(2027, 6, 1, 0, 30, tzinfo=BERLIN)).end_offset == 1  # still May 31 in UTC
+    assert day_partitions(world, datetime(2031, 1, 1, tzinfo=BERLIN)).end_offset == 0
 
 
 def test_partition_keys_name_shift_then_shop(world: World) -> None:
