@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
@@ -39,6 +40,7 @@ from rossmann_local.shop_db.models import StockMessage
 from rossmann_local.shop_db.stock_outbox import unsent_parts, verified_count
 from rossmann_local_tests.conftest import PROVENANCE
 from rossmann_local_tests.helpers import ASSET_NAMES, materialize_shift, metadata, shift_of
+from rossmann_local_tests.in_process import QUIET_RUN_CONFIG
 
 WITH_STOCK = (*ASSET_NAMES, "shift_stock_levels")
 
@@ -236,3 +238,39 @@ def test_every_stock_message_carries_its_provenance_in_headers(
         assert headers == {"rossmann.world": world_fingerprint(world), "rossmann.seed": "42",
                            "rossmann.scenario": "messy-day", "rossmann.source": "shop 2",
                            "rossmann.simulated_time": json.loads(message.value)["checkpoint_utc"]}
+
+
+def test_a_run_opens_its_producer_before_its_first_step_and_a_sensor_opens_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """librdkafka asks for an idempotent producer's id on a 500 ms timer when no broker connection is up
+    yet: opened as the run starts, the wait passes during the run's first steps instead of in the step
+    that sends the stock levels. A sensor only reads, so its evaluations open none."""
+    happened: list[str] = []
+    opened = KafkaResource.producer
+
+    def producer(self: KafkaResource, **overrides: object) -> object:
+        happened.append("producer opened")
+        return opened(self, **overrides)
+
+    monkeypatch.setattr(KafkaResource, "producer", producer)
+    # Its own (unreachable) address: no producer of an earlier test is shared with this one.
+    kafka = KafkaResource(bootstrap_servers="127.0.0.1:9", delivery_timeout_seconds=1.25)
+
+    @dg.sensor(job_name="first_step_job")
+    def reading_sensor(kafka: KafkaResource) -> dg.SkipReason:
+        happened.append("sensor evaluated")
+        return dg.SkipReason("reads only")
+
+    reading_sensor(dg.build_sensor_context(resources={"kafka": kafka}))
+    assert happened == ["sensor evaluated"]
+
+    @dg.op
+    def first_step(kafka: KafkaResource) -> None:
+        happened.append("first step")
+
+    @dg.job
+    def first_step_job() -> None:
+        first_step()
+
+    assert first_step_job.execute_in_process(resources={"kafka": kafka}, run_config=QUIET_RUN_CONFIG).success
+    assert happened == ["sensor evaluated", "producer opened", "first step"]

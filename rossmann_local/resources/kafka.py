@@ -105,6 +105,14 @@ class KafkaResource(dg.ConfigurableResource):
     # Where the servers come from, for error messages: the setting, or the broker a command started.
     source: str = f"check {KAFKA_BOOTSTRAP_SERVERS}"
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A run opens its process's producer as it starts. With no broker connection up yet, librdkafka
+        asks for the idempotent producer's id on its 500 ms retry timer: a producer opened when the
+        shift's stock levels are sent made that step wait half a second, in every run (a run is a process
+        of its own under the daemon). Opened here, the wait passes while the run's first steps work."""
+        if context.run is not None:
+            self.shared_producer()
+
     def _servers(self) -> str:
         servers = resolved(self.bootstrap_servers)
         if not servers:
