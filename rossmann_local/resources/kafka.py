@@ -45,8 +45,9 @@ def wait_until_settled(newest_confirmation: datetime | None, settle_seconds: flo
 
 
 # One idempotent producer per process and broker (librdkafka's advice): its handshake costs about
-# half a second, too much to pay per run. It reconnects by itself after an outage; a fatal error
-# drops it so the next use gets a new one. Broker errors are collected per producer.
+# half a second, too much to pay per send; a run opens it as it starts (``setup_for_execution``). It
+# reconnects by itself after an outage; a fatal error drops it so the next use gets a new one. Broker
+# errors are collected per producer.
 _SHARED_PRODUCERS: dict[tuple[str, int, str], tuple[Producer, list[str]]] = {}
 SHOPS_CLIENT = "rossmann-local-shops"
 _SHARED_LOCK = threading.Lock()
