@@ -55,12 +55,16 @@ def test_every_shift_of_the_world_is_a_partition_whatever_the_wall_clock_says(wo
 
 def test_dagster_walks_past_the_wall_clock_only_to_the_worlds_end(world: World) -> None:
     """Dagster steps through every window of ``end_offset`` each time it asks for a first or last
-    partition, so the offset reaches the world's last day and no further: none once that day is past."""
+    partition, so the shifts' offset reaches the world's last day and no further: none once that day is
+    past."""
     assert shift_partitions(world, datetime(2026, 5, 31, 12, tzinfo=BERLIN)).end_offset == (world.days + 1) * 2
     assert shift_partitions(world, datetime(2027, 5, 30, 12, tzinfo=BERLIN)).end_offset == 2 * 2
     assert shift_partitions(world, datetime(2027, 6, 1, 0, 30, tzinfo=BERLIN)).end_offset == 0
-    assert day_partitions(world, datetime(2027, 6, 1, 0, 30, tzinfo=BERLIN)).end_offset == 1  # still May 31 in UTC
-    assert day_partitions(world, datetime(2031, 1, 1, tzinfo=BERLIN)).end_offset == 0
+    # The day partitions' offset stays the world's length once it has started: Dagster stores a backfill
+    # of a time-window asset under an id that includes the offset, and a reload must not strand it.
+    assert {day_partitions(world, datetime(2026, m, 2, 12, tzinfo=BERLIN)).end_offset for m in (6, 12)} == {world.days}
+    assert day_partitions(world, datetime(2031, 1, 1, tzinfo=BERLIN)).end_offset == world.days
+    assert day_partitions(world, datetime(2026, 5, 1, 12, tzinfo=BERLIN)).end_offset == world.days + 31
 
 
 def test_partition_keys_name_shift_then_shop(world: World) -> None:
