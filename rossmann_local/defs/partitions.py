@@ -26,6 +26,8 @@ PARTITION_TAG = "dagster/partition"  # the partition key of a single-partition r
 @functools.cache
 def _first_look_at_the_wall_clock() -> datetime:
     """When this process first built partitions: all its definitions count from the same moment."""
+    # bookkeeping, wall clock: not a time of the simulated world, only how far Dagster, which measures its
+    # partitions against the wall clock, must look ahead to offer every day of the world
     return datetime.now(UTC)
 
 
@@ -34,16 +36,18 @@ def _load_day(loaded_at: datetime | None, timezone: str) -> date:
     return (loaded_at or _first_look_at_the_wall_clock()).astimezone(ZoneInfo(timezone)).date()
 
 
-def windows_to_the_worlds_end(world: World, per_day: int, timezone: str, loaded_at: datetime | None = None) -> int:
-    """How many windows Dagster must look past the wall clock (``end_offset``) for every day of the world
-    to be a partition: those up to the world's last day, none once that day is past (``end`` stops there).
+def shifts_to_the_worlds_end(world: World, loaded_at: datetime | None = None) -> int:
+    """How many shift windows Dagster must look past the wall clock (``end_offset``) for every shift of
+    the world to be a partition: those up to the world's last day, none once that day is past (``end``
+    stops there).
 
     Dagster walks these windows one by one, with croniter and uncached (its cache is keyed by the
     current time), each time it asks for a first or last partition: several times in every run, launch
     and backfill tick. A whole world's worth (730 shifts) was 0.15 s a time and 0.5 s of a one-partition
     run. Counted when the process loads its definitions, the figure stays enough as the wall clock moves
-    on (fewer windows are left). ``timezone`` is the windows' own."""
-    return max(0, (world.end_date - _load_day(loaded_at, timezone)).days + 1) * per_day
+    on (fewer windows are left)."""
+    days_left = max(0, (world.end_date - _load_day(loaded_at, world.timezone)).days + 1)
+    return days_left * len(world.shift_layout.shift_starts)
 
 
 def day_partitions(world: World, loaded_at: datetime | None = None) -> dg.DailyPartitionsDefinition:
@@ -69,7 +73,7 @@ def shift_partitions(world: World, loaded_at: datetime | None = None) -> dg.Time
     that would start at closing and run overnight. The world runs on its own clock, not the wall
     clock's: every shift of every day exists whatever today's date (``end_offset`` reaches past the
     wall clock to the world's last shift, ``end`` stops there). The offset is counted from the load
-    day (``windows_to_the_worlds_end``); it may differ after a reload, which stored subsets survive:
+    day (``shifts_to_the_worlds_end``); it may differ after a reload, which stored subsets survive:
     Dagster keys a shop x shift subset by the multi-partition class alone.
     """
     layout = world.shift_layout
@@ -78,7 +82,7 @@ def shift_partitions(world: World, loaded_at: datetime | None = None) -> dg.Time
     return dg.TimeWindowPartitionsDefinition(
         start=first.strftime(SHIFT_KEY_FORMAT),
         end=after_last.strftime(SHIFT_KEY_FORMAT),
-        end_offset=windows_to_the_worlds_end(world, len(layout.shift_starts), world.timezone, loaded_at),
+        end_offset=shifts_to_the_worlds_end(world, loaded_at),
         cron_schedule=layout.cron_schedule,
         exclusions=layout.exclusions,
         fmt=SHIFT_KEY_FORMAT,
