@@ -72,9 +72,9 @@ def stream_through_the_daemon(world: World, kafka: KafkaResource, shops: ShopDat
             "  messages/s": messages / applied}
 
 
-def _through_the_ui(world: World, keys: list[str], days: int, stream: int, env: dict[str, str], tmp: Path,
-                    bootstrap_servers: str) -> dict[str, float]:
-    """What a UI user waits for, on ``make dev`` started in ``env``."""
+def _through_the_ui(world: World, keys: list[str], days: int, stream: int, env: dict[str, str],
+                    tmp: Path) -> dict[str, float]:
+    """What a UI user waits for, on ``make dev`` started in ``env`` (which names the broker)."""
     started = time.monotonic()
     with running_dev(env, tmp / "dev.log") as ui:
         figures = {"webserver answers (s)": time.monotonic() - started}
@@ -95,7 +95,7 @@ def _through_the_ui(world: World, keys: list[str], days: int, stream: int, env: 
         figures[f"backfill {days} day(s) x {len(world.shops)} shops (s)"] = time.monotonic() - launched
         if stream:  # every shop has synced its catalogue in the backfill
             shops = ShopDatabases(sqlite_dir=str(tmp / "data" / "shops"))
-            figures |= stream_through_the_daemon(world, KafkaResource(bootstrap_servers=bootstrap_servers),
+            figures |= stream_through_the_daemon(world, KafkaResource(bootstrap_servers=env[KAFKA_BOOTSTRAP_SERVERS]),
                                                  shops, stream)
             shops.dispose()
     return figures
@@ -112,7 +112,7 @@ def one_repetition(days: int, stream: int) -> dict[str, float]:
         # The broker is the bench's own (make dev then starts none), so the bench can write to it.
         with LocalBroker(Path(tmp) / "kafka") as broker:
             env[KAFKA_BOOTSTRAP_SERVERS] = broker.bootstrap_servers
-            return _through_the_ui(world, keys, days, stream, env, Path(tmp), broker.bootstrap_servers)
+            return _through_the_ui(world, keys, days, stream, env, Path(tmp))
 
 
 @click.command(help=__doc__.splitlines()[0])
