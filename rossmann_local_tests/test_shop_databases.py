@@ -7,6 +7,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Dialect, insert, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -157,3 +159,17 @@ def test_bulk_time_typing_gives_what_the_column_type_gives(dialect: Dialect) -> 
     for typing in (fast, column_type):
         with pytest.raises(ValueError, match="naive datetime"):
             typing(datetime(2026, 6, 1))
+
+
+SQLITE_TIME = UtcDateTime().dialect_impl(sqlite.dialect()).bind_processor(sqlite.dialect())
+FAST_SQLITE_TIME = utc_bind_processor(sqlite.dialect())
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                    timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7)), timezone(timedelta(minutes=330))])))
+def test_the_sqlite_time_text_is_sqlalchemys_for_any_instant(moment: datetime) -> None:
+    """The SQLite text of a time is put together from digits, not formatted (a history insert types a
+    time per row): any instant, whatever its zone, gives SQLAlchemy's own characters."""
+    assert FAST_SQLITE_TIME is not SQLITE_TIME
+    assert FAST_SQLITE_TIME(moment) == SQLITE_TIME(moment)
+    assert FAST_SQLITE_TIME(moment.astimezone(UTC)) == SQLITE_TIME(moment)
