@@ -519,6 +519,45 @@ def test_a_first_range_that_failed_on_fresh_shops_is_not_passed_by_the_next(
     assert catalogue_lag(world, world.shop_ids, sqlite_shops, kafka) == 0
 
 
+def test_a_run_applies_a_backlog_chunk_by_chunk_and_a_failed_chunk_keeps_the_ones_before(
+        chain: Chain, kafka: KafkaResource, sqlite_shops: ShopDatabases, world: World,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run holds at most ``APPLY_CHUNK`` messages at once, however long its ranges: each chunk is
+    applied and the shops' positions move past it before the next is read. A chunk that fails leaves
+    the shops after the chunks before it, and the run's next attempt brings the rest."""
+    prices = ["1.01", "1.02", "1.03", "1.04", "1.05"]
+    send(kafka, PRODUCT_TOPIC, *(product(1, T0 + timedelta(hours=i + 1), price=float(p), city="Berlin",
+                                         barcode="410800986129") for i, p in enumerate(prices)))
+    [run] = chain.tick().run_requests
+    spans = [(r["topic"], r["partition"], r["start_offset"], r["end_offset"])
+             for r in run.run_config["ops"]["apply_catalogue_changes"]["config"]["ranges"]]
+    assert sum(end - start for *_, start, end in spans) == 5
+    monkeypatch.setattr(shop_catalogue, "APPLY_CHUNK", 2)
+    apply_messages = shop_catalogue.apply_catalogue_messages
+    held: list[int] = []
+
+    def third_chunk_fails(world: World, shops: ShopDatabases, raw: list[Any]) -> shop_catalogue.ApplyOutcome:
+        held.append(len(raw))
+        if len(held) == 3:
+            raise RuntimeError("the shop database went away mid-run")
+        return apply_messages(world, shops, raw)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(shop_catalogue, "apply_catalogue_messages", third_chunk_fails)
+        with pytest.raises(RuntimeError, match="went away"):
+            shop_catalogue.apply_catalogue_ranges(world, sqlite_shops, kafka, spans, PROVENANCE)
+    assert held == [2, 2, 1], "read and applied two messages at a time"
+    assert products_of(sqlite_shops, 1)[1].price == Decimal("1.04"), "the first two chunks are in"
+    assert catalogue_lag(world, world.shop_ids, sqlite_shops, kafka) == 1, "the shops stand after them"
+    outcome = shop_catalogue.apply_catalogue_ranges(world, sqlite_shops, kafka, spans, PROVENANCE)
+    assert (outcome.messages, outcome.applied, outcome.stale) == (5, 1, 4), "counted over the chunks"
+    assert products_of(sqlite_shops, 1)[1].price == Decimal("1.05")
+    assert catalogue_lag(world, world.shop_ids, sqlite_shops, kafka) == 0
+    with sqlite_shops.transaction(1) as conn:
+        assert conn.scalar(select(func.count()).select_from(PriceVersion).where(
+            PriceVersion.product_id == 1, PriceVersion.valid_from_utc > T0)) == 5, "every version, once"
+
+
 def the_next_range_brings_the_failed_ones_message(chain: Chain, kafka: KafkaResource,
                                                   sqlite_shops: ShopDatabases) -> None:
     """After a range with product 1 at 1.11 failed: the next range's run (product 2 at 2.22) re-reads it."""

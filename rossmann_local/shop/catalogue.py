@@ -81,6 +81,14 @@ class ApplyOutcome:
     shifts_touched: set[tuple[int, datetime]] = field(default_factory=set)  # (shop, shift start) sold already
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
+    def add(self, other: ApplyOutcome) -> None:
+        """Count in another chunk's outcome (a run applies a long backlog chunk after chunk)."""
+        for name in ("messages", "applied", "stale", "rows_changed", "price_without_city", "placeholder_categories",
+                     "versions_added", "read_from_behind", "tombstones"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.shifts_touched |= other.shifts_touched
+        self.dead_letters += other.dead_letters
+
     def as_metadata(self) -> dict[str, int]:
         return {"messages": self.messages, "applied": self.applied, "skipped_as_stale": self.stale,
                 "rows_changed": self.rows_changed, "price_without_city": self.price_without_city,
@@ -254,6 +262,25 @@ def send_dead_letters(kafka: KafkaResource, dead_letters: Sequence[DeadLetter], 
 
 OffsetSpan = tuple[str, int, int, int]  # topic, partition, first offset, offset after the last
 
+# Messages read and applied at once: what a run holds in memory at most, whatever its ranges' size.
+APPLY_CHUNK = 50_000
+
+
+def cut_spans(spans: Sequence[OffsetSpan], size: int) -> list[list[OffsetSpan]]:
+    """The spans, in order, cut into groups of at most ``size`` messages (a span may be split)."""
+    groups: list[list[OffsetSpan]] = []
+    room = 0
+    for topic, partition, start, end in spans:
+        while start < end:
+            if room == 0:
+                groups.append([])
+                room = size
+            stop = min(end, start + room)
+            groups[-1].append((topic, partition, start, stop))
+            room -= stop - start
+            start = stop
+    return groups
+
 
 @contextmanager
 def cyclic_gc_paused() -> Iterator[None]:
@@ -272,28 +299,34 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 def apply_catalogue_ranges(world: World, shop_databases: ShopDatabases, kafka: KafkaResource,
                            spans: Sequence[OffsetSpan], provenance: Provenance) -> ApplyOutcome:
-    """Re-read exactly the messages at offsets [start, end) of each topic partition, apply them all
-    to every shop they concern in one pass (the versions decide, not the order of the topics), and
-    set the bad ones aside. Then each shop's position moves past the ranges (once the dead letters
-    are confirmed: a range is applied when every message of it is in or set aside).
+    """Re-read exactly the messages at offsets [start, end) of each topic partition, apply them
+    to every shop they concern, and set the bad ones aside. Up to ``APPLY_CHUNK`` messages go in one
+    pass (the versions decide, not the order of the topics); a longer backlog goes chunk after chunk
+    in offset order, so a run's memory stays bounded and one run, one process start, takes it all.
+    After each chunk each shop's position moves past it (once its dead letters are confirmed: a
+    chunk is applied when every message of it is in or set aside).
 
     A range starts where the shop furthest behind stands when that is before it: after a failed run,
     the next range's run (queued behind it) applies the failed run's messages too, so a position never
     passes a message its shop did not get (the live sensor sells once the shops caught up), on shops
     that had no position before the failed run too."""
     reading = _from_the_shops_positions(world, shop_databases, kafka, spans)
-    with cyclic_gc_paused():
-        raw = [message for topic, partition, start, end in reading
-               for message in kafka.read_range(topic, partition, start, end)]
-        outcome = apply_catalogue_messages(world, shop_databases, raw)
+    outcome = ApplyOutcome()
+    for chunk in cut_spans(reading, APPLY_CHUNK):
+        with cyclic_gc_paused():
+            raw = [message for topic, partition, start, end in chunk
+                   for message in kafka.read_range(topic, partition, start, end)]
+            applied = apply_catalogue_messages(world, shop_databases, raw)
+        del raw
+        send_dead_letters(kafka, applied.dead_letters, provenance)
+        ends: dict[tuple[str, int], int] = {}
+        for topic, partition, _start, end in chunk:
+            ends[topic, partition] = max(end, ends.get((topic, partition), 0))
+        for shop in world.shops:
+            with shop_databases.transaction(shop.shop_id) as conn:
+                advance_catalogue_offsets(conn, ends)
+        outcome.add(applied)
     outcome.read_from_behind = sum(s - r for (_, _, s, _), (_, _, r, _) in zip(spans, reading, strict=True))
-    send_dead_letters(kafka, outcome.dead_letters, provenance)
-    ends: dict[tuple[str, int], int] = {}
-    for topic, partition, _start, end in spans:
-        ends[topic, partition] = max(end, ends.get((topic, partition), 0))
-    for shop in world.shops:
-        with shop_databases.transaction(shop.shop_id) as conn:
-            advance_catalogue_offsets(conn, ends)
     return outcome
 
 
