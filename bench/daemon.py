@@ -7,8 +7,8 @@ for the run), then another shop's partition on the now warm instance, and a back
 over ``--days`` days (the backfill daemon: a shop's shifts in order, a tick of its 30 s loop per
 shift). With ``--stream N``, N catalogue price messages are then sent to the broker at once, and timed
 until every shop applied them: the sensor's upsert runs through the run queue, each a process of its
-own (a run per 50,000 messages at most). Each repetition starts from a fresh data dir; prints every
-repetition and the medians.
+own (a run per 500,000 messages at most, applied 50,000 at a time). Each repetition starts from a
+fresh data dir; prints every repetition and the medians.
 """
 
 from __future__ import annotations
