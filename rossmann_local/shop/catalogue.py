@@ -26,7 +26,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from sqlalchemy import Connection, select
@@ -82,12 +82,11 @@ class ApplyOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def add(self, other: ApplyOutcome) -> None:
-        """Count in another chunk's outcome (a run applies a long backlog chunk after chunk)."""
-        for name in ("messages", "applied", "stale", "rows_changed", "price_without_city", "placeholder_categories",
-                     "versions_added", "read_from_behind", "tombstones"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.shifts_touched |= other.shifts_touched
-        self.dead_letters += other.dead_letters
+        """Count in another chunk's outcome (a run applies a long backlog chunk after chunk): every
+        count summed, the shifts and dead letters gathered."""
+        for name in (f.name for f in fields(self)):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, mine | theirs if isinstance(mine, set) else mine + theirs)
 
     def as_metadata(self) -> dict[str, int]:
         return {"messages": self.messages, "applied": self.applied, "skipped_as_stale": self.stale,
