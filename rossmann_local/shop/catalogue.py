@@ -316,7 +316,7 @@ def apply_catalogue_ranges(world: World, shop_databases: ShopDatabases, kafka: K
             raw = [message for topic, partition, start, end in chunk
                    for message in kafka.read_range(topic, partition, start, end)]
             applied = apply_catalogue_messages(world, shop_databases, raw)
-        del raw
+        del raw  # before the next chunk is read: a run never holds two chunks' messages at once
         send_dead_letters(kafka, applied.dead_letters, provenance)
         ends: dict[tuple[str, int], int] = {}
         for topic, partition, _start, end in chunk:
