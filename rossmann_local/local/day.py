@@ -100,7 +100,9 @@ class DayThroughDagster:
         self.streaming = Streaming()
         self.started = engine_time()  # which runs and ticks are this command's
         self.last_shift_end = 0.0  # when the day's last shop x shift run ended (Unix time)
-        self.touched = 0  # sold shifts the upsert runs found a late version falling into
+        # The sold (shop, shift start)s the upsert runs found a late version falling into: a set, since
+        # the sensor may cut the late changes into two runs whose versions fall into the same shift.
+        self.touched: set[tuple[int, str]] = set()
 
     def call(self, work: Callable[[], T]) -> T:
         return self.stop.call(work) if self.stop is not None else work()
@@ -192,9 +194,11 @@ class DayThroughDagster:
                                                   f"{outcome.failure()}")
                 continue
             result = outcome.output("apply_catalogue_changes") or {}
-            self.streaming.outcome.update({k: v for k, v in result.items() if isinstance(v, int)})
+            self.streaming.outcome.update({k: v for k, v in result.items()
+                                           if isinstance(v, int) and k != "late_for_sold_shifts"})
             touched = outcome.output("apply_catalogue_changes", "sold_shifts_touched") or {}
-            self.touched += len(touched.get("shifts", []))
+            self.touched.update((shop_id, start) for shop_id, start in touched.get("shifts", []))
+        self.streaming.outcome["late_for_sold_shifts"] = len(self.touched)
 
     def after_shifts(self) -> None:
         """After the day's shifts: the scenario's late changes entered (dated when they took effect)
@@ -216,8 +220,8 @@ class DayThroughDagster:
         if not self.touched:
             return
         if self.ui.sensor(SOLD_AGAIN_SENSOR, ticks=0)["status"] != "RUNNING":
-            self.streaming.applied.append(f"{self.touched} sold shop x shifts a late version fell into were not sold "
-                                          f"again: {SOLD_AGAIN_SENSOR} is switched off")
+            self.streaming.applied.append(f"{len(self.touched)} sold shop x shifts a late version fell into were not "
+                                          f"sold again: {SOLD_AGAIN_SENSOR} is switched off")
             return
         self.ui.wait_for_tick(SOLD_AGAIN_SENSOR, after=engine_time())
         for run in reversed(self.ui.runs(tags={RUN_KIND_TAG: "sold_again"}, created_after=since)):
