@@ -100,9 +100,6 @@ class DayThroughDagster:
         self.streaming = Streaming()
         self.started = engine_time()  # which runs and ticks are this command's
         self.last_shift_end = 0.0  # when the day's last shop x shift run ended (Unix time)
-        # The sold (shop, shift start)s the upsert runs found a late version falling into: a set, since
-        # the sensor may cut the late changes into two runs whose versions fall into the same shift.
-        self.touched: set[tuple[int, str]] = set()
 
     def call(self, work: Callable[[], T]) -> T:
         return self.stop.call(work) if self.stop is not None else work()
@@ -194,11 +191,12 @@ class DayThroughDagster:
                                                   f"{outcome.failure()}")
                 continue
             result = outcome.output("apply_catalogue_changes") or {}
+            # A run's count of sold shifts touched does not add up over runs (two runs may touch one
+            # shift): the shifts themselves are gathered instead.
             self.streaming.outcome.update({k: v for k, v in result.items()
                                            if isinstance(v, int) and k != "late_for_sold_shifts"})
             touched = outcome.output("apply_catalogue_changes", "sold_shifts_touched") or {}
-            self.touched.update((shop_id, start) for shop_id, start in touched.get("shifts", []))
-        self.streaming.outcome["late_for_sold_shifts"] = len(self.touched)
+            self.streaming.sold_shifts_touched.update((shop, start) for shop, start in touched.get("shifts", []))
 
     def after_shifts(self) -> None:
         """After the day's shifts: the scenario's late changes entered (dated when they took effect)
@@ -217,11 +215,12 @@ class DayThroughDagster:
         self.streaming.changes_published += int((entered.output(CHAIN_LATE_STEP) or {}).get("late_changes", 0))
         self.wait_until_published(store)
         self.apply_catalogue(since)
-        if not self.touched:
+        touched = len(self.streaming.sold_shifts_touched)
+        if not touched:
             return
         if self.ui.sensor(SOLD_AGAIN_SENSOR, ticks=0)["status"] != "RUNNING":
-            self.streaming.applied.append(f"{len(self.touched)} sold shop x shifts a late version fell into were not "
-                                          f"sold again: {SOLD_AGAIN_SENSOR} is switched off")
+            self.streaming.applied.append(f"{touched} sold shop x shifts a late version fell into were not sold "
+                                          f"again: {SOLD_AGAIN_SENSOR} is switched off")
             return
         self.ui.wait_for_tick(SOLD_AGAIN_SENSOR, after=engine_time())
         for run in reversed(self.ui.runs(tags={RUN_KIND_TAG: "sold_again"}, created_after=since)):
